@@ -1,0 +1,134 @@
+//! The validated, typed configuration (SPEC section 1).
+//!
+//! Values here are already checked: the request path never re-reads strings.
+//! Defaults live in the `Default` impls so that a file holding only `hosts`
+//! and `origin` is complete.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole file, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub vhosts: Vec<VhostConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub tls_listen: Vec<SocketAddr>,
+    pub admin_listen: SocketAddr,
+    /// None: the push API is off.
+    pub admin_token: Option<String>,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub origin_connect_timeout: Duration,
+    pub origin_response_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            tls_listen: Vec::new(),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9900)),
+            admin_token: None,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            origin_connect_timeout: Duration::from_secs(5),
+            origin_response_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_connections: 20_000,
+            max_connections_per_ip: 2_000,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VhostConfig {
+    /// Lower-cased host names without port; `"*"` marks the default vhost.
+    pub hosts: Vec<String>,
+    pub origin: OriginUrl,
+    pub tls: Option<TlsConfig>,
+    /// None when the table is absent or `enabled = false`.
+    pub persistent: Option<PersistentConfig>,
+}
+
+impl VhostConfig {
+    /// The metrics label of SPEC 9: the first entry of `hosts`.
+    pub fn label(&self) -> &str {
+        &self.hosts[0]
+    }
+}
+
+/// An `http://host:port` upstream (origin or worker). Only plain `http` is
+/// supported upstream; `authority` is what goes on the wire, `as_written`
+/// is the URL as configured (used as a metric label).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OriginUrl {
+    pub as_written: String,
+    /// host[:port] as written, without scheme.
+    pub authority: String,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMode {
+    Stream,
+    Message,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersistentConfig {
+    /// Globs as written; matched by `crate::router::PathGlob`.
+    pub paths: Vec<String>,
+    pub workers: Vec<OriginUrl>,
+    pub mode: SessionMode,
+    /// Lower-cased `type/subtype` media types.
+    pub accept: Vec<String>,
+    pub resume_grace: Duration,
+    pub replay_window: usize,
+    pub detached_backlog: usize,
+    pub max_line: usize,
+    pub max_initial_body: usize,
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    pub max_lines_per_second: u32,
+    /// Lower-cased `scheme://host[:port]` values.
+    pub allowed_origins: Vec<String>,
+}
+
+impl PersistentConfig {
+    /// Defaults of SPEC 1; `workers` defaults to the vhost's origin.
+    pub fn with_defaults(origin: &OriginUrl) -> Self {
+        PersistentConfig {
+            paths: vec!["*.pphp".to_string()],
+            workers: vec![origin.clone()],
+            mode: SessionMode::Stream,
+            accept: vec!["application/x-persistent".to_string()],
+            resume_grace: Duration::from_secs(120),
+            replay_window: 256 * 1024,
+            detached_backlog: 1024 * 1024,
+            max_line: 64 * 1024,
+            max_initial_body: 4 * 1024 * 1024,
+            max_sessions: 100_000,
+            max_sessions_per_ip: 1_000,
+            max_lines_per_second: 10_000,
+            allowed_origins: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! tether's gateway library.
+
+pub mod config;

@@ -1,0 +1,1 @@
+//! Test harness: starting real servers on free loopback ports.
