@@ -1,3 +1,25 @@
 //! tether's gateway library.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file, parsed into validated types.
+//! - `listener`: accept loops, connection limits, HTTP/1 vs HTTP/2.
+//! - `http1`: tether's own strict HTTP/1.1 server loop; `h2`: hyper's HTTP/2.
+//! - `gateway`: the request path shared by both (route, then forward).
+//! - [`router`]: vhost table; `forward`: pooled client to origins;
+//!   `headers`: hop-by-hop and forwarding fields.
+//! - `admin`: health and readiness; [`serve`]: binding, serving, draining.
 
+pub mod admin;
+pub mod body;
 pub mod config;
+pub mod forward;
+pub mod gateway;
+mod h2;
+mod headers;
+mod http1;
+mod listener;
+pub mod router;
+mod serve;
+
+pub use serve::{run, RunError};

@@ -1,0 +1,127 @@
+//! The request path: one service that every client request goes through,
+//! whatever its transport (HTTP/1.1 connection task or hyper's HTTP/2).
+//!
+//! In order: find the vhost by Host (421 when none), refuse an absolute-form
+//! target for a foreign host (400), then forward to the origin (502/504 on
+//! its failure). Persistent candidates branch off here to `session`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+
+use crate::body::Body;
+use crate::config::{Config, ServerConfig};
+use crate::forward::Upstreams;
+use crate::headers;
+use crate::router::{host_without_port, Routes};
+
+/// Everything a request needs from one config load. Swapped whole on reload.
+pub struct Runtime {
+    pub server: ServerConfig,
+    pub routes: Routes,
+    pub upstreams: Upstreams,
+}
+
+impl Runtime {
+    pub fn new(config: &Config, upstreams: Upstreams) -> Runtime {
+        Runtime {
+            server: config.server.clone(),
+            routes: Routes::new(config),
+            upstreams,
+        }
+    }
+}
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub https: bool,
+}
+
+/// Answers one request.
+pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, mut req: Request<Body>) -> Response<Body> {
+    // HTTP/2 carries the host in :authority; HTTP/1.1 in Host.
+    let host: Option<String> = match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok().map(str::to_owned),
+        None => req.uri().authority().map(|a| a.as_str().to_owned()),
+    };
+    let Some(vhost) = rt.routes.find(host.as_deref()).cloned() else {
+        return text_response(
+            StatusCode::MISDIRECTED_REQUEST,
+            "no virtual host serves this Host\n",
+        );
+    };
+    if req.version() < Version::HTTP_2 {
+        if let Some(authority) = req.uri().authority() {
+            let target_host = host_without_port(authority.as_str()).to_ascii_lowercase();
+            let same_as_host = host
+                .as_deref()
+                .map(host_without_port)
+                .is_some_and(|h| h.eq_ignore_ascii_case(&target_host));
+            if !same_as_host && !vhost.serves(&target_host) {
+                let mut resp = text_response(
+                    StatusCode::BAD_REQUEST,
+                    "the absolute-form target names a host this virtual host does not serve\n",
+                );
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return resp;
+            }
+        }
+    }
+    let host = host.unwrap_or_default();
+    let upgrade = is_upgrade(&req);
+    let h = req.headers_mut();
+    headers::strip_hop_by_hop(h, upgrade);
+    headers::strip_session_fields(h);
+    h.remove(header::EXPECT);
+    headers::add_forwarding(h, conn.peer.ip(), conn.https, &host);
+    if !h.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            h.insert(header::HOST, v);
+        }
+    }
+    match rt.upstreams.send(&vhost.config.origin, req).await {
+        Ok(mut resp) => {
+            let relayed_upgrade = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            headers::strip_hop_by_hop(resp.headers_mut(), relayed_upgrade);
+            resp
+        }
+        Err(e) => text_response(e.status(), upstream_failure_text(e.status())),
+    }
+}
+
+fn is_upgrade(req: &Request<Body>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|t| crate::http1::trim(t).eq_ignore_ascii_case(b"upgrade"))
+}
+
+fn upstream_failure_text(status: StatusCode) -> &'static str {
+    if status == StatusCode::GATEWAY_TIMEOUT {
+        "the origin server did not answer in time\n"
+    } else {
+        "the origin server could not be reached or failed to answer\n"
+    }
+}
+
+/// A small plain-text answer written by the gateway itself.
+pub fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Body::full(text));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    resp
+}

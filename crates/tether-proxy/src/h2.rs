@@ -1,0 +1,160 @@
+//! HTTP/2 client connections (cleartext with prior knowledge; over TLS by
+//! ALPN later), served by hyper with the same gateway service as HTTP/1.
+//!
+//! SPEC 5 timers for HTTP/2: no complete HEADERS within
+//! `header_read_timeout` of the accept, or no open stream for
+//! `idle_timeout`, and the connection is sent GOAWAY and closed.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::Body;
+use crate::gateway::{self, ConnInfo, Runtime};
+
+/// The client preface every HTTP/2 connection starts with.
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Streams in progress and the moment the count last changed.
+struct Activity {
+    open: AtomicUsize,
+    seen_any: std::sync::atomic::AtomicBool,
+    changed: Notify,
+}
+
+struct StreamGuard(Arc<Activity>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_one();
+    }
+}
+
+pub(crate) async fn serve<IO>(
+    io: IO,
+    prefix: BytesMut,
+    accepted: Instant,
+    rt: Arc<Runtime>,
+    info: ConnInfo,
+    drain: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity {
+        open: AtomicUsize::new(0),
+        seen_any: false.into(),
+        changed: Notify::new(),
+    });
+    let service = {
+        let activity = activity.clone();
+        let rt = rt.clone();
+        service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            activity.open.fetch_add(1, Ordering::AcqRel);
+            activity.seen_any.store(true, Ordering::Release);
+            activity.changed.notify_one();
+            let guard = StreamGuard(activity.clone());
+            let rt = rt.clone();
+            async move {
+                let resp = gateway::handle(rt, info, req.map(Body::Incoming)).await;
+                drop(guard);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(rt.server.max_header_bytes as u32)
+        .serve_connection(TokioIo::new(Prefixed { prefix, io }), service);
+    tokio::pin!(conn);
+    let server = &rt.server;
+    let mut deadline = accepted + server.header_read_timeout;
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = activity.changed.notified() => {
+                if activity.open.load(Ordering::Acquire) == 0 {
+                    deadline = Instant::now() + server.idle_timeout;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline), if !shutting_down => {
+                let idle = activity.open.load(Ordering::Acquire) == 0;
+                if idle || !activity.seen_any.load(Ordering::Acquire) {
+                    conn.as_mut().graceful_shutdown();
+                    shutting_down = true;
+                } else {
+                    deadline = Instant::now() + server.idle_timeout;
+                }
+            }
+            _ = drain.cancelled(), if !shutting_down => {
+                conn.as_mut().graceful_shutdown();
+                shutting_down = true;
+            }
+        }
+    }
+}
+
+/// An IO that first yields bytes already read from it.
+struct Prefixed<IO> {
+    prefix: BytesMut,
+    io: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                self.prefix = BytesMut::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}

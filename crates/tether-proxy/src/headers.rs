@@ -1,0 +1,131 @@
+//! Header rewriting between client and upstream (SPEC 5 and SPEC 2).
+//!
+//! Hop-by-hop fields (RFC 9110 §7.6.1, and every field named in
+//! `Connection`) describe one connection and never cross the gateway. The
+//! session fields (`SessionID`, `Session-*`, `Connection-Type`) are the
+//! gateway's own: a client cannot set them for an upstream, and a plain
+//! answer does not leak them to a client.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub(crate) static SESSION_ID: HeaderName = HeaderName::from_static("sessionid");
+pub(crate) static SESSION_RECEIVED: HeaderName = HeaderName::from_static("session-received");
+pub(crate) static SESSION_EVENT: HeaderName = HeaderName::from_static("session-event");
+pub(crate) static CONNECTION_TYPE: HeaderName = HeaderName::from_static("connection-type");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const VIA_TETHER: &str = "1.1 tether";
+
+/// Removes hop-by-hop fields, including those named in `Connection`.
+/// `keep_upgrade` keeps `Connection: upgrade` and `Upgrade` for a relayed
+/// upgrade (request with Upgrade, or a 101 answer).
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|t| HeaderName::from_bytes(crate::http1::trim(t)).ok())
+        .collect();
+    for name in named {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(&name);
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TE);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::TRAILER);
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Removes the session fields a client may not set for an upstream.
+pub(crate) fn strip_session_fields(headers: &mut HeaderMap) {
+    headers.remove(&SESSION_ID);
+    headers.remove(&SESSION_RECEIVED);
+    headers.remove(&SESSION_EVENT);
+    headers.remove(&CONNECTION_TYPE);
+}
+
+/// Sets the forwarding fields of SPEC 5 on a request bound upstream.
+pub(crate) fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, https: bool, host: &str) {
+    let ip = HeaderValue::from_str(&client.to_string()).expect("an IP is a valid value");
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(_) => {
+            let mut joined: Vec<u8> = Vec::new();
+            for v in headers.get_all(&X_FORWARDED_FOR) {
+                if !joined.is_empty() {
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(v.as_bytes());
+            }
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or(ip)
+        }
+        None => ip,
+    };
+    headers.insert(&X_FORWARDED_FOR, xff);
+    headers.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if https { "https" } else { "http" }),
+    );
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(&X_FORWARDED_HOST, v);
+    }
+    let via = match headers.get(header::VIA) {
+        Some(_) => {
+            let mut joined: Vec<u8> = Vec::new();
+            for v in headers.get_all(header::VIA) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(VIA_TETHER.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or(HeaderValue::from_static(VIA_TETHER))
+        }
+        None => HeaderValue::from_static(VIA_TETHER),
+    };
+    headers.insert(header::VIA, via);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_named_fields_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "X-Foo, close".parse().unwrap());
+        h.insert("x-foo", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("x-bar", "2".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-bar"));
+    }
+
+    #[test]
+    fn forwarding_fields_append() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        h.insert("via", "1.0 fred".parse().unwrap());
+        add_forwarding(&mut h, "127.0.0.1".parse().unwrap(), false, "a.test:8080");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "a.test:8080");
+        assert_eq!(h["via"], "1.0 fred, 1.1 tether");
+    }
+}

@@ -1,0 +1,253 @@
+//! Incremental decoder for `Transfer-Encoding: chunked` request bodies.
+//!
+//! Strict on purpose (SPEC 5 "bad chunk sizes"): a size is 1 to 16 hex
+//! digits, optionally followed by extensions, and every line ends in CRLF.
+//! A bare LF, a `0x` prefix, a sign or whitespace before the size is a bad
+//! chunk and ends the request with 400.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The longest chunk-size line (size plus extensions) we accept.
+const MAX_SIZE_LINE: usize = 4096;
+/// The most trailer bytes we accept.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BadChunk(pub(crate) &'static str);
+
+/// One decoded piece of the body.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+#[derive(Debug)]
+pub(crate) struct ChunkedDecoder {
+    state: State,
+}
+
+impl ChunkedDecoder {
+    pub(crate) fn new() -> Self {
+        ChunkedDecoder { state: State::Size }
+    }
+
+    /// Takes what it can from `buf`. `Ok(None)` means more bytes are needed.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Piece>, BadChunk> {
+        loop {
+            match self.state {
+                State::Size => {
+                    let Some(line_end) = find_crlf(buf, MAX_SIZE_LINE)? else {
+                        return Ok(None);
+                    };
+                    let size = parse_size_line(&buf[..line_end])?;
+                    buf.advance(line_end + 2);
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::Data(size)
+                    };
+                }
+                State::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = left.min(buf.len() as u64) as usize;
+                    let data = buf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data(left)
+                    };
+                    return Ok(Some(Piece::Data(data)));
+                }
+                State::DataEnd => {
+                    if buf.len() < 2 {
+                        if buf.first().is_some_and(|&b| b != b'\r') {
+                            return Err(BadChunk("chunk data not followed by CRLF"));
+                        }
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(BadChunk("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.state = State::Size;
+                }
+                State::Trailers => {
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                        self.state = State::Done;
+                        return Ok(Some(Piece::End));
+                    }
+                    let Some(end) = find_trailers_end(buf)? else {
+                        return Ok(None);
+                    };
+                    let trailers = parse_trailers(&buf[..end])?;
+                    buf.advance(end);
+                    self.state = State::Done;
+                    return Ok(Some(Piece::Trailers(trailers)));
+                }
+                State::Done => return Ok(Some(Piece::End)),
+            }
+        }
+    }
+}
+
+/// Position of the CR of the first CRLF; a bare LF is an error.
+fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, BadChunk> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(0) => Err(BadChunk("bare LF in chunked body")),
+        Some(lf) if buf[lf - 1] == b'\r' => Ok(Some(lf - 1)),
+        Some(_) => Err(BadChunk("bare LF in chunked body")),
+        None if buf.len() > limit => Err(BadChunk("chunk size line too long")),
+        None => Ok(None),
+    }
+}
+
+fn parse_size_line(line: &[u8]) -> Result<u64, BadChunk> {
+    let digits_end = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let digits = &line[..digits_end];
+    if digits.is_empty() || digits.len() > 16 {
+        return Err(BadChunk("bad chunk size"));
+    }
+    let rest = &line[digits_end..];
+    // Only extensions may follow the size: `;name[=value]`, with optional
+    // whitespace before the semicolon (RFC 9112 BWS).
+    let rest_trimmed = rest
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(&rest[rest.len()..], |i| &rest[i..]);
+    if !rest_trimmed.is_empty()
+        && (rest_trimmed[0] != b';'
+            || rest_trimmed
+                .iter()
+                .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f))
+    {
+        return Err(BadChunk("bad chunk size"));
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        let v = (d as char).to_digit(16).unwrap_or(0) as u64;
+        n = n.checked_mul(16).ok_or(BadChunk("chunk size overflows"))? + v;
+    }
+    if n > i64::MAX as u64 {
+        return Err(BadChunk("chunk size overflows"));
+    }
+    Ok(n)
+}
+
+fn find_trailers_end(buf: &[u8]) -> Result<Option<usize>, BadChunk> {
+    let mut i = 0;
+    while let Some(lf) = buf[i..].iter().position(|&b| b == b'\n') {
+        let lf = i + lf;
+        if lf == 0 || buf[lf - 1] != b'\r' {
+            return Err(BadChunk("bare LF in trailers"));
+        }
+        if buf[lf + 1..].starts_with(b"\r\n") {
+            return Ok(Some(lf + 3));
+        }
+        i = lf + 1;
+    }
+    if buf.len() > MAX_TRAILERS {
+        return Err(BadChunk("trailers too large"));
+    }
+    Ok(None)
+}
+
+fn parse_trailers(block: &[u8]) -> Result<HeaderMap, BadChunk> {
+    let mut map = HeaderMap::new();
+    for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(BadChunk("bad trailer"))?;
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| BadChunk("bad trailer"))?;
+        let value = HeaderValue::from_bytes(super::head::trim(&line[colon + 1..]))
+            .map_err(|_| BadChunk("bad trailer"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>), BadChunk> {
+        let mut dec = ChunkedDecoder::new();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut trailers = None;
+        for piece in input.chunks(step.max(1)) {
+            buf.extend_from_slice(piece);
+            while let Some(p) = dec.decode(&mut buf)? {
+                match p {
+                    Piece::Data(d) => out.extend_from_slice(&d),
+                    Piece::Trailers(t) => trailers = Some(t),
+                    Piece::End => return Ok((out, trailers)),
+                }
+            }
+        }
+        Err(BadChunk("incomplete"))
+    }
+
+    #[test]
+    fn decodes_in_any_step() {
+        let body = b"5\r\nhello\r\na;ext=1\r\n0123456789\r\n0\r\n\r\n";
+        for step in 1..body.len() {
+            let (out, t) = decode_all(body, step).unwrap();
+            assert_eq!(out, b"hello0123456789");
+            assert!(t.is_none());
+        }
+    }
+
+    #[test]
+    fn trailers() {
+        let (out, t) = decode_all(b"1\r\na\r\n0\r\nX-Sum: 1\r\n\r\n", 3).unwrap();
+        assert_eq!(out, b"a");
+        assert_eq!(t.unwrap()["x-sum"], "1");
+    }
+
+    #[test]
+    fn bad_chunks() {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"-5\r\n",
+            b"+5\r\n",
+            b" 5\r\n",
+            b"5\nhello\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"ffffffffffffffff\r\n",
+            b"\r\n",
+            b"5 x\r\n",
+        ] {
+            assert!(
+                decode_all(bad, 64).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! One HTTP/1.x client connection: read a head strictly, hand the request
+//! to the gateway, write the answer, repeat while keep-alive allows.
+//!
+//! Timers follow SPEC 5: the first head must be complete within
+//! `header_read_timeout` of the accept; a later head within
+//! `header_read_timeout` of its first byte, and the wait for that byte is
+//! `idle_timeout` (then the connection closes silently). A head timer that
+//! runs out is answered `408`; a head over `max_header_bytes` `431`; a
+//! malformed or ambiguous one `400`. Each of those closes the connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::encode::{self, OutFraming};
+use super::head::{self, Framing, HeadError, RequestHead};
+use super::pump::{BodyPump, PumpEvent};
+use crate::body::{Body, ChannelBody, ClientBodyError};
+use crate::gateway::{self, ConnInfo, Runtime};
+
+/// Read-buffer growth step for heads.
+const HEAD_CHUNK: usize = 4 * 1024;
+/// A read buffer larger than this is given back once it is empty.
+const KEEP_BUFFER: usize = 16 * 1024;
+
+/// What the connection does after one exchange.
+enum Next {
+    KeepAlive,
+    Close,
+    /// A `101` from the origin: the connection becomes a byte relay.
+    Upgrade(Response<Body>),
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    /// Closed by the client, idle timeout, or drain: no answer.
+    Closed,
+    /// Answer with this status and close.
+    Refuse(StatusCode, &'static str),
+}
+
+pub(crate) struct Http1Conn<IO> {
+    reader: ReadHalf<IO>,
+    writer: WriteHalf<IO>,
+    buf: BytesMut,
+    out: Vec<u8>,
+    rt: Arc<Runtime>,
+    info: ConnInfo,
+    drain: CancellationToken,
+}
+
+impl<IO> Http1Conn<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Serves the connection to its end. `buf` holds bytes already read
+    /// (while looking for an HTTP/2 preface); `accepted` is the accept time.
+    pub(crate) async fn serve(
+        io: IO,
+        buf: BytesMut,
+        accepted: Instant,
+        rt: Arc<Runtime>,
+        info: ConnInfo,
+        drain: CancellationToken,
+    ) {
+        let (reader, writer) = tokio::io::split(io);
+        let mut conn = Http1Conn {
+            reader,
+            writer,
+            buf,
+            out: Vec::new(),
+            rt,
+            info,
+            drain,
+        };
+        let mut head_deadline = Some(accepted + conn.rt.server.header_read_timeout);
+        loop {
+            let head = match conn.read_head(head_deadline).await {
+                HeadRead::Head(h) => h,
+                HeadRead::Closed => break,
+                HeadRead::Refuse(status, text) => {
+                    conn.refuse(status, text).await;
+                    break;
+                }
+            };
+            head_deadline = None;
+            match conn.exchange(head).await {
+                Next::KeepAlive => {}
+                Next::Close => break,
+                Next::Upgrade(resp) => return conn.relay_upgrade(resp).await,
+            }
+            if conn.buf.is_empty() && conn.buf.capacity() > KEEP_BUFFER {
+                conn.buf = BytesMut::new();
+            }
+            if conn.out.capacity() > KEEP_BUFFER {
+                conn.out = Vec::new();
+            }
+        }
+        let _ = conn.writer.shutdown().await;
+    }
+
+    async fn read_head(&mut self, mut deadline: Option<Instant>) -> HeadRead {
+        let server = &self.rt.server;
+        let idle_until = Instant::now() + server.idle_timeout;
+        let mut scanned = 0;
+        loop {
+            // Empty lines before a request line are ignored (RFC 9112 §2.2).
+            while self.buf.starts_with(b"\r\n") || self.buf.starts_with(b"\n") {
+                let n = if self.buf[0] == b'\r' { 2 } else { 1 };
+                self.buf.advance(n);
+            }
+            if !self.buf.is_empty() && deadline.is_none() {
+                deadline = Some(Instant::now() + server.header_read_timeout);
+            }
+            if let Some(end) = head::find_head_end(&self.buf, scanned) {
+                if end > server.max_header_bytes {
+                    return HeadRead::Refuse(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "the request head is larger than this server accepts\n",
+                    );
+                }
+                let parsed = head::parse(&self.buf[..end]);
+                self.buf.advance(end);
+                return match parsed {
+                    Ok(h) => HeadRead::Head(h),
+                    Err(HeadError::TooLarge) => HeadRead::Refuse(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "the request has too many header fields\n",
+                    ),
+                    Err(HeadError::Malformed(why)) => {
+                        tracing::debug!(peer = %self.info.peer, why, "refused request head");
+                        HeadRead::Refuse(
+                            StatusCode::BAD_REQUEST,
+                            "malformed or ambiguous request\n",
+                        )
+                    }
+                };
+            }
+            scanned = self.buf.len();
+            if self.buf.len() > server.max_header_bytes {
+                return HeadRead::Refuse(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "the request head is larger than this server accepts\n",
+                );
+            }
+            if self.buf.capacity() - self.buf.len() < 512 {
+                self.buf.reserve(HEAD_CHUNK);
+            }
+            let until = deadline.unwrap_or(idle_until);
+            let waiting_idle = deadline.is_none();
+            tokio::select! {
+                read = self.reader.read_buf(&mut self.buf) => match read {
+                    Ok(0) | Err(_) => return HeadRead::Closed,
+                    Ok(_) => {}
+                },
+                _ = tokio::time::sleep_until(until) => {
+                    return if waiting_idle {
+                        HeadRead::Closed
+                    } else {
+                        HeadRead::Refuse(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the request head did not arrive in time\n",
+                        )
+                    };
+                }
+                _ = self.drain.cancelled(), if waiting_idle => return HeadRead::Closed,
+            }
+        }
+    }
+
+    async fn refuse(&mut self, status: StatusCode, text: &str) {
+        let bytes = encode::error_response(status, text);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = self.writer.write_all(&bytes).await;
+            let _ = self.writer.flush().await;
+        })
+        .await;
+    }
+
+    /// One request and its answer.
+    async fn exchange(&mut self, head: RequestHead) -> Next {
+        let method = head.method.clone();
+        let version = head.version;
+        let expect_continue = head.expect_continue;
+        let Ok(uri) = Uri::from_maybe_shared(head.target.clone()) else {
+            self.refuse(StatusCode::BAD_REQUEST, "malformed request target\n")
+                .await;
+            return Next::Close;
+        };
+        let (body, mut pump) = match head.framing {
+            Framing::None | Framing::Length(0) => (Body::Empty, None),
+            Framing::Length(n) => {
+                let (body, sender) = ChannelBody::new(Some(n));
+                (Body::Channel(body), Some(BodyPump::new(sender, Some(n))))
+            }
+            Framing::Chunked => {
+                let (body, sender) = ChannelBody::new(None);
+                (Body::Channel(body), Some(BodyPump::new(sender, None)))
+            }
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method;
+        *req.uri_mut() = uri;
+        *req.version_mut() = version;
+        *req.headers_mut() = head.headers;
+
+        let stall = self.rt.server.idle_timeout;
+        let mut sent_continue = false;
+        let response = gateway::handle(self.rt.clone(), self.info, req);
+        tokio::pin!(response);
+        let mut resp = loop {
+            let pumping = pump.as_ref().is_some_and(BodyPump::active);
+            tokio::select! {
+                resp = &mut response => break resp,
+                ev = async { pump.as_mut().expect("pumping").step(&mut self.reader, &mut self.buf, stall).await }, if pumping => {
+                    match ev {
+                        Ok(PumpEvent::Demanded) if expect_continue => {
+                            if self.writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                                return Next::Close;
+                            }
+                            sent_continue = true;
+                        }
+                        Ok(_) => {}
+                        Err(ClientBodyError::BadChunk(why)) => {
+                            tracing::debug!(peer = %self.info.peer, why, "bad chunk in request body");
+                            self.refuse(StatusCode::BAD_REQUEST, "malformed chunked body\n").await;
+                            return Next::Close;
+                        }
+                        Err(_) => return Next::Close,
+                    }
+                }
+            }
+        };
+
+        let body_unread = pump.as_ref().is_some_and(BodyPump::active);
+        // A client still waiting for `100 Continue` has not sent its body,
+        // so the body cannot be read past; the connection must close.
+        let may_read_body = !expect_continue || sent_continue;
+        let gateway_close = resp
+            .headers()
+            .get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let mut close = !head.keep_alive
+            || gateway_close
+            || self.drain.is_cancelled()
+            || (body_unread && !may_read_body);
+
+        if head.upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Next::Upgrade(resp);
+        }
+        let framing = encode::choose_framing(&method, version, &mut resp);
+        if framing == OutFraming::UntilClose {
+            close = true;
+        }
+        let connection = if close {
+            Some("close")
+        } else if version == Version::HTTP_10 {
+            Some("keep-alive")
+        } else {
+            None
+        };
+        let (parts, mut body) = resp.into_parts();
+        self.out.clear();
+        encode::encode_head(
+            &mut self.out,
+            parts.status,
+            &parts.headers,
+            framing,
+            connection,
+        );
+
+        // Write the body while still taking the request body, if the
+        // origin answered before it read all of it.
+        let mut body_done = framing == OutFraming::Bodyless;
+        let mut write_failed = false;
+        while !body_done {
+            let pumping = may_read_body && pump.as_ref().is_some_and(BodyPump::active);
+            tokio::select! {
+                frame = body.frame() => match frame {
+                    None => {
+                        if framing == OutFraming::Chunked {
+                            encode::encode_last_chunk(&mut self.out, None);
+                        }
+                        body_done = true;
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(peer = %self.info.peer, error = %e, "upstream body failed mid-way");
+                        write_failed = true;
+                        break;
+                    }
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => match framing {
+                            OutFraming::Chunked => encode::encode_chunk(&mut self.out, &data),
+                            _ => self.out.extend_from_slice(&data),
+                        },
+                        Err(frame) => {
+                            if framing == OutFraming::Chunked {
+                                encode::encode_last_chunk(&mut self.out, frame.trailers_ref());
+                            }
+                            body_done = true;
+                        }
+                    },
+                },
+                ev = async { pump.as_mut().expect("pumping").step(&mut self.reader, &mut self.buf, stall).await }, if pumping => {
+                    if ev.is_err() {
+                        // The answer has started: the only way left to say
+                        // the request was bad is to close.
+                        return Next::Close;
+                    }
+                    continue;
+                }
+            }
+            if !self.out.is_empty() && !self.flush_out(stall).await {
+                write_failed = true;
+                break;
+            }
+        }
+        if !self.out.is_empty() && !self.flush_out(stall).await {
+            write_failed = true;
+        }
+        if write_failed {
+            return Next::Close;
+        }
+        if pump.as_ref().is_some_and(BodyPump::active) {
+            // The origin did not take the whole body: what is left of it
+            // would be read as the next request.
+            close = true;
+        }
+        if close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    async fn flush_out(&mut self, stall: Duration) -> bool {
+        let ok = matches!(
+            tokio::time::timeout(stall, self.writer.write_all(&self.out)).await,
+            Ok(Ok(()))
+        );
+        self.out.clear();
+        ok
+    }
+
+    /// After a `101` from the origin: write it, then relay bytes both ways.
+    async fn relay_upgrade(mut self, resp: Response<Body>) {
+        let (mut parts, body) = resp.into_parts();
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        let mut head = Vec::new();
+        encode::encode_head(
+            &mut head,
+            parts.status,
+            &parts.headers,
+            OutFraming::Bodyless,
+            Some("upgrade"),
+        );
+        let resp = Response::from_parts(parts, body);
+        if self.writer.write_all(&head).await.is_err() {
+            return;
+        }
+        let upgraded = match hyper::upgrade::on(resp).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "origin upgrade failed");
+                return;
+            }
+        };
+        let mut upstream = hyper_util::rt::TokioIo::new(upgraded);
+        let mut client = self.reader.unsplit(self.writer);
+        if !self.buf.is_empty() && upstream.write_all(&self.buf).await.is_err() {
+            return;
+        }
+        drop(self.buf);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    }
+}

@@ -1,0 +1,180 @@
+//! Accept loops: connection limits, protocol detection, drain.
+//!
+//! Over `max_connections` or `max_connections_per_ip`, a plain listener
+//! accepts the connection, writes `503` with `Retry-After: 1` at once
+//! without reading the request, and closes it (SPEC 5).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gateway::{ConnInfo, Runtime};
+use crate::h2;
+use crate::http1::conn::Http1Conn;
+
+/// Counts client connections in all and per address.
+#[derive(Default)]
+pub(crate) struct ConnLimits {
+    total: AtomicUsize,
+    // A std mutex: touched once per accept and once per close, never held
+    // across an await.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Which limit turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitHit {
+    Connections,
+    ConnectionsPerIp,
+}
+
+/// Holds one connection's place in the counts until dropped.
+pub(crate) struct ConnPermit {
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+}
+
+impl ConnLimits {
+    pub(crate) fn try_acquire(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        max_total: usize,
+        max_per_ip: usize,
+    ) -> Result<ConnPermit, LimitHit> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(LimitHit::Connections);
+        }
+        let mut per_ip = self.per_ip.lock().expect("limits lock");
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= max_per_ip {
+            drop(per_ip);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(LimitHit::ConnectionsPerIp);
+        }
+        *n += 1;
+        Ok(ConnPermit {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        let mut per_ip = self.limits.per_ip.lock().expect("limits lock");
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        drop(per_ip);
+        self.limits.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 1\r\ncontent-length: 37\r\nconnection: close\r\n\r\ntoo many connections; try again soon\n";
+
+/// Accepts on one plain listener until `drain` is cancelled.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    runtime: watch::Receiver<Arc<Runtime>>,
+    limits: Arc<ConnLimits>,
+    drain: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = drain.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // Out of descriptors and the like: wait, do not spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let rt = runtime.borrow().clone();
+        let permit = match limits.try_acquire(
+            peer.ip(),
+            rt.server.max_connections,
+            rt.server.max_connections_per_ip,
+        ) {
+            Ok(p) => p,
+            Err(hit) => {
+                tracing::debug!(%peer, ?hit, "connection limit hit");
+                tracker.spawn(turn_away(stream));
+                continue;
+            }
+        };
+        let drain = drain.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, peer, rt, drain).await;
+        });
+    }
+}
+
+async fn turn_away(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(OVERLOADED).await;
+        let _ = stream.shutdown().await;
+        // Give the client a moment to read before the close can reset.
+        let mut sink = [0u8; 512];
+        let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut sink)).await;
+    })
+    .await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    rt: Arc<Runtime>,
+    drain: CancellationToken,
+) {
+    let accepted = Instant::now();
+    let _ = stream.set_nodelay(true);
+    let info = ConnInfo { peer, https: false };
+    let mut stream = stream;
+    let mut buf = BytesMut::with_capacity(4096);
+    let deadline = accepted + rt.server.header_read_timeout;
+    // Read until the bytes cannot be an HTTP/2 preface, or are one.
+    loop {
+        let n = buf.len().min(h2::PREFACE.len());
+        if buf[..n] != h2::PREFACE[..n] || (n == h2::PREFACE.len()) {
+            break;
+        }
+        tokio::select! {
+            r = stream.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = drain.cancelled(), if buf.is_empty() => return,
+        }
+    }
+    if buf.starts_with(h2::PREFACE) {
+        h2::serve(stream, buf, accepted, rt, info, drain).await;
+    } else {
+        Http1Conn::serve(stream, buf, accepted, rt, info, drain).await;
+    }
+}

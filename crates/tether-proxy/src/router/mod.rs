@@ -1,0 +1,92 @@
+//! Finds the vhost of a request and says whether it is plain or a
+//! persistent candidate (SPEC 2, SPEC 5).
+//!
+//! The table is compiled once per config load into an `Arc<Routes>`;
+//! requests carry an `Arc<Vhost>`, so a reload never changes the vhost of a
+//! request (or a session) already under way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, VhostConfig};
+
+/// One virtual host, as compiled from its config.
+#[derive(Debug)]
+pub struct Vhost {
+    pub config: VhostConfig,
+}
+
+impl Vhost {
+    pub fn label(&self) -> &str {
+        self.config.label()
+    }
+
+    /// Whether `host` (lower-case, no port) names this vhost.
+    pub fn serves(&self, host: &str) -> bool {
+        self.config.hosts.iter().any(|h| h == host)
+    }
+}
+
+/// The vhost table of one config load.
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_host: HashMap<String, Arc<Vhost>>,
+    fallback: Option<Arc<Vhost>>,
+}
+
+impl Routes {
+    pub fn new(config: &Config) -> Routes {
+        let mut routes = Routes::default();
+        for vc in &config.vhosts {
+            let vhost = Arc::new(Vhost { config: vc.clone() });
+            for host in &vc.hosts {
+                if host == "*" {
+                    routes.fallback = Some(vhost.clone());
+                } else {
+                    routes.by_host.insert(host.clone(), vhost.clone());
+                }
+            }
+        }
+        routes
+    }
+
+    /// The vhost for a `Host` value (any case, port ignored).
+    pub fn find(&self, host: Option<&str>) -> Option<&Arc<Vhost>> {
+        host.map(host_without_port)
+            .and_then(|h| {
+                if h.bytes().any(|b| b.is_ascii_uppercase()) {
+                    self.by_host.get(&h.to_ascii_lowercase())
+                } else {
+                    self.by_host.get(h)
+                }
+            })
+            .or(self.fallback.as_ref())
+    }
+}
+
+/// `example.test:8080` -> `example.test`; `[::1]:80` -> `[::1]`.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rfind(':') {
+        Some(colon) if host[colon + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..colon],
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_ignored() {
+        assert_eq!(host_without_port("a.test:8080"), "a.test");
+        assert_eq!(host_without_port("a.test"), "a.test");
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
+}
