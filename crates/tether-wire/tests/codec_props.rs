@@ -11,12 +11,24 @@ use tether_wire::{
     GatewayOpen, LineReader, SessionId, MAX_COUNT,
 };
 
-/// Bytes with plenty of LFs and CRs.
+/// Bytes with plenty of LFs and CRs, or long runs between LFs (which the
+/// word-at-a-time LF search skips over).
 fn stream() -> impl Strategy<Value = Vec<u8>> {
-    vec(
+    let short = vec(
         prop_oneof![3 => Just(b'a'), 2 => Just(b'\n'), 1 => Just(b'\r'), 1 => any::<u8>()],
         0..400,
-    )
+    );
+    let long = vec((vec(any::<u8>(), 0..60), any::<bool>()), 0..8).prop_map(|runs| {
+        let mut out = Vec::new();
+        for (run, lf) in runs {
+            out.extend(run.into_iter().filter(|&b| b != b'\n'));
+            if lf {
+                out.push(b'\n');
+            }
+        }
+        out
+    });
+    prop_oneof![short, long]
 }
 
 /// The stream cut at arbitrary points.
