@@ -1,3 +1,4 @@
 //! tether's gateway library.
 
 pub mod config;
+pub mod router;

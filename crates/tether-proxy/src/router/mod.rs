@@ -1,0 +1,3 @@
+//! Request routing: vhost lookup and plain/persistent classification.
+
+pub mod glob;
