@@ -293,7 +293,12 @@ impl<'t> Checker<'t> {
                 out.tls_listen = addrs;
             }
         }
-        if out.listen.is_empty() && out.tls_listen.is_empty() {
+        let written_empty = |key: &str| {
+            sec.field(key).map_or(key == "tls_listen", |f| {
+                f.item.as_array().is_some_and(|a| a.is_empty())
+            })
+        };
+        if written_empty("listen") && written_empty("tls_listen") {
             let at = sec.field("listen").map_or(sec.at, |f| f.at);
             self.error(
                 at,
