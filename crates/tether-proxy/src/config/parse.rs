@@ -406,7 +406,7 @@ impl<'t> Checker<'t> {
         let tls_listen = server.and_then(|sec| sec.field("tls_listen"));
         let listens = tls_listen
             .as_ref()
-            .is_some_and(|f| f.item.as_array().map_or(true, |a| !a.is_empty()));
+            .is_some_and(|f| !matches!(f.item.as_array(), Some(a) if a.is_empty()));
         match (tls_listen, first_tls_vhost) {
             (Some(f), None) if listens => self.error(
                 f.key_at,
