@@ -741,3 +741,38 @@ fn load_reports_unreadable_and_non_utf8_files() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The fenced blocks of docs/configuration.md that follow `marker`.
+fn doc_block(marker: &str, fence: &str) -> String {
+    let doc = include_str!("../../../../docs/configuration.md");
+    let after = &doc[doc.find(marker).expect("marker in the doc")..];
+    let start = after.find(fence).expect("fence after marker") + fence.len();
+    let end = after[start..].find("```").expect("closing fence");
+    after[start..start + end].to_string()
+}
+
+#[test]
+fn the_documented_examples_agree_with_the_code() {
+    let dir = cert_dir();
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    for name in ["chat.example.test.pem", "chat.example.test.key"] {
+        std::fs::write(dir.join("certs").join(name), "not parsed\n").unwrap();
+    }
+    let complete = doc_block("## A complete example", "```toml\n");
+    let config = parse_in_dir(&dir, &complete).unwrap();
+    assert_eq!(config.vhosts.len(), 2);
+    assert!(config.vhosts[0].persistent.is_some());
+
+    let minimal = doc_block("# Configuring tether", "```toml\n");
+    assert!(parse("t.toml", &minimal).is_ok());
+
+    let broken = doc_block("For this `broken.toml`", "```toml\n");
+    let shown = doc_block("the check says:", "```console\n");
+    let expected: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.starts_with("broken.toml:"))
+        .collect();
+    let errors = parse("broken.toml", &broken).unwrap_err().to_string();
+    assert_eq!(errors.lines().collect::<Vec<_>>(), expected);
+    std::fs::remove_dir_all(&dir).ok();
+}
