@@ -146,7 +146,7 @@ impl<'t> Checker<'t> {
         let mut listeners = Vec::new();
         let server_sec = top
             .field("server")
-            .and_then(|f| self.section(&f, "[server]"));
+            .and_then(|f| self.section(&f, "[server]", "in [server]"));
         let server = match server_sec {
             Some(sec) => self.server(sec, &mut listeners),
             None => ServerConfig::default(),
@@ -221,15 +221,17 @@ impl<'t> Checker<'t> {
         tables
     }
 
-    pub(super) fn section<'a>(&mut self, f: &Field<'a>, name: &'static str) -> Option<Section<'a>> {
+    /// The table under `f`, called `name` in messages (`[server]`).
+    pub(super) fn section<'a>(
+        &mut self,
+        f: &Field<'a>,
+        name: &'static str,
+        place: &'static str,
+    ) -> Option<Section<'a>> {
         match f.item.as_table_like() {
             Some(table) => Some(Section {
                 table,
-                place: match name {
-                    "[server]" => "in [server]",
-                    "[vhost.tls]" => "in [vhost.tls]",
-                    _ => "in [vhost.persistent]",
-                },
+                place,
                 at: f.item.span().map_or(f.key_at, |s| s.start),
             }),
             None => {

@@ -40,12 +40,12 @@ impl Checker<'_> {
         let tls = match sec.field("tls") {
             None => None,
             Some(f) => self
-                .section(&f, "[vhost.tls]")
+                .section(&f, "[vhost.tls]", "in [vhost.tls]")
                 .and_then(|tls| self.tls(tls)),
         };
         let persistent = match sec.field("persistent") {
             None => None,
-            Some(f) => match self.section(&f, "[vhost.persistent]") {
+            Some(f) => match self.section(&f, "[vhost.persistent]", "in [vhost.persistent]") {
                 Some(p) => self.persistent(p, origin.as_ref()),
                 None => None,
             },
