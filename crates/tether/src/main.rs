@@ -1,1 +1,198 @@
-fn main() {}
+//! The `tether` command line: `run`, `check`, `demo` and `connect`.
+//!
+//! Exit statuses: 0 success; 1 `check` found errors, or a command failed;
+//! 2 bad command-line usage (clap); 64 `run` refused a bad configuration
+//! (before binding anything).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tether_proxy::config::{self, Config};
+
+/// Exit status of `run` when the configuration has errors (EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+/// tether: a reverse proxy that keeps persistent, resumable sessions open
+/// in front of an unchanged web server.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether",
+    version,
+    propagate_version = true,
+    after_help = "Exit status: 0 success; 1 errors found by `check`, or a failed command; \
+                  2 bad command line; 64 `run` refused a configuration with errors."
+)]
+struct Cli {
+    /// How log lines on stderr look: "human" (text) or "json" (one object
+    /// per line); the RUST_LOG variable chooses what is logged (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the proxy with a configuration file; if the file has errors,
+    /// print them and exit with status 64 before binding anything.
+    Run {
+        /// The TOML configuration file (see docs/configuration.md).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a configuration file without starting anything: print every
+    /// error as FILE:LINE:COLUMN: message and exit 1, or print "ok" and
+    /// exit 0.
+    Check {
+        /// The TOML configuration file to check.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Start a self-contained demo on 127.0.0.1 (a small origin, a worker
+    /// and the proxy) to try persistent sessions in a browser.
+    Demo,
+    /// Open a persistent session to URL as a native client and relay lines
+    /// between it and stdin/stdout, resuming after a dropped connection.
+    Connect {
+        /// The URL of a persistent path, like http://127.0.0.1:8080/chat.pphp
+        url: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Readable text lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+        Command::Demo => report(demo()),
+        Command::Connect { url } => report(connect(&url)),
+    }
+}
+
+/// `tether check`: never binds or connects.
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!("{}: ok ({})", path.display(), summary(&config));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tether run`: a bad file stops here, before anything is bound.
+fn run(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    tracing::info!(file = %path.display(), "configuration loaded ({})", summary(&config));
+    report(serve(config))
+}
+
+// wired to tether_proxy::run by the gateway commit
+fn serve(config: Config) -> anyhow::Result<()> {
+    let _ = config;
+    anyhow::bail!("the gateway is not built yet")
+}
+
+fn demo() -> anyhow::Result<()> {
+    anyhow::bail!("`tether demo` is not built yet")
+}
+
+fn connect(url: &str) -> anyhow::Result<()> {
+    anyhow::bail!("`tether connect {url}` is not built yet")
+}
+
+/// Prints a failed command's error chain on stderr.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tether: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// "2 vhosts, 3 listeners": listeners count `listen`, `tls_listen` and
+/// the admin listener.
+fn summary(config: &Config) -> String {
+    let vhosts = config.vhosts.len();
+    let listeners = config.server.listen.len() + config.server.tls_listen.len() + 1;
+    format!(
+        "{vhosts} {}, {listeners} {}",
+        plural(vhosts, "vhost", "vhosts"),
+        plural(listeners, "listener", "listeners")
+    )
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_subcommands_and_global_flag() {
+        let cli = Cli::try_parse_from(["tether", "check", "-c", "t.toml", "--log-format", "json"])
+            .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert!(matches!(cli.command, Command::Check { config } if config == Path::new("t.toml")));
+        let cli = Cli::try_parse_from(["tether", "connect", "http://127.0.0.1:1/x.pphp"]).unwrap();
+        assert!(matches!(cli.command, Command::Connect { .. }));
+        assert!(Cli::try_parse_from(["tether", "run"]).is_err());
+    }
+
+    #[test]
+    fn summary_counts_vhosts_and_listeners() {
+        let config = config::parse(
+            "t.toml",
+            "[[vhost]]\nhosts = [\"a.test\"]\norigin = \"http://127.0.0.1:8081\"\n",
+        )
+        .unwrap();
+        assert_eq!(summary(&config), "1 vhost, 2 listeners");
+    }
+}

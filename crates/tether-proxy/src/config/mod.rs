@@ -1,5 +1,19 @@
 //! Configuration: one TOML file parsed into validated types (SPEC section 1).
+//!
+//! [`load`] reads a file and [`parse`] a string; both return a validated
+//! [`Config`] or every error of the file as [`ConfigErrors`], whose
+//! `Display` is the `FILE:LINE:COLUMN: sentence` list of `tether check`.
 
+mod error;
+mod fields;
+mod parse;
 mod types;
+mod values;
+mod vhost;
 
+#[cfg(test)]
+mod tests;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use parse::{load, parse};
 pub use types::*;

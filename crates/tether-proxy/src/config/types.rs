@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::router::glob::PathGlob;
+
 /// The whole file, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -94,8 +96,10 @@ pub enum SessionMode {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PersistentConfig {
-    /// Globs as written; matched by `crate::router::PathGlob`.
+    /// Globs as written (for logs and docs).
     pub paths: Vec<String>,
+    /// The same globs compiled, in the same order; match with these.
+    pub globs: Vec<PathGlob>,
     pub workers: Vec<OriginUrl>,
     pub mode: SessionMode,
     /// Lower-cased `type/subtype` media types.
@@ -117,6 +121,7 @@ impl PersistentConfig {
     pub fn with_defaults(origin: &OriginUrl) -> Self {
         PersistentConfig {
             paths: vec!["*.pphp".to_string()],
+            globs: vec![PathGlob::new("*.pphp").expect("the default glob is valid")],
             workers: vec![origin.clone()],
             mode: SessionMode::Stream,
             accept: vec!["application/x-persistent".to_string()],
