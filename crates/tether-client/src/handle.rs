@@ -174,7 +174,7 @@ impl Session {
                         let _ = reply.send(if closing {
                             Err(ClientError::Ended)
                         } else {
-                            self.queue_line(&line)
+                            self.queue_checked(line)
                         });
                     }
                     Some(Command::DropConnection) => self.drop_connection_for_test(),

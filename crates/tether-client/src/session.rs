@@ -256,6 +256,7 @@ impl Session {
     ///
     /// Cancel-safe in the sense that matters: a line is counted only when it
     /// is returned, and a resume cut short is started again by the next call.
+    /// After an error the session is over: later calls return `Ok(None)`.
     pub async fn next_line(&mut self) -> Result<Option<Bytes>, ClientError> {
         loop {
             if let Some(line) = self.pop_line() {
@@ -334,6 +335,14 @@ impl Session {
             return Err(ClientError::Ended);
         }
         let line = checked_line(line, self.config.max_line)?;
+        self.queue_checked(line)
+    }
+
+    /// Queues a line already checked by [`checked_line`].
+    pub(crate) fn queue_checked(&mut self, line: Bytes) -> Result<(), ClientError> {
+        if self.ended {
+            return Err(ClientError::Ended);
+        }
         self.resend.push(line.clone())?;
         self.out.extend_from_slice(&line);
         Ok(())
