@@ -10,7 +10,7 @@
 //!
 //! # Layout
 //!
-//! - [`line`]: [`LineReader`], splitting a byte stream into lines with the
+//! - [`line`](mod@line): [`LineReader`], splitting a byte stream into lines with the
 //!   `max_line` limit (SPEC 2, *Lines*).
 //! - [`headers`]: [`SessionId`] (SPEC 7), `Session-Received`
 //!   ([`parse_session_received`], SPEC 2 step 3) and the `Accept` capability
@@ -20,6 +20,30 @@
 //! - [`replay`]: [`ReplayWindow`], the lines kept for resume and the resume
 //!   rule `o - 1 <= c <= S` (SPEC 4).
 //! - [`error`]: [`WireError`], every error above and the answer it gets.
+//!
+//! # Example
+//!
+//! A gateway's worker side splits output into lines, keeps them for replay
+//! and answers a resume:
+//!
+//! ```
+//! use tether_wire::{LineReader, ReplayWindow};
+//!
+//! let mut from_worker = LineReader::new(64 * 1024);
+//! let mut window = ReplayWindow::new(256 * 1024);
+//! from_worker.push(b"hello\nworld\npart");
+//! while let Some(line) = from_worker.next_line()? {
+//!     window.push(line); // and write it to the client
+//! }
+//! assert_eq!(from_worker.pending_partial(), 4);
+//!
+//! // The client comes back having received 1 line: replay line 2.
+//! let replay: Vec<_> = window.try_replay_after(1).expect("resumable").collect();
+//! assert_eq!(replay, [&b"world\n"[..]]);
+//! // A count beyond what was sent is refused: 410.
+//! assert!(!window.can_resume(3));
+//! # Ok::<(), tether_wire::LineTooLong>(())
+//! ```
 
 pub mod control;
 pub mod error;

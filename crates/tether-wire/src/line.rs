@@ -169,8 +169,28 @@ pub fn complete_lines(data: &[u8]) -> usize {
 }
 
 /// Index of the first LF in `data`.
+///
+/// Every byte of every line passes through here, so it looks at eight bytes
+/// at a time (the "has a zero byte" word trick on `word ^ LF`) and only
+/// scans byte by byte in the word that holds an LF, and in the tail.
 fn find_lf(data: &[u8]) -> Option<usize> {
-    data.iter().position(|&b| b == b'\n')
+    const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut offset = 0;
+    for word in data.chunks_exact(8) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let x = u64::from_ne_bytes(bytes) ^ LF;
+        if x.wrapping_sub(LO) & !x & HI != 0 {
+            break;
+        }
+        offset += 8;
+    }
+    data[offset..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| offset + i)
 }
 
 #[cfg(test)]
@@ -291,6 +311,26 @@ mod tests {
         r.next_line().unwrap();
         r.shrink();
         assert_eq!(r.buffer_mut().capacity(), 0);
+    }
+
+    #[test]
+    fn find_lf_at_every_position() {
+        for len in 0..40 {
+            for filler in [b'a', 0x0b, 0x09, 0x8a, 0x00, 0xff] {
+                let mut data = vec![filler; len];
+                assert_eq!(find_lf(&data), None);
+                for at in 0..len {
+                    data[at] = b'\n';
+                    assert_eq!(find_lf(&data), Some(at), "len {len} at {at}");
+                    if at + 3 < len {
+                        data[at + 3] = b'\n';
+                        assert_eq!(find_lf(&data), Some(at));
+                        data[at + 3] = filler;
+                    }
+                    data[at] = filler;
+                }
+            }
+        }
     }
 
     #[test]
