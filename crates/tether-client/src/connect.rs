@@ -1,0 +1,175 @@
+//! `tether connect URL`: a line-oriented terminal client for persistent
+//! sessions (like websocat, for this protocol).
+//!
+//! - Lines read from stdin are sent as session lines (an LF is added to a
+//!   last line without one).
+//! - The initial body, then every session line, is written to stdout as it
+//!   arrives, byte-exact.
+//! - Resumes and the end are reported on stderr: `# resumed after drop (n
+//!   lines replayed)` (n: our lines that the gateway had not received and
+//!   that were sent again), `# session ended`.
+//! - EOF on stdin (Ctrl-D) ends the session: every sent line is synced, then
+//!   `DELETE`; the lines the gateway still sends are printed until its EOF,
+//!   and the run returns `Ok(())` (exit 0). With
+//!   [`ConnectOptions::close_on_eof`] off, the session stays open after stdin
+//!   ends, until the worker ends it.
+//! - A line over `max_line` is reported (`# line not sent: ...`) and
+//!   skipped; any other failure is returned.
+//!
+//! Stdin is read by a plain thread, not tokio's blocking pool, so that a
+//! pending terminal read never holds up the runtime's shutdown.
+
+use std::io::BufRead;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::{ClientConfig, ClientError, Session, SessionEvent};
+
+/// Options of [`run_connect`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `Accept` header; `None`: `application/x-persistent`.
+    pub accept: Option<String>,
+    /// Extra request headers (`-H name:value`).
+    pub headers: Vec<(String, String)>,
+    /// `DELETE` the session when stdin ends (default `true`).
+    pub close_on_eof: bool,
+    /// Write the initial body to stdout (default `true`).
+    pub print_initial_body: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            accept: None,
+            headers: Vec::new(),
+            close_on_eof: true,
+            print_initial_body: true,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// The client configuration these options give for `url`.
+    pub fn config(&self, url: &str) -> ClientConfig {
+        let mut config = ClientConfig::new(url);
+        if let Some(accept) = &self.accept {
+            config.accept.clone_from(accept);
+        }
+        config.extra_headers.clone_from(&self.headers);
+        config
+    }
+}
+
+/// Runs `tether connect URL` on the process's stdin, stdout and stderr.
+pub async fn run_connect(url: &str, opts: ConnectOptions) -> Result<(), ClientError> {
+    let config = opts.config(url);
+    run_connect_with(
+        config,
+        &opts,
+        stdin_lines(),
+        tokio::io::stdout(),
+        tokio::io::stderr(),
+    )
+    .await
+}
+
+/// [`run_connect`] with its input (one `Vec` per line; the channel's end is
+/// stdin's EOF) and outputs given: for tests and embedding.
+pub async fn run_connect_with<O, E>(
+    config: ClientConfig,
+    opts: &ConnectOptions,
+    mut input: mpsc::Receiver<Vec<u8>>,
+    mut out: O,
+    mut err: E,
+) -> Result<(), ClientError>
+where
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let session = Session::open(config).await?;
+    note(&mut err, &format!("# session {} opened", session.id())).await;
+    if opts.print_initial_body && !session.initial_body().is_empty() {
+        out.write_all(session.initial_body()).await?;
+        out.flush().await?;
+    }
+    let mut handle = session.spawn();
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            event = handle.rx.recv() => match event {
+                Some(SessionEvent::Line(line)) => {
+                    out.write_all(&line).await?;
+                    out.flush().await?;
+                }
+                Some(SessionEvent::Resumed { resent, .. }) => {
+                    note(&mut err, &format!("# resumed after drop ({resent} lines replayed)")).await;
+                }
+                Some(SessionEvent::Ended) | None => {
+                    note(&mut err, "# session ended").await;
+                    return Ok(());
+                }
+                Some(SessionEvent::Failed(e)) => {
+                    note(&mut err, &format!("# session failed: {e}")).await;
+                    return Err(e);
+                }
+            },
+            line = input.recv(), if input_open => match line {
+                Some(line) => match handle.tx.send_line(&line).await {
+                    Ok(()) | Err(ClientError::Ended) => {}
+                    Err(ClientError::InvalidLine(why)) => {
+                        note(&mut err, &format!("# line not sent: {why}")).await;
+                    }
+                    Err(e) => {
+                        note(&mut err, &format!("# session failed: {e}")).await;
+                        return Err(e);
+                    }
+                },
+                None => {
+                    input_open = false;
+                    if opts.close_on_eof {
+                        match handle.tx.close().await {
+                            Ok(()) | Err(ClientError::Ended) => {}
+                            Err(e) => {
+                                note(&mut err, &format!("# close failed: {e}")).await;
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+async fn note<E: AsyncWrite + Unpin>(err: &mut E, text: &str) {
+    let _ = err.write_all(format!("{text}\n").as_bytes()).await;
+    let _ = err.flush().await;
+}
+
+/// Stdin, line by line, from a plain thread.
+fn stdin_lines() -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel(16);
+    let spawned = std::thread::Builder::new()
+        .name("tether-stdin".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut stdin = stdin.lock();
+            loop {
+                let mut line = Vec::new();
+                match stdin.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if tx.blocking_send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the stdin reader; input is empty");
+    }
+    rx
+}
