@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod demo;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use tether_proxy::config::{self, Config};
 
@@ -107,18 +109,64 @@ fn run(path: &Path) -> ExitCode {
     report(serve(config))
 }
 
-// wired to tether_proxy::run by the gateway commit
+/// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
 fn serve(config: Config) -> anyhow::Result<()> {
-    let _ = config;
-    anyhow::bail!("the gateway is not built yet")
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(tether_proxy::run(config, shutdown_signal()))?;
+    Ok(())
 }
 
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+}
+
+/// `tether demo`: a demo origin and worker on ephemeral ports, and the
+/// gateway in front of them on 127.0.0.1:8080 (or a free port if taken).
 fn demo() -> anyhow::Result<()> {
-    anyhow::bail!("`tether demo` is not built yet")
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let servers = demo::start_demo_servers().await?;
+        let listen = free_or(8080)?;
+        let admin = free_or(9900)?;
+        let text = demo::demo_config_toml(listen, admin, &servers);
+        let config = config::parse("<demo>", &text)
+            .map_err(|e| anyhow::anyhow!("the demo configuration is invalid:\n{e}"))?;
+        println!("tether demo: open http://{listen}/ in a browser");
+        println!("try a persistent session: tether connect http://{listen}/chat.pphp");
+        println!("stop with Ctrl-C");
+        tether_proxy::run(config, shutdown_signal()).await?;
+        Ok(())
+    })
 }
 
+/// 127.0.0.1:`port` when it is free, else a free port the system picks.
+fn free_or(port: u16) -> anyhow::Result<std::net::SocketAddr> {
+    let wanted = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let probe = std::net::TcpListener::bind(wanted)
+        .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))?;
+    Ok(probe.local_addr()?)
+}
+
+/// `tether connect URL`: a line-oriented terminal client.
 fn connect(url: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`tether connect {url}` is not built yet")
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(tether_client::connect::run_connect(
+        url,
+        tether_client::connect::ConnectOptions::default(),
+    ))?;
+    Ok(())
 }
 
 /// Prints a failed command's error chain on stderr.
