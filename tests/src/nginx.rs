@@ -34,6 +34,8 @@ pub const STANDARD_SERVER: &str = r#"
     location = /204 { return 204; }
     location /gz/ {
         gzip on;
+        gzip_proxied any;
+        gzip_http_version 1.0;
         gzip_types text/plain;
         gzip_min_length 0;
     }

@@ -64,6 +64,9 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 /// Writes `len` bytes of the pattern `seed` to `path`; returns their SHA-1.
 pub fn write_pattern_file(path: &Path, seed: u64, len: u64) -> String {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
     let mut file = std::io::BufWriter::new(
         std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     );
@@ -111,6 +114,23 @@ pub fn sha1_reader(reader: &mut impl Read) -> String {
 pub fn file_sha1(path: &Path) -> String {
     let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     sha1_reader(&mut f)
+}
+
+/// Panics unless `got == want`, describing a difference by lengths, first
+/// differing offset and digests (never by dumping the bytes).
+#[track_caller]
+pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: {} bytes (sha1 {}), want {} bytes (sha1 {}); first difference at offset {first}",
+        got.len(),
+        sha1_hex(got),
+        want.len(),
+        sha1_hex(want)
+    );
 }
 
 /// Standard base64 (with padding), for WebSocket keys.

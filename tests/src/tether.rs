@@ -68,7 +68,7 @@ impl Tether {
         let stderr = dir.path().join("tether.stderr");
         let mut child = ChildGuard::spawn("tether", cmd, &stderr, StopWith::Kill);
         if let Err(e) = wait_until_accepts(listen, STARTUP_TIMEOUT, || child.check_alive()) {
-            panic!("tether did not start: {e}\nstderr:\n{}", child.stderr_text());
+            panic!("tether did not start: {e}");
         }
         Tether {
             dir,

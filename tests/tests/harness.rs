@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tether_tests::payload::{pattern, pattern_sha1, sha1_hex, PatternReader};
+use tether_tests::payload::{assert_same_bytes, pattern, pattern_sha1, sha1_hex, PatternReader};
 use tether_tests::raw_http::{get, Framing};
 use tether_tests::{free_port, Apache, Nginx, RawConn, WsClient, WsEcho};
 
@@ -27,7 +27,7 @@ fn nginx_serves_files_keeps_alive_and_logs() {
         let r = c.request("GET", "/f.bin", "a.test", &[], b"");
         assert_eq!(r.status, 200);
         assert_eq!(r.framing, Framing::ContentLength(5000));
-        assert_eq!(r.body, body);
+        assert_same_bytes(&r.body, &body, "f.bin");
     }
     let head = c.request("HEAD", "/f.bin", "a.test", &[], b"");
     assert_eq!(head.framing, Framing::NoBody);
@@ -44,7 +44,7 @@ fn nginx_stores_put_bodies_plain_and_chunked() {
     let body = pattern(2, 100_000);
     let r = c.request("PUT", "/up/plain", "a.test", &[], &body);
     assert!(r.status == 201 || r.status == 204, "{}", r.head_text());
-    assert_eq!(std::fs::read(nginx.stored("/up/plain")).unwrap(), body);
+    assert_same_bytes(&std::fs::read(nginx.stored("/up/plain")).unwrap(), &body, "stored");
 
     c.send(b"PUT /up/chunked HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n");
     c.send_chunked_from(&mut PatternReader::new(3, 70_000), 4096)
@@ -105,6 +105,6 @@ fn ws_echo_origin_echoes() {
     assert_eq!(m.payload, b"hello");
     let big = pattern(5, 200_000);
     ws.send_binary(&big);
-    assert_eq!(ws.read_message().unwrap().payload, big);
+    assert_same_bytes(&ws.read_message().unwrap().payload, &big, "echo");
     assert_eq!(ws.close(1000).unwrap().close_code(), Some(1000));
 }
