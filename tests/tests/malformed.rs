@@ -44,10 +44,9 @@ fn v(name: &'static str, bytes: &[u8], status: u16) -> Vector {
 
 /// A chunked PUT to `target` whose body is `body`: refused mid-body.
 fn chunked(name: &'static str, target: &'static str, body: &[u8]) -> Vector {
-    let mut bytes = format!(
-        "PUT {target} HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
+    let mut bytes =
+        format!("PUT {target} HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .into_bytes();
     bytes.extend_from_slice(body);
     Vector {
         name,
@@ -245,5 +244,9 @@ fn valid_edge_cases_are_accepted() {
     // Optional whitespace around a field value is not part of it.
     c.send(b"GET /echo HTTP/1.1\r\nHost: a.test\r\nX-Bar: \t spaced \t\r\n\r\n");
     let r = c.read_response();
-    assert!(r.body_text().contains("x-bar=[spaced]"), "{}", r.body_text());
+    assert!(
+        r.body_text().contains("x-bar=[spaced]"),
+        "{}",
+        r.body_text()
+    );
 }
