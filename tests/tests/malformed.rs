@@ -220,7 +220,12 @@ fn identical_duplicate_content_lengths_are_accepted_and_forwarded() {
     let r = c.read_final_response_to("PUT").expect("response");
     assert!(r.status == 201 || r.status == 204, "{}", r.head_text());
     assert_eq!(std::fs::read(nginx.stored("/up/dup1")).unwrap(), b"hello");
+}
 
+#[test]
+fn identical_content_length_list_is_accepted_and_forwarded() {
+    let (nginx, tether) = setup();
+    let mut c = RawConn::connect(tether.addr());
     c.send(b"PUT /up/dup2 HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5, 5\r\n\r\nworld");
     let r = c.read_final_response_to("PUT").expect("response");
     assert!(r.status == 201 || r.status == 204, "{}", r.head_text());
