@@ -24,4 +24,4 @@ pub mod router;
 mod serve;
 pub mod session;
 
-pub use serve::{run, RunError};
+pub use serve::{run, Control, RunError};

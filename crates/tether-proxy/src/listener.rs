@@ -11,7 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -21,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::gateway::{ConnInfo, Runtime};
 use crate::h2;
 use crate::http1::conn::Http1Conn;
+use crate::session::ClientIo;
 
 /// Counts client connections in all and per address.
 #[derive(Default)]
@@ -86,19 +91,25 @@ impl Drop for ConnPermit {
 
 const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 1\r\ncontent-length: 37\r\nconnection: close\r\n\r\ntoo many connections; try again soon\n";
 
-/// Accepts on one plain listener until `drain` is cancelled.
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    runtime: watch::Receiver<Arc<Runtime>>,
-    limits: Arc<ConnLimits>,
-    drain: CancellationToken,
-    tracker: TaskTracker,
-) {
+/// What every accept loop shares.
+#[derive(Clone)]
+pub(crate) struct Accepting {
+    pub(crate) runtime: watch::Receiver<Arc<Runtime>>,
+    pub(crate) limits: Arc<ConnLimits>,
+    /// SIGTERM: connections finish what is in flight and close.
+    pub(crate) drain: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+/// Accepts on one plain listener until `stop` (this listener removed by a
+/// reload) or the drain is cancelled.
+pub(crate) async fn accept_loop(listener: TcpListener, stop: CancellationToken, ctx: Accepting) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = drain.cancelled() => return,
+            _ = stop.cancelled() => return,
+            _ = ctx.drain.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(a) => {
@@ -113,8 +124,8 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let rt = runtime.borrow().clone();
-        let permit = match limits.try_acquire(
+        let rt = ctx.runtime.borrow().clone();
+        let permit = match ctx.limits.try_acquire(
             peer.ip(),
             rt.server.max_connections,
             rt.server.max_connections_per_ip,
@@ -122,15 +133,61 @@ pub(crate) async fn accept_loop(
             Ok(p) => p,
             Err(hit) => {
                 tracing::debug!(%peer, ?hit, "connection limit hit");
-                tracker.spawn(turn_away(stream));
+                ctx.tracker.spawn(turn_away(stream));
                 continue;
             }
         };
-        let drain = drain.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            serve_connection(stream, peer, rt, drain).await;
-        });
+        let drain = ctx.drain.clone();
+        ctx.tracker.spawn(serve_connection(
+            Counted {
+                io: stream,
+                _permit: permit,
+            },
+            peer,
+            rt,
+            drain,
+        ));
+    }
+}
+
+/// A client connection that holds its place in the connection counts for
+/// as long as it lives, also after it became a session's connection.
+pub(crate) struct Counted<IO> {
+    io: IO,
+    _permit: ConnPermit,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl ClientIo for Counted<TcpStream> {
+    fn tune_for_session(&self) {
+        self.io.tune_for_session();
     }
 }
 
@@ -146,13 +203,13 @@ async fn turn_away(mut stream: TcpStream) {
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    stream: Counted<TcpStream>,
     peer: SocketAddr,
     rt: Arc<Runtime>,
     drain: CancellationToken,
 ) {
     let accepted = Instant::now();
-    let _ = stream.set_nodelay(true);
+    let _ = stream.io.set_nodelay(true);
     let info = ConnInfo { peer, https: false };
     let mut stream = stream;
     let mut buf = BytesMut::with_capacity(4096);

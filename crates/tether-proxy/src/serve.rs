@@ -1,13 +1,16 @@
-//! Running the gateway: bind every listener, serve, drain on shutdown.
+//! Running the gateway: bind every listener, serve, reload on request,
+//! drain on shutdown (SPEC 8).
 
-use std::future::Future;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,8 +18,17 @@ use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::forward::Upstreams;
 use crate::gateway::Runtime;
-use crate::listener::{self, ConnLimits};
+use crate::listener::{self, Accepting, ConnLimits};
 use crate::session::Registry;
+
+/// What the process asks of a running gateway (SIGHUP, SIGTERM/SIGINT).
+#[derive(Debug)]
+pub enum Control {
+    /// A new, already validated configuration.
+    Reload(Box<Config>),
+    /// Drain and stop.
+    Shutdown,
+}
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -25,28 +37,27 @@ pub enum RunError {
     Bind { addr: SocketAddr, source: io::Error },
 }
 
-/// Binds the listeners of `config`, serves until `shutdown` resolves, then
-/// drains: listeners stop accepting, requests in flight finish (up to
-/// `drain_timeout`), and the function returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let mut plain = Vec::new();
+/// Binds the listeners of `config` and serves until told to shut down (or
+/// until `control` closes). Then it drains: `/readyz` turns 503, listeners
+/// stop accepting, requests in flight finish, then every session ends, all
+/// within `drain_timeout`.
+pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result<(), RunError> {
+    let mut bound = Vec::new();
     for addr in &config.server.listen {
-        plain.push(bind(*addr).await?);
+        bound.push((*addr, bind(*addr).await?));
     }
     let admin_listener = bind(config.server.admin_listen).await?;
-    for l in &plain {
-        if let Ok(addr) = l.local_addr() {
-            tracing::info!(%addr, "listening");
-        }
-    }
 
-    let upstreams = Upstreams::new(&config.server);
     let sessions = Arc::new(Registry::default());
-    let (_runtime_tx, runtime_rx) =
-        watch::channel(Arc::new(Runtime::new(&config, upstreams, sessions)));
-    let drain = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let limits = Arc::new(ConnLimits::default());
+    let upstreams = Upstreams::new(&config.server);
+    let (runtime_tx, runtime_rx) =
+        watch::channel(Arc::new(Runtime::new(&config, upstreams, sessions.clone())));
+    let ctx = Accepting {
+        runtime: runtime_rx,
+        limits: Arc::new(ConnLimits::default()),
+        drain: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
     let admin_state = Arc::new(AdminState::default());
     let admin_stop = CancellationToken::new();
     tokio::spawn(admin::serve(
@@ -54,47 +65,99 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         admin_state.clone(),
         admin_stop.clone(),
     ));
-    for l in plain {
-        tracker.spawn(listener::accept_loop(
-            l,
-            runtime_rx.clone(),
-            limits.clone(),
-            drain.clone(),
-            tracker.clone(),
-        ));
+    let mut listeners = HashMap::new();
+    for (addr, l) in bound {
+        listeners.insert(addr, start(l, &ctx));
     }
     admin_state.ready.store(true, Ordering::Release);
 
-    shutdown.await;
+    let mut current = config;
+    // A closed channel means the same as a shutdown.
+    while let Some(Control::Reload(new)) = control.recv().await {
+        match reload(&current, &new, &mut listeners, &ctx).await {
+            Ok(()) => {
+                let upstreams = Upstreams::new(&new.server);
+                let runtime = Runtime::new(&new, upstreams, sessions.clone());
+                let _ = runtime_tx.send(Arc::new(runtime));
+                current = *new;
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => tracing::error!(error = %e, "reload refused; the old configuration stays"),
+        }
+    }
+
     tracing::info!("draining");
     admin_state.draining.store(true, Ordering::Release);
-    drain.cancel();
-    tracker.close();
-    let drain_timeout = config.server.drain_timeout;
-    if tokio::time::timeout(drain_timeout, tracker.wait())
+    ctx.drain.cancel();
+    ctx.tracker.close();
+    let drain_timeout = current.server.drain_timeout;
+    let deadline = Instant::now() + drain_timeout;
+    if tokio::time::timeout_at(deadline, ctx.tracker.wait())
         .await
         .is_err()
     {
-        tracing::warn!(?drain_timeout, "drain timeout: closing what is left");
+        tracing::warn!(?drain_timeout, "drain timeout: closing the requests left");
+    }
+    // Then every session ends: workers closed, native clients get their
+    // remaining lines and EOF, within the same deadline.
+    sessions.shutdown_all();
+    while sessions.total_live() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     admin_stop.cancel();
     Ok(())
 }
 
+fn start(listener: TcpListener, ctx: &Accepting) -> CancellationToken {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
+    let stop = CancellationToken::new();
+    ctx.tracker
+        .spawn(listener::accept_loop(listener, stop.clone(), ctx.clone()));
+    stop
+}
+
+/// Applies listener changes: new ones are bound first (any failure refuses
+/// the reload and changes nothing), then removed ones stop accepting.
+async fn reload(
+    old: &Config,
+    new: &Config,
+    listeners: &mut HashMap<SocketAddr, CancellationToken>,
+    ctx: &Accepting,
+) -> Result<(), RunError> {
+    if new.server.admin_listen != old.server.admin_listen {
+        tracing::warn!("admin_listen changes take effect at the next start");
+    }
+    let mut fresh = Vec::new();
+    for addr in &new.server.listen {
+        if !listeners.contains_key(addr) {
+            fresh.push((*addr, bind(*addr).await?));
+        }
+    }
+    for (addr, l) in fresh {
+        listeners.insert(addr, start(l, ctx));
+    }
+    listeners.retain(|addr, stop| {
+        let keep = new.server.listen.contains(addr);
+        if !keep {
+            tracing::info!(%addr, "listener removed");
+            stop.cancel();
+        }
+        keep
+    });
+    Ok(())
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    let err = |source| RunError::Bind { addr, source };
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
         tokio::net::TcpSocket::new_v6()
     }
-    .map_err(|source| RunError::Bind { addr, source })?;
-    socket
-        .set_reuseaddr(true)
-        .map_err(|source| RunError::Bind { addr, source })?;
-    socket
-        .bind(addr)
-        .map_err(|source| RunError::Bind { addr, source })?;
-    socket
-        .listen(1024)
-        .map_err(|source| RunError::Bind { addr, source })
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(1024).map_err(err)
 }

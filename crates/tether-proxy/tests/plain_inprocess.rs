@@ -97,7 +97,10 @@ async fn start(origin: SocketAddr) -> SocketAddr {
             persistent: None,
         }],
     };
-    tokio::spawn(tether_proxy::run(config, std::future::pending()));
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    // The sender lives as long as the test runtime: the gateway never stops.
+    std::mem::forget(tx);
+    tokio::spawn(tether_proxy::run(config, rx));
     for _ in 0..200 {
         if TcpStream::connect(listen).await.is_ok() {
             return listen;

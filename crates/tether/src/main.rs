@@ -11,6 +11,8 @@ mod demo;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tether_proxy::config::{self, Config};
+use tether_proxy::Control;
+use tokio::sync::mpsc;
 
 /// Exit status of `run` when the configuration has errors (EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -106,29 +108,60 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     tracing::info!(file = %path.display(), "configuration loaded ({})", summary(&config));
-    report(serve(config))
+    report(serve(config, path))
 }
 
-/// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
-fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the gateway: SIGHUP reloads `path`, SIGTERM or SIGINT drains.
+fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(tether_proxy::run(config, shutdown_signal()))?;
+    runtime.block_on(async {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(signals(tx, Some(path.to_path_buf())));
+        tether_proxy::run(config, rx).await
+    })?;
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Turns signals into gateway controls. A SIGHUP whose file has errors is
+/// refused here: the errors are logged and the running config stays.
+async fn signals(tx: mpsc::Sender<Control>, path: Option<PathBuf>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers");
-        return std::future::pending().await;
+        return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+            _ = hup.recv() => {
+                let Some(path) = &path else {
+                    tracing::warn!("SIGHUP: this configuration has no file to reload");
+                    continue;
+                };
+                match config::load(path) {
+                    Ok(new) => {
+                        tracing::info!(file = %path.display(), "SIGHUP: reloading");
+                        if tx.send(Control::Reload(Box::new(new))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(errors) => {
+                        for e in errors.iter() {
+                            tracing::error!("{e}");
+                        }
+                        tracing::error!(file = %path.display(), "SIGHUP: reload refused; the running configuration stays");
+                    }
+                }
+                continue;
+            }
+        }
+        let _ = tx.send(Control::Shutdown).await;
+        return;
     }
 }
 
@@ -146,7 +179,9 @@ fn demo() -> anyhow::Result<()> {
         println!("tether demo: open http://{listen}/ in a browser");
         println!("try a persistent session: tether connect http://{listen}/chat.pphp");
         println!("stop with Ctrl-C");
-        tether_proxy::run(config, shutdown_signal()).await?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(signals(tx, None));
+        tether_proxy::run(config, rx).await?;
         Ok(())
     })
 }

@@ -190,6 +190,7 @@ where
 
     /// One request and its answer.
     async fn exchange(&mut self, head: RequestHead) -> Next {
+        let started = Instant::now();
         let method = head.method.clone();
         let version = head.version;
         let expect_continue = head.expect_continue;
@@ -274,6 +275,8 @@ where
             None
         };
         let (parts, mut body) = resp.into_parts();
+        let status = parts.status;
+        let mut body_bytes: u64 = 0;
         self.out.clear();
         encode::encode_head(
             &mut self.out,
@@ -303,10 +306,13 @@ where
                         break;
                     }
                     Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => match framing {
-                            OutFraming::Chunked => encode::encode_chunk(&mut self.out, &data),
-                            _ => self.out.extend_from_slice(&data),
-                        },
+                        Ok(data) => {
+                            body_bytes += data.len() as u64;
+                            match framing {
+                                OutFraming::Chunked => encode::encode_chunk(&mut self.out, &data),
+                                _ => self.out.extend_from_slice(&data),
+                            }
+                        }
                         Err(frame) => {
                             if framing == OutFraming::Chunked {
                                 encode::encode_last_chunk(&mut self.out, frame.trailers_ref());
@@ -332,6 +338,16 @@ where
         if !self.out.is_empty() && !self.flush_out(stall).await {
             write_failed = true;
         }
+        tracing::info!(
+            target: "tether::access",
+            client = %self.info.peer,
+            method = %method,
+            target = %String::from_utf8_lossy(&head.target),
+            status = status.as_u16(),
+            bytes = body_bytes,
+            ms = started.elapsed().as_millis() as u64,
+            complete = !write_failed,
+        );
         if write_failed {
             return Next::Close;
         }

@@ -125,6 +125,29 @@ impl Registry {
         self.cache.invalidate(id);
     }
 
+    /// Tells every session to end (SIGTERM, SPEC 8).
+    pub(crate) fn shutdown_all(&self) {
+        for (_, handle) in self.cache.iter() {
+            if let Err(mpsc::error::TrySendError::Full(cmd)) = handle.tx.try_send(Command::Shutdown)
+            {
+                let tx = handle.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(cmd).await;
+                });
+            }
+        }
+    }
+
+    /// Live sessions of every vhost.
+    pub fn total_live(&self) -> usize {
+        self.counts
+            .lock()
+            .expect("session counts lock")
+            .values()
+            .map(|c| c.live.load(Ordering::Acquire))
+            .sum()
+    }
+
     /// Live sessions of a vhost (attached, detached and finishing).
     pub fn live(&self, vhost: &str) -> usize {
         self.counts

@@ -55,6 +55,9 @@ pub(crate) enum Command {
     Attach { gen: u64, link: Link },
     /// `DELETE`: the worker connection is closed before the reply.
     End { reply: oneshot::Sender<()> },
+    /// SIGTERM: the worker connection is closed, an attached client gets
+    /// its remaining lines and EOF.
+    Shutdown,
 }
 
 /// A successful resume: the answer carries `delivered`; the connection that
@@ -193,8 +196,9 @@ struct Session {
     awaiting: Option<u64>,
     grace: Option<Pin<Box<Sleep>>>,
     write_stall: Option<Pin<Box<Sleep>>>,
-    /// `DELETE` closed the worker: the end is the client's.
-    deleted: bool,
+    /// Why the session ends once its remaining lines are out, when the
+    /// gateway (not the worker) closed the worker side.
+    ending: Option<EndReason>,
     worker_rate: RateGate,
     client_rate: RateGate,
     stats: Stats,
@@ -233,7 +237,7 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         awaiting: Some(0),
         grace: Some(Box::pin(tokio::time::sleep(config.resume_grace))),
         write_stall: None,
-        deleted: false,
+        ending: None,
         worker_rate: RateGate::new(config.max_lines_per_second),
         client_rate: RateGate::new(config.max_lines_per_second),
         config,
@@ -319,11 +323,7 @@ impl Session {
     }
 
     fn finish_reason(&self) -> EndReason {
-        if self.deleted {
-            EndReason::ClientEnd
-        } else {
-            EndReason::WorkerEnd
-        }
+        self.ending.unwrap_or(EndReason::WorkerEnd)
     }
 
     fn command(&mut self, cmd: Command) -> Result<(), EndReason> {
@@ -360,10 +360,17 @@ impl Session {
             }
             Command::End { reply } => {
                 self.worker = None;
-                self.deleted = true;
+                self.ending = Some(EndReason::ClientEnd);
                 let _ = reply.send(());
                 if self.link.is_none() {
                     return Err(EndReason::ClientEnd);
+                }
+            }
+            Command::Shutdown => {
+                self.worker = None;
+                self.ending = Some(EndReason::Shutdown);
+                if self.link.is_none() {
+                    return Err(EndReason::Shutdown);
                 }
             }
         }
