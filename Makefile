@@ -1,7 +1,7 @@
 # Shared build dir when CARGO_TARGET_DIR is set; cargo's default otherwise.
 CARGO ?= cargo
 
-.PHONY: test deps build lint fmt demo
+.PHONY: test deps build lint fmt demo bench bench-tools
 
 ## test: install missing test dependencies, build every binary, run all tests
 test: deps build
@@ -27,3 +27,20 @@ fmt:
 ## demo: tether in front of an embedded demo origin and worker; prints the URL
 demo:
 	$(CARGO) run -p tether -- demo
+
+# Side-by-side benchmarks of tether, nginx and HAProxy (docs/performance.md).
+# Prints tables, asserts nothing. Needs nginx, haproxy, wrk and curl.
+bench: bench-tools
+	$(CARGO) build --release -p tether
+	ulimit -n 65536 2>/dev/null || true; $(CARGO) run --release -p tether-bench
+
+bench-tools:
+	@missing=""; \
+	for tool in nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl; do \
+		bin=$${tool%%:*}; pkg=$${tool#*:}; \
+		command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update && apt-get install -y $$missing; \
+	fi
