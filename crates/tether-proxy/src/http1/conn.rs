@@ -97,7 +97,12 @@ where
             match conn.exchange(head).await {
                 Next::KeepAlive => {}
                 Next::Close => break,
-                Next::Upgrade(resp) => return conn.relay_upgrade(resp).await,
+                Next::Upgrade(resp) => {
+                    // A task of its own: the relay's future is much smaller
+                    // than this connection's, and it may live for hours.
+                    tokio::spawn(conn.relay_upgrade(resp));
+                    return;
+                }
                 Next::Persistent(resp, handoff) => return conn.hand_over(resp, handoff).await,
             }
             if conn.buf.is_empty() && conn.buf.capacity() > KEEP_BUFFER {
@@ -430,6 +435,6 @@ where
             return;
         }
         drop(self.buf);
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        let _ = super::relay::relay(&mut client, &mut upstream).await;
     }
 }

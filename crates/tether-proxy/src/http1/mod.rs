@@ -15,5 +15,6 @@ pub(crate) mod conn;
 mod encode;
 mod head;
 pub(crate) mod pump;
+mod relay;
 
 pub(crate) use head::trim;

@@ -75,7 +75,7 @@ impl Handoff {
     pub(crate) fn attach(self, io: Box<dyn ClientIo>) {
         let cmd = Command::Attach {
             gen: self.gen,
-            link: Link::native(io, self.max_line),
+            link: Box::new(Link::native(io, self.max_line)),
         };
         if let Err(tokio::sync::mpsc::error::TrySendError::Full(cmd)) = self.handle.tx.try_send(cmd)
         {

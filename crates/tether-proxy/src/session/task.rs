@@ -52,7 +52,9 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Resumed, Gone>>,
     },
     /// The client connection of generation `gen`, after its answer head.
-    Attach { gen: u64, link: Link },
+    /// Boxed so that the command channel's slots stay small: every idle
+    /// session holds one.
+    Attach { gen: u64, link: Box<Link> },
     /// `DELETE`: the worker connection is closed before the reply.
     End { reply: oneshot::Sender<()> },
     /// SIGTERM: the worker connection is closed, an attached client gets
@@ -354,7 +356,7 @@ impl Session {
                 for line in self.replay.replay_after(from) {
                     link.queue(line);
                 }
-                self.link = Some(link);
+                self.link = Some(*link);
                 self.grace = None;
                 self.write_stall = None;
             }
@@ -425,6 +427,9 @@ impl Session {
         loop {
             match self.worker_in.next_line() {
                 Ok(Some(line)) => {
+                    // A line split off the read buffer would keep the whole
+                    // buffer alive while it sits in the replay window.
+                    let line = Bytes::copy_from_slice(&line);
                     self.stats.lines_to_client += 1;
                     self.stats.bytes_to_client += line.len() as u64;
                     self.worker_rate.note();
