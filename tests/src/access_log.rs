@@ -50,9 +50,11 @@ impl AccessLog {
     /// Waits until an entry for `uri` appears (origins log after they
     /// answer, so a response read by the client may precede its line).
     pub fn wait_for_uri(&self, uri: &str, timeout: Duration) -> LogEntry {
-        crate::wait_for(&format!("{uri} in {}", self.path.display()), timeout, || {
-            self.entries().into_iter().find(|e| e.uri == uri)
-        })
+        crate::wait_for(
+            &format!("{uri} in {}", self.path.display()),
+            timeout,
+            || self.entries().into_iter().find(|e| e.uri == uri),
+        )
     }
 }
 

@@ -63,7 +63,9 @@ impl Nginx {
     pub fn start(servers: &[&str]) -> Nginx {
         let dir = temp_dir();
         let d = dir.path();
-        for sub in ["root", "store", "body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"] {
+        for sub in [
+            "root", "store", "body", "proxy", "fastcgi", "uwsgi", "scgi", "logs",
+        ] {
             std::fs::create_dir_all(d.join(sub)).expect("mkdir");
             set_mode(&d.join(sub), 0o777);
         }
@@ -154,7 +156,10 @@ http {{
 
     /// Where a PUT to `uri` (e.g. `/up/x`) is stored.
     pub fn stored(&self, uri: &str) -> PathBuf {
-        self.dir.path().join("store").join(uri.trim_start_matches('/'))
+        self.dir
+            .path()
+            .join("store")
+            .join(uri.trim_start_matches('/'))
     }
 
     pub fn access_log(&self) -> AccessLog {

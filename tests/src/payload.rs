@@ -123,7 +123,11 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
     if got == want {
         return;
     }
-    let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
     panic!(
         "{what}: {} bytes (sha1 {}), want {} bytes (sha1 {}); first difference at offset {first}",
         got.len(),

@@ -206,7 +206,9 @@ impl RawConn {
         loop {
             let l = self.read_line()?;
             raw.extend_from_slice(&l);
-            let text = String::from_utf8_lossy(&l).trim_end_matches(['\r', '\n']).to_string();
+            let text = String::from_utf8_lossy(&l)
+                .trim_end_matches(['\r', '\n'])
+                .to_string();
             if text.is_empty() {
                 break;
             }
@@ -234,8 +236,7 @@ impl RawConn {
         sink: &mut dyn FnMut(&[u8]),
     ) -> io::Result<Framing> {
         let s = head.status;
-        if method.eq_ignore_ascii_case("HEAD") || (100..200).contains(&s) || s == 204 || s == 304
-        {
+        if method.eq_ignore_ascii_case("HEAD") || (100..200).contains(&s) || s == 204 || s == 304 {
             return Ok(Framing::NoBody);
         }
         if head.header("transfer-encoding").is_some() {

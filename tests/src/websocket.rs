@@ -40,7 +40,9 @@ pub struct WsClient {
 
 /// `Sec-WebSocket-Accept` for `key`.
 pub fn accept_for(key: &str) -> String {
-    let digest = sha1_smol::Sha1::from(format!("{key}{GUID}")).digest().bytes();
+    let digest = sha1_smol::Sha1::from(format!("{key}{GUID}"))
+        .digest()
+        .bytes();
     base64(&digest)
 }
 
@@ -53,7 +55,7 @@ impl WsClient {
         host: &str,
         path: &str,
         extra: &[(&str, &str)],
-    ) -> Result<(WsClient, Response), Response> {
+    ) -> Result<(WsClient, Response), Box<Response>> {
         let mut conn = RawConn::connect(addr);
         let key = base64(&crate::payload::pattern(u64::from(addr.port()), 16));
         let mut headers = vec![
@@ -72,7 +74,7 @@ impl WsClient {
                 resp.framing = f;
             }
             resp.body = body;
-            return Err(resp);
+            return Err(Box::new(resp));
         }
         assert_eq!(
             resp.header("sec-websocket-accept"),

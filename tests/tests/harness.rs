@@ -32,7 +32,9 @@ fn nginx_serves_files_keeps_alive_and_logs() {
     let head = c.request("HEAD", "/f.bin", "a.test", &[], b"");
     assert_eq!(head.framing, Framing::NoBody);
     assert_eq!(head.header("content-length"), Some("5000"));
-    let e = nginx.access_log().wait_for_uri("/f.bin", Duration::from_secs(5));
+    let e = nginx
+        .access_log()
+        .wait_for_uri("/f.bin", Duration::from_secs(5));
     assert_eq!(e.status, 200);
     assert_eq!(e.port, nginx.addr().port());
 }
@@ -44,7 +46,11 @@ fn nginx_stores_put_bodies_plain_and_chunked() {
     let body = pattern(2, 100_000);
     let r = c.request("PUT", "/up/plain", "a.test", &[], &body);
     assert!(r.status == 201 || r.status == 204, "{}", r.head_text());
-    assert_same_bytes(&std::fs::read(nginx.stored("/up/plain")).unwrap(), &body, "stored");
+    assert_same_bytes(
+        &std::fs::read(nginx.stored("/up/plain")).unwrap(),
+        &body,
+        "stored",
+    );
 
     c.send(b"PUT /up/chunked HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n");
     c.send_chunked_from(&mut PatternReader::new(3, 70_000), 4096)
@@ -62,7 +68,13 @@ fn nginx_gzip_location_answers_chunked() {
     let nginx = Nginx::standard();
     nginx.put_file("/gz/t.txt", "hello world\n".repeat(1000).as_bytes());
     let mut c = RawConn::connect(nginx.addr());
-    let r = c.request("GET", "/gz/t.txt", "a.test", &[("Accept-Encoding", "gzip")], b"");
+    let r = c.request(
+        "GET",
+        "/gz/t.txt",
+        "a.test",
+        &[("Accept-Encoding", "gzip")],
+        b"",
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.framing, Framing::Chunked, "{}", r.head_text());
     assert_eq!(r.header("content-encoding"), Some("gzip"));
@@ -73,13 +85,22 @@ fn apache_php_echoes_and_streams() {
     let apache = Apache::start("");
     let mut c = RawConn::connect(apache.addr());
     let body = pattern(4, 300_000);
-    let r = c.request("POST", "/echo.php?q=1", "a.test", &[("X-Test", "yes")], &body);
+    let r = c.request(
+        "POST",
+        "/echo.php?q=1",
+        "a.test",
+        &[("X-Test", "yes")],
+        &body,
+    );
     assert_eq!(r.status, 200, "{}\n{}", r.head_text(), apache.error_log());
     let text = r.body_text();
     assert!(text.contains("method=POST\n"), "{text}");
     assert!(text.contains("uri=/echo.php?q=1\n"), "{text}");
     assert!(text.contains("h:x-test=yes\n"), "{text}");
-    assert!(text.contains(&format!("body-sha1={}\n", sha1_hex(&body))), "{text}");
+    assert!(
+        text.contains(&format!("body-sha1={}\n", sha1_hex(&body))),
+        "{text}"
+    );
     assert_eq!(r.header("x-origin"), Some("apache"));
 
     let r = c.request("GET", "/flush.php?n=20", "a.test", &[], b"");
@@ -88,12 +109,19 @@ fn apache_php_echoes_and_streams() {
     assert_eq!(r.body.len(), (0..20).map(|i| 1001 + i).sum::<usize>());
 
     let r = c.request("GET", "/old/thing", "a.test", &[], b"");
-    assert!(r.body_text().contains("uri=/old/thing\n"), "{}", r.body_text());
+    assert!(
+        r.body_text().contains("uri=/old/thing\n"),
+        "{}",
+        r.body_text()
+    );
     let e = apache
         .access_log()
         .wait_for_uri("/echo.php?q=1", Duration::from_secs(5));
     assert_eq!(e.method, "POST");
-    assert_eq!(get(apache.addr(), "a.test", "/sleep.php?s=0").body_text(), "slept\n");
+    assert_eq!(
+        get(apache.addr(), "a.test", "/sleep.php?s=0").body_text(),
+        "slept\n"
+    );
 }
 
 #[test]

@@ -44,10 +44,9 @@ fn v(name: &'static str, bytes: &[u8], status: u16) -> Vector {
 
 /// A chunked PUT to `target` whose body is `body`: refused mid-body.
 fn chunked(name: &'static str, target: &'static str, body: &[u8]) -> Vector {
-    let mut bytes = format!(
-        "PUT {target} HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
+    let mut bytes =
+        format!("PUT {target} HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .into_bytes();
     bytes.extend_from_slice(body);
     Vector {
         name,
@@ -221,7 +220,12 @@ fn identical_duplicate_content_lengths_are_accepted_and_forwarded() {
     let r = c.read_final_response_to("PUT").expect("response");
     assert!(r.status == 201 || r.status == 204, "{}", r.head_text());
     assert_eq!(std::fs::read(nginx.stored("/up/dup1")).unwrap(), b"hello");
+}
 
+#[test]
+fn identical_content_length_list_is_accepted_and_forwarded() {
+    let (nginx, tether) = setup();
+    let mut c = RawConn::connect(tether.addr());
     c.send(b"PUT /up/dup2 HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5, 5\r\n\r\nworld");
     let r = c.read_final_response_to("PUT").expect("response");
     assert!(r.status == 201 || r.status == 204, "{}", r.head_text());
@@ -245,5 +249,9 @@ fn valid_edge_cases_are_accepted() {
     // Optional whitespace around a field value is not part of it.
     c.send(b"GET /echo HTTP/1.1\r\nHost: a.test\r\nX-Bar: \t spaced \t\r\n\r\n");
     let r = c.read_response();
-    assert!(r.body_text().contains("x-bar=[spaced]"), "{}", r.body_text());
+    assert!(
+        r.body_text().contains("x-bar=[spaced]"),
+        "{}",
+        r.body_text()
+    );
 }

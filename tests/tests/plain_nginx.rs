@@ -48,8 +48,12 @@ fn large_upload_and_download_keep_memory_bounded() {
     let sampler = RssSampler::start(tether.pid());
 
     let mut c = RawConn::connect(tether.addr());
-    c.send(format!("PUT /up/big HTTP/1.1\r\nHost: a.test\r\nContent-Length: {up}\r\n\r\n").as_bytes());
-    let sent = c.send_from(&mut PatternReader::new(20, up)).expect("upload");
+    c.send(
+        format!("PUT /up/big HTTP/1.1\r\nHost: a.test\r\nContent-Length: {up}\r\n\r\n").as_bytes(),
+    );
+    let sent = c
+        .send_from(&mut PatternReader::new(20, up))
+        .expect("upload");
     assert_eq!(sent, up);
     let r = c.read_final_response_to("PUT").expect("upload response");
     assert!(r.status == 201 || r.status == 204, "{}", r.head_text());
@@ -99,8 +103,18 @@ fn head_has_the_same_headers_and_no_body() {
     let h = c.request("HEAD", "/1k.bin", "a.test", &[], b"");
     assert_eq!(h.status, 200);
     assert_eq!(h.framing, Framing::NoBody);
-    for name in ["content-length", "content-type", "etag", "last-modified", "accept-ranges"] {
-        assert_eq!(g.header(name), h.header(name), "{name} differs between GET and HEAD");
+    for name in [
+        "content-length",
+        "content-type",
+        "etag",
+        "last-modified",
+        "accept-ranges",
+    ] {
+        assert_eq!(
+            g.header(name),
+            h.header(name),
+            "{name} differs between GET and HEAD"
+        );
     }
     assert_eq!(h.header("content-length"), Some("1024"));
     // No body bytes followed the HEAD answer: the next answer parses.
@@ -115,17 +129,32 @@ fn conditional_requests_get_304() {
     let mut c = RawConn::connect(tether.addr());
     let g = c.request("GET", "/1k.bin", "a.test", &[], b"");
     let etag = g.header("etag").expect("ETag").to_string();
-    let lm = g.header("last-modified").expect("Last-Modified").to_string();
+    let lm = g
+        .header("last-modified")
+        .expect("Last-Modified")
+        .to_string();
 
     let r = c.request("GET", "/1k.bin", "a.test", &[("If-None-Match", &etag)], b"");
     assert_eq!(r.status, 304, "{}", r.head_text());
     assert_eq!(r.framing, Framing::NoBody);
     assert_eq!(r.header("etag"), Some(etag.as_str()));
 
-    let r = c.request("GET", "/1k.bin", "a.test", &[("If-Modified-Since", &lm)], b"");
+    let r = c.request(
+        "GET",
+        "/1k.bin",
+        "a.test",
+        &[("If-Modified-Since", &lm)],
+        b"",
+    );
     assert_eq!(r.status, 304, "{}", r.head_text());
 
-    let r = c.request("GET", "/1k.bin", "a.test", &[("If-None-Match", "\"other\"")], b"");
+    let r = c.request(
+        "GET",
+        "/1k.bin",
+        "a.test",
+        &[("If-None-Match", "\"other\"")],
+        b"",
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 1024);
 }
@@ -145,10 +174,17 @@ fn no_content_204_has_no_body() {
 #[test]
 fn chunked_response_is_relayed() {
     let (nginx, tether) = nginx_and_tether("");
-    nginx.put_file("/gz/t.txt", "some text to compress\n".repeat(5000).as_bytes());
+    nginx.put_file(
+        "/gz/t.txt",
+        "some text to compress\n".repeat(5000).as_bytes(),
+    );
     let ae = [("Accept-Encoding", "gzip")];
     let direct = RawConn::connect(nginx.addr()).request("GET", "/gz/t.txt", "a.test", &ae, b"");
-    assert_eq!(direct.framing, Framing::Chunked, "nginx itself must answer chunked");
+    assert_eq!(
+        direct.framing,
+        Framing::Chunked,
+        "nginx itself must answer chunked"
+    );
     let r = RawConn::connect(tether.addr()).request("GET", "/gz/t.txt", "a.test", &ae, b"");
     assert_eq!(r.status, 200);
     assert_eq!(r.framing, Framing::Chunked, "{}", r.head_text());
@@ -188,14 +224,21 @@ fn expect_100_continue() {
     c.send(&body);
     let r = c.read_response_to("PUT").expect("final response");
     assert!(r.status == 201 || r.status == 204, "{}", r.head_text());
-    assert_same_bytes(&std::fs::read(nginx.stored("/up/expect")).unwrap(), &body, "stored");
+    assert_same_bytes(
+        &std::fs::read(nginx.stored("/up/expect")).unwrap(),
+        &body,
+        "stored",
+    );
 }
 
 #[test]
 fn http10_client_gets_unchunked_responses() {
     let (nginx, tether) = nginx_and_tether("");
     nginx.put_file("/1k.bin", &pattern(1, 1024));
-    nginx.put_file("/gz/t.txt", "some text to compress\n".repeat(5000).as_bytes());
+    nginx.put_file(
+        "/gz/t.txt",
+        "some text to compress\n".repeat(5000).as_bytes(),
+    );
 
     let mut c = RawConn::connect(tether.addr());
     c.send(b"GET /1k.bin HTTP/1.0\r\nHost: a.test\r\n\r\n");
@@ -224,10 +267,19 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     nginx.put_file("/1k.bin", &pattern(1, 1024));
     let mut c = RawConn::connect(tether.addr());
     for i in 0..5 {
-        assert_eq!(c.request("GET", "/1k.bin", "a.test", &[], b"").body.len(), 1024);
+        assert_eq!(
+            c.request("GET", "/1k.bin", "a.test", &[], b"").body.len(),
+            1024
+        );
         assert_eq!(c.request("HEAD", "/1k.bin", "a.test", &[], b"").status, 200);
         assert_eq!(c.request("GET", "/204", "a.test", &[], b"").status, 204);
-        let put = c.request("PUT", &format!("/up/k{i}"), "a.test", &[], &pattern(i, 5000));
+        let put = c.request(
+            "PUT",
+            &format!("/up/k{i}"),
+            "a.test",
+            &[],
+            &pattern(i, 5000),
+        );
         assert!(put.status == 201 || put.status == 204);
     }
     let last = c.request("GET", "/1k.bin", "a.test", &[("Connection", "close")], b"");
@@ -249,7 +301,11 @@ fn pipelined_requests_are_answered_in_order() {
     for i in 0..5u64 {
         let r = c.read_response();
         assert_eq!(r.status, 200);
-        assert_same_bytes(&r.body, &pattern(i, 1000 + i as usize * 3000), &format!("response {i}"));
+        assert_same_bytes(
+            &r.body,
+            &pattern(i, 1000 + i as usize * 3000),
+            &format!("response {i}"),
+        );
     }
 }
 
@@ -317,10 +373,16 @@ fn forwarding_headers_reach_the_origin() {
     );
     let t = r.body_text();
     assert!(t.contains("host=[a.test:8080]\n"), "Host preserved: {t}");
-    assert!(t.contains("xff=[10.1.2.3, 127.0.0.1]\n"), "XFF appended: {t}");
+    assert!(
+        t.contains("xff=[10.1.2.3, 127.0.0.1]\n"),
+        "XFF appended: {t}"
+    );
     assert!(t.contains("xfp=[http]\n"), "XFP set, not trusted: {t}");
     assert!(t.contains("xfh=[a.test:8080]\n"), "XFH set from Host: {t}");
-    assert!(t.contains("via=[1.0 upstream, 1.1 tether]\n"), "Via appended: {t}");
+    assert!(
+        t.contains("via=[1.0 upstream, 1.1 tether]\n"),
+        "Via appended: {t}"
+    );
 }
 
 #[test]
@@ -342,15 +404,30 @@ fn hop_by_hop_headers_are_not_forwarded() {
         ],
         b"",
     );
-    assert_eq!(r.status, 200, "an Upgrade that is not taken is a plain request");
+    assert_eq!(
+        r.status, 200,
+        "an Upgrade that is not taken is a plain request"
+    );
     let t = r.body_text();
-    for gone in ["x-foo=[]", "keep-alive=[]", "te=[]", "proxy-connection=[]", "upgrade=[]"] {
+    for gone in [
+        "x-foo=[]",
+        "keep-alive=[]",
+        "te=[]",
+        "proxy-connection=[]",
+        "upgrade=[]",
+    ] {
         assert!(t.contains(&format!("{gone}\n")), "expected {gone} in\n{t}");
     }
     assert!(t.contains("x-bar=[kept]\n"), "{t}");
-    let conn = t.lines().find(|l| l.starts_with("connection=")).unwrap_or("");
+    let conn = t
+        .lines()
+        .find(|l| l.starts_with("connection="))
+        .unwrap_or("");
     let lower = conn.to_ascii_lowercase();
-    assert!(!lower.contains("x-foo") && !lower.contains("upgrade"), "{conn}");
+    assert!(
+        !lower.contains("x-foo") && !lower.contains("upgrade"),
+        "{conn}"
+    );
 }
 
 #[test]
@@ -386,7 +463,9 @@ fn over_max_connections_is_503_and_closed() {
     }
     let mut third = RawConn::connect(tether.addr());
     // The gateway answers without reading a request.
-    let r = third.read_response_to("GET").expect("503 without a request");
+    let r = third
+        .read_response_to("GET")
+        .expect("503 without a request");
     assert_eq!(r.status, 503, "{}", r.head_text());
     assert!(r.header("retry-after").is_some(), "{}", r.head_text());
     assert!(r.has_token("connection", "close"), "{}", r.head_text());
@@ -410,7 +489,8 @@ fn slow_request_head_gets_408() {
     c.send(b"GET /echo HTTP/1.1\r\nHost: a.test\r\n");
     let r = c.read_response_to("GET").expect("a 408");
     assert_eq!(r.status, 408, "{}", r.head_text());
-    c.expect_closed(Duration::from_secs(10)).expect("closed after 408");
+    c.expect_closed(Duration::from_secs(10))
+        .expect("closed after 408");
 
     // A later request on a kept-alive connection: timed from its first byte.
     let mut c = RawConn::connect(tether.addr());
@@ -418,14 +498,16 @@ fn slow_request_head_gets_408() {
     c.send(b"GET /echo HTTP/1.1\r\nHo");
     let r = c.read_response_to("GET").expect("a 408");
     assert_eq!(r.status, 408, "{}", r.head_text());
-    c.expect_closed(Duration::from_secs(10)).expect("closed after 408");
+    c.expect_closed(Duration::from_secs(10))
+        .expect("closed after 408");
 }
 
 #[test]
 fn oversized_request_head_is_431() {
     let (_nginx, tether) = nginx_and_tether("max_header_bytes = \"4KiB\"");
     let ok = "x".repeat(2000);
-    let r = RawConn::connect(tether.addr()).request("GET", "/echo", "a.test", &[("X-Big", &ok)], b"");
+    let r =
+        RawConn::connect(tether.addr()).request("GET", "/echo", "a.test", &[("X-Big", &ok)], b"");
     assert_eq!(r.status, 200, "a head under the limit passes");
 
     let big = "x".repeat(5000);
@@ -439,7 +521,8 @@ fn oversized_request_head_is_431() {
     ));
     let r = c.read_response_to("GET").expect("a 431");
     assert_eq!(r.status, 431, "{}", r.head_text());
-    c.expect_closed(Duration::from_secs(10)).expect("closed after 431");
+    c.expect_closed(Duration::from_secs(10))
+        .expect("closed after 431");
 }
 
 #[test]
@@ -463,6 +546,15 @@ fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
     assert_eq!(sha.digest().to_string(), digest);
     let status = tether
         .wait_exit(Duration::from_secs(40))
-        .unwrap_or_else(|| panic!("tether did not exit after SIGTERM:\n{}", tether.stderr_text()));
-    assert!(status.success(), "exit status {status}:\n{}", tether.stderr_text());
+        .unwrap_or_else(|| {
+            panic!(
+                "tether did not exit after SIGTERM:\n{}",
+                tether.stderr_text()
+            )
+        });
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        tether.stderr_text()
+    );
 }

@@ -18,7 +18,11 @@ fn websocket_echo_through_tether() {
         WsClient::connect(tether.addr(), "a.test", "/echo", &[]).unwrap_or_else(|r| {
             panic!("no 101:\n{}{}", r.head_text(), r.body_text());
         });
-    assert!(resp.has_token("connection", "upgrade"), "{}", resp.head_text());
+    assert!(
+        resp.has_token("connection", "upgrade"),
+        "{}",
+        resp.head_text()
+    );
     assert!(
         resp.header("upgrade")
             .is_some_and(|u| u.eq_ignore_ascii_case("websocket")),
@@ -37,7 +41,11 @@ fn websocket_echo_through_tether() {
         let m = ws.read_message().expect("echo");
         assert_eq!(m.opcode, OP_BINARY);
         assert_eq!(m.payload.len(), size);
-        assert_same_bytes(&m.payload, &data, &format!("binary message of {size} bytes"));
+        assert_same_bytes(
+            &m.payload,
+            &data,
+            &format!("binary message of {size} bytes"),
+        );
     }
     ws.send_frame(true, OP_PING, b"are you there").unwrap();
     let pong = ws.read_frame().expect("pong");
