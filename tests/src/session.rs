@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::process::{ChildGuard, StopWith};
 use crate::raw_http::{request_bytes, RawConn, Response};
-use crate::{temp_dir, Tether, TempDir, STARTUP_TIMEOUT};
+use crate::{temp_dir, TempDir, Tether, STARTUP_TIMEOUT};
 
 /// The host of the session vhost in the tests' configs.
 pub const HOST: &str = "sess.test";
@@ -390,7 +390,7 @@ pub fn open_with(
     host: &str,
     target: &str,
     headers: &[(&str, &str)],
-) -> Result<Opened, Response> {
+) -> Result<Opened, Box<Response>> {
     let mut conn = RawConn::connect(addr);
     let mut h = vec![("Accept", ACCEPT)];
     h.extend_from_slice(headers);
@@ -400,7 +400,7 @@ pub fn open_with(
 
 /// Reads an answer head on `conn`: a persistent one gives its channel, any
 /// other is read whole.
-pub fn head_or_plain(mut conn: RawConn, method: &str) -> Result<Opened, Response> {
+pub fn head_or_plain(mut conn: RawConn, method: &str) -> Result<Opened, Box<Response>> {
     let mut head = conn
         .read_head()
         .unwrap_or_else(|e| panic!("reading the answer head: {e}"));
@@ -410,7 +410,7 @@ pub fn head_or_plain(mut conn: RawConn, method: &str) -> Result<Opened, Response
             .read_body_into(&head, method, &mut |b| body.extend_from_slice(b))
             .unwrap_or_else(|e| panic!("reading the body of {}: {e}", head.head_text()));
         head.body = body;
-        return Err(head);
+        return Err(Box::new(head));
     }
     let sid = head.header("sessionid").unwrap_or("").to_string();
     let len: usize = head
@@ -445,7 +445,7 @@ pub fn resume_with(
     target: &str,
     sid: &str,
     received: Option<&str>,
-) -> Result<Opened, Response> {
+) -> Result<Opened, Box<Response>> {
     let mut h = vec![("SessionID", sid)];
     if let Some(r) = received {
         h.push(("Session-Received", r));
@@ -454,7 +454,12 @@ pub fn resume_with(
 }
 
 /// A resume on [`HOST`] with count `received`.
-pub fn resume(addr: SocketAddr, target: &str, sid: &str, received: u64) -> Result<Opened, Response> {
+pub fn resume(
+    addr: SocketAddr,
+    target: &str,
+    sid: &str,
+    received: u64,
+) -> Result<Opened, Box<Response>> {
     resume_with(addr, HOST, target, sid, Some(&received.to_string()))
 }
 

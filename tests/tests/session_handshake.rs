@@ -31,7 +31,7 @@ fn plain(tether: &Tether, method: &str, target: &str, headers: &[(&str, &str)]) 
     conn.send(&request_bytes(method, target, HOST, headers, b""));
     match head_or_plain(conn, method) {
         Ok(o) => panic!("{method} {target} opened a session: {}", o.head.head_text()),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -59,11 +59,20 @@ fn handshake_answer_head_is_exact() {
         assert_eq!(all.len(), 1, "exactly one {name}:\n{text}");
         all[0].to_string()
     };
-    assert!(only("connection").eq_ignore_ascii_case("keep-alive"), "{text}");
+    assert!(
+        only("connection").eq_ignore_ascii_case("keep-alive"),
+        "{text}"
+    );
     assert!(!h.has_token("connection", "close"), "{text}");
-    assert!(only("connection-type").eq_ignore_ascii_case("persistent"), "{text}");
+    assert!(
+        only("connection-type").eq_ignore_ascii_case("persistent"),
+        "{text}"
+    );
     let sid = only("sessionid");
-    assert!(valid_sid(&sid), "SessionID {sid:?} is not 22-64 of [A-Za-z0-9_-]");
+    assert!(
+        valid_sid(&sid),
+        "SessionID {sid:?} is not 22-64 of [A-Za-z0-9_-]"
+    );
     assert_eq!(only("session-received"), "0", "{text}");
     assert!(h.header("transfer-encoding").is_none(), "{text}");
     let body = format!("hello worker {sid}\n");
@@ -124,8 +133,16 @@ fn without_capability_406_and_nothing_reaches_the_worker() {
         );
         assert_no_session_headers(&r);
     }
-    assert_eq!(worker.events(), Vec::<String>::new(), "the worker was reached");
-    assert_eq!(origin.events(), Vec::<String>::new(), "the origin was reached");
+    assert_eq!(
+        worker.events(),
+        Vec::<String>::new(),
+        "the worker was reached"
+    );
+    assert_eq!(
+        origin.events(),
+        Vec::<String>::new(),
+        "the origin was reached"
+    );
 }
 
 #[test]
@@ -152,7 +169,11 @@ fn accepted_capability_spellings_open_sessions() {
             b"",
         ));
         let o = head_or_plain(conn, "GET").unwrap_or_else(|r| {
-            panic!("Accept {accept:?} refused:\n{}{}", r.head_text(), r.body_text())
+            panic!(
+                "Accept {accept:?} refused:\n{}{}",
+                r.head_text(),
+                r.body_text()
+            )
         });
         assert!(valid_sid(&o.sid), "Accept {accept:?}");
         assert_eq!(worker.conns(&o.sid), 1);
@@ -169,7 +190,10 @@ fn plain_worker_answer_is_relayed_without_session_headers() {
     assert_no_session_headers(&r);
     assert_eq!(r.header("x-worker"), Some("worker"), "{}", r.head_text());
     let body = r.body_text();
-    assert!(body.starts_with("plain worker\nGET /plain.pphp HTTP/1.1\n"), "{body}");
+    assert!(
+        body.starts_with("plain worker\nGET /plain.pphp HTTP/1.1\n"),
+        "{body}"
+    );
     // The worker got a minted SessionID and the forwarding headers (SPEC 2
     // step 5), and Accept as an end-to-end header.
     let sid = body
@@ -197,7 +221,9 @@ fn plain_worker_answer_is_relayed_without_session_headers() {
         "{body}"
     );
     // No session exists under that id.
-    let gone = resume(tether.addr(), "/echo.pphp", &sid, 0).err().expect("resumed");
+    let gone = resume(tether.addr(), "/echo.pphp", &sid, 0)
+        .err()
+        .expect("resumed");
     assert_eq!(gone.status, 410, "{}", gone.head_text());
 
     // Other statuses are relayed as they are.
@@ -240,12 +266,15 @@ fn head_never_opens_a_session() {
         &[("Accept", ACCEPT)],
         b"",
     ));
-    let mut o = head_or_plain(conn, "GET")
-        .unwrap_or_else(|r| panic!("GET after HEAD:\n{}", r.head_text()));
+    let mut o =
+        head_or_plain(conn, "GET").unwrap_or_else(|r| panic!("GET after HEAD:\n{}", r.head_text()));
     o.chan.send(b"x\n");
     assert_eq!(o.chan.line(), "1 x\n");
     let ev = worker.events();
-    assert!(ev.iter().any(|e| e.contains(" HEAD /echo.pphp 200")), "{ev:#?}");
+    assert!(
+        ev.iter().any(|e| e.contains(" HEAD /echo.pphp 200")),
+        "{ev:#?}"
+    );
     assert_eq!(ev.iter().filter(|e| e.starts_with("open ")).count(), 1);
 }
 
@@ -271,7 +300,10 @@ fn initial_body_over_max_initial_body_is_502() {
     let mut o = open(tether.addr(), "/bigbody.pphp?n=1024");
     assert_eq!(o.head.header("content-length"), Some("1024"));
     assert_eq!(o.initial.len(), 1024);
-    assert_eq!(&o.initial[..64], b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.\n");
+    assert_eq!(
+        &o.initial[..64],
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.\n"
+    );
     o.chan.send(b"y\n");
     assert_eq!(o.chan.line(), "1 y\n");
 }
@@ -313,7 +345,10 @@ fn client_session_headers_never_reach_worker_or_origin() {
         assert!(named(n).is_empty(), "{n} reached the worker: {headers:#?}");
     }
     assert_eq!(named("x-custom").len(), 1, "{headers:#?}");
-    assert_eq!(String::from_utf8_lossy(&o.initial), format!("hello worker {}\n", o.sid));
+    assert_eq!(
+        String::from_utf8_lossy(&o.initial),
+        format!("hello worker {}\n", o.sid)
+    );
 
     // A plain request to the origin: all four are removed.
     let r = plain(
@@ -330,14 +365,22 @@ fn client_session_headers_never_reach_worker_or_origin() {
     assert_eq!(r.status, 404, "{}", r.head_text());
     assert!(r.body_text().contains("origin"), "{}", r.body_text());
     let ev = origin.events();
-    assert!(ev.iter().any(|e| e.starts_with("req - GET /index.html")), "{ev:#?}");
+    assert!(
+        ev.iter().any(|e| e.starts_with("req - GET /index.html")),
+        "{ev:#?}"
+    );
     for e in &ev {
         let l = e.to_ascii_lowercase();
         assert!(
             !(l.starts_with("header ")
-                && ["sessionid:", "session-received:", "connection-type:", "session-event:"]
-                    .iter()
-                    .any(|n| l.split(' ').nth(2) == Some(n))),
+                && [
+                    "sessionid:",
+                    "session-received:",
+                    "connection-type:",
+                    "session-event:"
+                ]
+                .iter()
+                .any(|n| l.split(' ').nth(2) == Some(n))),
             "reached the origin: {e}"
         );
     }
@@ -350,7 +393,13 @@ fn plain_keep_alive_requests_before_a_candidate_on_one_connection() {
     let r = conn.request("GET", "/index.html", HOST, &[], b"");
     assert_eq!(r.status, 404);
     assert!(r.body_text().contains("origin"));
-    let r = conn.request("GET", "/status.pphp?code=201", HOST, &[("Accept", ACCEPT)], b"");
+    let r = conn.request(
+        "GET",
+        "/status.pphp?code=201",
+        HOST,
+        &[("Accept", ACCEPT)],
+        b"",
+    );
     assert_eq!(r.status, 201);
     let r = conn.request("GET", "/plain.pphp", HOST, &[("Accept", ACCEPT)], b"");
     assert_eq!(r.status, 200);
@@ -379,7 +428,12 @@ fn plain_keep_alive_requests_before_a_candidate_on_one_connection() {
 #[test]
 fn non_candidates_go_to_the_origin() {
     let (worker, origin, tether) = setup("");
-    for target in ["/index.html", "/echo.pphpx", "/ECHO.PPHP", "/echo.php?x=.pphp"] {
+    for target in [
+        "/index.html",
+        "/echo.pphpx",
+        "/ECHO.PPHP",
+        "/echo.php?x=.pphp",
+    ] {
         let r = plain(&tether, "GET", target, &[("Accept", ACCEPT)]);
         assert_eq!(r.status, 404, "{target}: {}", r.head_text());
         assert!(
@@ -392,7 +446,11 @@ fn non_candidates_go_to_the_origin() {
     // A deep path matches `*.pphp` and goes to the worker.
     let r = plain(&tether, "GET", "/app/x/unknown.pphp", &[("Accept", ACCEPT)]);
     assert_eq!(r.status, 404);
-    assert!(r.body_text().starts_with("no such path on worker"), "{}", r.body_text());
+    assert!(
+        r.body_text().starts_with("no such path on worker"),
+        "{}",
+        r.body_text()
+    );
     assert_eq!(origin.all_conns(), 4);
     assert_eq!(worker.all_conns(), 1);
 }
@@ -415,22 +473,25 @@ fn http2_prior_knowledge_candidate_is_505() {
     };
     let (status, body) = curl("/echo.pphp");
     assert_eq!(status, "2 505", "body {body:?}");
-    assert!(body.contains("HTTP/1.1"), "the 505 body must say HTTP/1.1 is required: {body:?}");
+    assert!(
+        body.contains("HTTP/1.1"),
+        "the 505 body must say HTTP/1.1 is required: {body:?}"
+    );
     // Plain requests over h2 still work (sanity: curl spoke h2).
     let (status, _) = curl("/index.html");
     assert_eq!(status, "2 404");
-    assert_eq!(worker.events(), Vec::<String>::new(), "the worker was reached");
+    assert_eq!(
+        worker.events(),
+        Vec::<String>::new(),
+        "the worker was reached"
+    );
 }
 
 #[test]
 fn worker_down_gives_502_then_a_worker_up_again_is_used() {
     let port = free_port();
     let origin = LineWorker::start(WORKER, "origin");
-    let tether = start_session_tether(
-        &origin.url(),
-        &[format!("http://127.0.0.1:{port}")],
-        "",
-    );
+    let tether = start_session_tether(&origin.url(), &[format!("http://127.0.0.1:{port}")], "");
     let Err(r) = open_with(tether.addr(), HOST, "/echo.pphp", &[]) else {
         panic!("a session opened with no worker listening");
     };

@@ -22,12 +22,12 @@ fn setup(extra: &str) -> (LineWorker, Tether) {
     (worker, tether)
 }
 
-fn gone(r: Result<Opened, Response>, what: &str) -> Response {
+fn gone(r: Result<Opened, Box<Response>>, what: &str) -> Response {
     match r {
         Ok(o) => panic!("{what}: resumed:\n{}", o.head.head_text()),
         Err(r) => {
             assert_eq!(r.status, 410, "{what}:\n{}{}", r.head_text(), r.body_text());
-            r
+            *r
         }
     }
 }
@@ -62,7 +62,11 @@ fn echo_survives_resets_with_replay_and_no_duplicates() {
     assert_eq!(h.header_all("sessionid"), [sid.as_str()], "{text}");
     assert_eq!(h.header_all("session-received"), ["3"], "{text}");
     assert_eq!(h.header_all("content-length"), ["0"], "{text}");
-    assert!(h.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")), "{text}");
+    assert!(
+        h.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")),
+        "{text}"
+    );
     assert!(!h.has_token("connection", "close"), "{text}");
     assert!(r.initial.is_empty());
     assert_eq!(r.chan.line(), "3 c\n");
@@ -148,7 +152,10 @@ fn every_410_is_the_same_answer() {
         gone(resume(addr, "/echo.pphp", "does-not-exist", 0), "unknown"),
     ));
     let forged = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-    answers.push(("forged", gone(resume(addr, "/echo.pphp", forged, 0), "forged")));
+    answers.push((
+        "forged",
+        gone(resume(addr, "/echo.pphp", forged, 0), "forged"),
+    ));
     // A live id with one character changed.
     let live = open(addr, "/echo.pphp");
     let mut tampered = live.sid.clone();
@@ -161,7 +168,10 @@ fn every_410_is_the_same_answer() {
     // Ended with DELETE.
     let o = open(addr, "/echo.pphp");
     assert_eq!(delete(addr, HOST, "/echo.pphp", &o.sid).status, 204);
-    answers.push(("ended", gone(resume(addr, "/echo.pphp", &o.sid, 0), "ended")));
+    answers.push((
+        "ended",
+        gone(resume(addr, "/echo.pphp", &o.sid, 0), "ended"),
+    ));
     // Created on the other vhost.
     let other = open_with(addr, "other.test", "/echo.pphp", &[]).unwrap_or_else(|r| {
         panic!("other vhost: {}", r.head_text());
@@ -273,11 +283,15 @@ fn takeover_closes_the_older_connection_and_the_newest_wins() {
     assert_eq!(a.chan.line(), "1 x\n");
     let mut b = resume_ok(addr, "/echo.pphp", &sid, 1);
     assert_eq!(b.head.header("session-received"), Some("1"));
-    a.chan.expect_closed(WAIT).expect("the older connection is closed");
+    a.chan
+        .expect_closed(WAIT)
+        .expect("the older connection is closed");
     b.chan.send(b"y\n");
     assert_eq!(b.chan.line(), "2 y\n");
     let mut c = resume_ok(addr, "/echo.pphp", &sid, 2);
-    b.chan.expect_closed(WAIT).expect("the older connection is closed");
+    b.chan
+        .expect_closed(WAIT)
+        .expect("the older connection is closed");
     c.chan.send(b"z\n");
     assert_eq!(c.chan.line(), "3 z\n");
     assert_eq!(worker.conns(&sid), 1);
@@ -294,7 +308,11 @@ fn takeover_of_a_silent_connection_is_answered() {
     assert_eq!(a.chan.line(), "1 x\n");
     let started = Instant::now();
     let mut b = resume_ok(addr, "/echo.pphp", &sid, 1);
-    assert!(started.elapsed() < WAIT, "takeover answered after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < WAIT,
+        "takeover answered after {:?}",
+        started.elapsed()
+    );
     b.chan.send(b"y\n");
     assert_eq!(b.chan.line(), "2 y\n");
     drop(a);
@@ -308,14 +326,26 @@ fn takeover_of_a_silent_connection_is_answered() {
     for i in 1..=5 {
         assert_eq!(a.chan.line(), count_line(i, size));
     }
-    wait_stable("worker output", Duration::from_millis(500), Duration::from_secs(30), 64 << 20, || {
-        worker.last_wrote(&sid).map_or(0, |w| w.1)
-    });
+    wait_stable(
+        "worker output",
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+        64 << 20,
+        || worker.last_wrote(&sid).map_or(0, |w| w.1),
+    );
     let started = Instant::now();
     let mut b = resume_ok(addr, path, &sid, 5);
-    assert!(started.elapsed() < WAIT, "takeover answered after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < WAIT,
+        "takeover answered after {:?}",
+        started.elapsed()
+    );
     for i in 6..=20_000 {
-        assert_eq!(b.chan.line(), count_line(i, size), "line {i} after the takeover");
+        assert_eq!(
+            b.chan.line(),
+            count_line(i, size),
+            "line {i} after the takeover"
+        );
     }
     // The older connection ends (what it had in flight is in order).
     let (lines, _) = a.chan.lines_until_end(WAIT);
@@ -364,7 +394,10 @@ fn delete_ends_the_session() {
     }
     assert_eq!(end, End::Eof, "after {} remaining lines", lines.len());
     assert!(b.chan.pending().is_empty(), "only whole lines are sent");
-    gone(resume(addr, "/count.pphp", &sid, 3 + lines.len() as u64), "after DELETE");
+    gone(
+        resume(addr, "/count.pphp", &sid, 3 + lines.len() as u64),
+        "after DELETE",
+    );
 }
 
 #[test]
@@ -424,7 +457,9 @@ fn client_line_over_max_line_ends_the_session() {
     let mut long = vec![b'b'; 1024];
     long.push(b'\n');
     let _ = o.chan.try_send(&long);
-    o.chan.expect_closed(WAIT).expect("the client connection is closed");
+    o.chan
+        .expect_closed(WAIT)
+        .expect("the client connection is closed");
     assert_eq!(worker.wait_eof(&sid), format!("eof {sid} 1"));
     gone(resume(addr, "/count.pphp", &sid, 0), "after line_too_long");
 }
@@ -440,7 +475,10 @@ fn worker_line_over_max_line_ends_the_session() {
     let (lines, _) = o.chan.lines_until_end(WAIT);
     assert!(lines.is_empty(), "a line over max_line reached the client");
     worker.wait_eof(&sid);
-    gone(resume(addr, "/longline.pphp", &sid, 0), "after line_too_long");
+    gone(
+        resume(addr, "/longline.pphp", &sid, 0),
+        "after line_too_long",
+    );
 }
 
 #[test]
