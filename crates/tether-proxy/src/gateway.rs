@@ -16,20 +16,24 @@ use crate::config::{Config, ServerConfig};
 use crate::forward::Upstreams;
 use crate::headers;
 use crate::router::{host_without_port, Routes};
+use crate::session::{self, Registry};
 
 /// Everything a request needs from one config load. Swapped whole on reload.
 pub struct Runtime {
     pub server: ServerConfig,
     pub routes: Routes,
     pub upstreams: Upstreams,
+    /// Live sessions; shared by every config load.
+    pub sessions: Arc<Registry>,
 }
 
 impl Runtime {
-    pub fn new(config: &Config, upstreams: Upstreams) -> Runtime {
+    pub fn new(config: &Config, upstreams: Upstreams, sessions: Arc<Registry>) -> Runtime {
         Runtime {
             server: config.server.clone(),
             routes: Routes::new(config),
             upstreams,
+            sessions,
         }
     }
 }
@@ -72,8 +76,24 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, mut req: Request<Body>) ->
             }
         }
     }
-    let host = host.unwrap_or_default();
     let upgrade = is_upgrade(&req);
+    let mut worker = None;
+    if let Some(route) = &vhost.persistent {
+        if route.matches(req.uri().path()) {
+            if !upgrade {
+                return session::handle(&rt, &vhost, route, conn, req).await;
+            }
+            // A WebSocket that is not a persistent session goes to a worker
+            // as an ordinary proxied WebSocket (SPEC 3).
+            let any = tether_wire::SessionId::from_random(rand_bytes());
+            match route.workers.pick(&any) {
+                Some(w) => worker = Some(w),
+                None => return text_response(StatusCode::BAD_GATEWAY, "no worker is up\n"),
+            }
+        }
+    }
+    let upstream = worker.as_ref().map_or(&vhost.config.origin, |w| &w.url);
+    let host = host.unwrap_or_default();
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h, upgrade);
     headers::strip_session_fields(h);
@@ -84,7 +104,7 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, mut req: Request<Body>) ->
             h.insert(header::HOST, v);
         }
     }
-    match rt.upstreams.send(&vhost.config.origin, req).await {
+    match rt.upstreams.send(upstream, req).await {
         Ok(mut resp) => {
             let relayed_upgrade = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             headers::strip_hop_by_hop(resp.headers_mut(), relayed_upgrade);
@@ -92,6 +112,12 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, mut req: Request<Body>) ->
         }
         Err(e) => text_response(e.status(), upstream_failure_text(e.status())),
     }
+}
+
+fn rand_bytes() -> [u8; 24] {
+    let mut b = [0u8; 24];
+    let _ = getrandom::fill(&mut b);
+    b
 }
 
 fn is_upgrade(req: &Request<Body>) -> bool {

@@ -12,7 +12,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub(crate) static SESSION_ID: HeaderName = HeaderName::from_static("sessionid");
 pub(crate) static SESSION_RECEIVED: HeaderName = HeaderName::from_static("session-received");
-pub(crate) static SESSION_EVENT: HeaderName = HeaderName::from_static("session-event");
 pub(crate) static CONNECTION_TYPE: HeaderName = HeaderName::from_static("connection-type");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -53,9 +52,15 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Removes the session fields a client may not set for an upstream.
 pub(crate) fn strip_session_fields(headers: &mut HeaderMap) {
     headers.remove(&SESSION_ID);
-    headers.remove(&SESSION_RECEIVED);
-    headers.remove(&SESSION_EVENT);
     headers.remove(&CONNECTION_TYPE);
+    let session_fields: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("session-"))
+        .cloned()
+        .collect();
+    for name in session_fields {
+        headers.remove(name);
+    }
 }
 
 /// Sets the forwarding fields of SPEC 5 on a request bound upstream.

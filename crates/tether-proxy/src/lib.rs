@@ -8,6 +8,7 @@
 //! - `gateway`: the request path shared by both (route, then forward).
 //! - [`router`]: vhost table; `forward`: pooled client to origins;
 //!   `headers`: hop-by-hop and forwarding fields.
+//! - [`session`]: persistent sessions (SPEC 2, 4, 7).
 //! - `admin`: health and readiness; [`serve`]: binding, serving, draining.
 
 pub mod admin;
@@ -21,5 +22,6 @@ mod http1;
 mod listener;
 pub mod router;
 mod serve;
+pub mod session;
 
 pub use serve::{run, RunError};

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::forward::Upstreams;
 use crate::gateway::Runtime;
 use crate::listener::{self, ConnLimits};
+use crate::session::Registry;
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +41,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 
     let upstreams = Upstreams::new(&config.server);
-    let (_runtime_tx, runtime_rx) = watch::channel(Arc::new(Runtime::new(&config, upstreams)));
+    let sessions = Arc::new(Registry::default());
+    let (_runtime_tx, runtime_rx) =
+        watch::channel(Arc::new(Runtime::new(&config, upstreams, sessions)));
     let drain = CancellationToken::new();
     let tracker = TaskTracker::new();
     let limits = Arc::new(ConnLimits::default());

@@ -15,7 +15,7 @@ use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,7 @@ use super::head::{self, Framing, HeadError, RequestHead};
 use super::pump::{BodyPump, PumpEvent};
 use crate::body::{Body, ChannelBody, ClientBodyError};
 use crate::gateway::{self, ConnInfo, Runtime};
+use crate::session::{ClientIo, Handoff};
 
 /// Read-buffer growth step for heads.
 const HEAD_CHUNK: usize = 4 * 1024;
@@ -36,6 +37,8 @@ enum Next {
     Close,
     /// A `101` from the origin: the connection becomes a byte relay.
     Upgrade(Response<Body>),
+    /// A persistent answer: the connection leaves HTTP for a session.
+    Persistent(Response<Body>, Handoff),
 }
 
 enum HeadRead {
@@ -58,7 +61,7 @@ pub(crate) struct Http1Conn<IO> {
 
 impl<IO> Http1Conn<IO>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: ClientIo,
 {
     /// Serves the connection to its end. `buf` holds bytes already read
     /// (while looking for an HTTP/2 preface); `accepted` is the accept time.
@@ -95,6 +98,7 @@ where
                 Next::KeepAlive => {}
                 Next::Close => break,
                 Next::Upgrade(resp) => return conn.relay_upgrade(resp).await,
+                Next::Persistent(resp, handoff) => return conn.hand_over(resp, handoff).await,
             }
             if conn.buf.is_empty() && conn.buf.capacity() > KEEP_BUFFER {
                 conn.buf = BytesMut::new();
@@ -255,6 +259,9 @@ where
         if head.upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Next::Upgrade(resp);
         }
+        if let Some(handoff) = resp.extensions_mut().remove::<Handoff>() {
+            return Next::Persistent(resp, handoff);
+        }
         let framing = encode::choose_framing(&method, version, &mut resp);
         if framing == OutFraming::UntilClose {
             close = true;
@@ -347,6 +354,33 @@ where
         );
         self.out.clear();
         ok
+    }
+
+    /// A persistent answer (SPEC 2): head with `Connection: Keep-Alive`,
+    /// the initial body, then the socket goes to the session. Bytes read
+    /// before the head was written are discarded, never counted.
+    async fn hand_over(mut self, resp: Response<Body>, handoff: Handoff) {
+        let (parts, body) = resp.into_parts();
+        self.out.clear();
+        encode::encode_head(
+            &mut self.out,
+            parts.status,
+            &parts.headers,
+            OutFraming::Length,
+            Some("Keep-Alive"),
+        );
+        if let Body::Full(Some(initial)) = body {
+            self.out.extend_from_slice(&initial);
+        }
+        let stall = self.rt.server.idle_timeout;
+        if !self.flush_out(stall).await {
+            // The client is gone before its head: the session starts
+            // detached and its grace runs.
+            return;
+        }
+        drop(self.buf);
+        let io = self.reader.unsplit(self.writer);
+        handoff.attach(Box::new(io));
     }
 
     /// After a `101` from the origin: write it, then relay bytes both ways.

@@ -154,6 +154,11 @@ pub(crate) fn parse(buf: &[u8]) -> Result<RequestHead, HeadError> {
         (f, _) => f,
     };
 
+    // Identical duplicates count as one, and go upstream as one.
+    if let Some(n) = lengths {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+
     if hosts > 1 {
         return Err(HeadError::Malformed("more than one Host header"));
     }

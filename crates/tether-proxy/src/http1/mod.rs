@@ -14,6 +14,6 @@ mod chunked;
 pub(crate) mod conn;
 mod encode;
 mod head;
-mod pump;
+pub(crate) mod pump;
 
 pub(crate) use head::trim;

@@ -34,6 +34,8 @@ pub(crate) enum PumpEvent {
 enum Decode {
     Length(u64),
     Chunked(ChunkedDecoder),
+    /// An upstream answer without length: the body ends at EOF.
+    UntilEof,
 }
 
 pub(crate) struct BodyPump {
@@ -51,6 +53,15 @@ impl BodyPump {
                 Some(n) => Decode::Length(n),
                 None => Decode::Chunked(ChunkedDecoder::new()),
             },
+        }
+    }
+
+    /// A body that ends when the connection does.
+    pub(crate) fn until_eof(sender: BodySender) -> BodyPump {
+        BodyPump {
+            tx: Some(sender.tx),
+            demand: Some(sender.demand),
+            decode: Decode::UntilEof,
         }
     }
 
@@ -96,6 +107,12 @@ impl BodyPump {
                         return Ok(PumpEvent::Progress);
                     }
                 }
+                Decode::UntilEof => {
+                    if !buf.is_empty() {
+                        permit.send(Ok(Frame::data(buf.split().freeze())));
+                        return Ok(PumpEvent::Progress);
+                    }
+                }
                 Decode::Chunked(dec) => match dec.decode(buf) {
                     Ok(Some(Piece::Data(data))) => {
                         permit.send(Ok(Frame::data(data)));
@@ -123,6 +140,11 @@ impl BodyPump {
                 buf.reserve(READ_CHUNK);
             }
             match tokio::time::timeout(stall, reader.read_buf(buf)).await {
+                Ok(Ok(0)) if matches!(self.decode, Decode::UntilEof) => {
+                    drop(permit);
+                    self.tx = None;
+                    return Ok(PumpEvent::Finished);
+                }
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     permit.send(Err(ClientBodyError::Truncated));
                     self.tx = None;

@@ -11,11 +11,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, VhostConfig};
+use crate::session::PersistentRoute;
 
 /// One virtual host, as compiled from its config.
 #[derive(Debug)]
 pub struct Vhost {
     pub config: VhostConfig,
+    /// Present when `[vhost.persistent]` is enabled.
+    pub persistent: Option<PersistentRoute>,
 }
 
 impl Vhost {
@@ -40,7 +43,10 @@ impl Routes {
     pub fn new(config: &Config) -> Routes {
         let mut routes = Routes::default();
         for vc in &config.vhosts {
-            let vhost = Arc::new(Vhost { config: vc.clone() });
+            let vhost = Arc::new(Vhost {
+                config: vc.clone(),
+                persistent: vc.persistent.as_ref().map(PersistentRoute::new),
+            });
             for host in &vc.hosts {
                 if host == "*" {
                     routes.fallback = Some(vhost.clone());

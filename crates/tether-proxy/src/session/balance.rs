@@ -1,0 +1,171 @@
+//! Worker choice and worker health (SPEC 2 step 5, SPEC 7).
+//!
+//! New sessions go to the worker with the fewest active sessions among
+//! those that are up; ties are broken by a rendezvous hash of the SessionID,
+//! so the choice is stable for a given id and spreads evenly. A worker is
+//! down after a refused or timed-out connect and up again after a TCP
+//! connect probe succeeds (every 5 s while down).
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_wire::SessionId;
+
+use crate::config::OriginUrl;
+
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// One worker of one vhost, shared by the sessions pinned to it.
+#[derive(Debug)]
+pub struct Worker {
+    pub url: OriginUrl,
+    up: AtomicBool,
+    probing: AtomicBool,
+    sessions: AtomicUsize,
+}
+
+impl Worker {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::Acquire)
+    }
+
+    /// Marks the worker down after a failed connect and starts the probe.
+    pub(crate) fn mark_down(self: &Arc<Self>) {
+        self.up.store(false, Ordering::Release);
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(worker = %self.url.as_written, "worker down");
+        let worker = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let target = (worker.url.host.as_str(), worker.url.port);
+                let probe =
+                    tokio::time::timeout(PROBE_EVERY, tokio::net::TcpStream::connect(target)).await;
+                if matches!(probe, Ok(Ok(_))) {
+                    worker.up.store(true, Ordering::Release);
+                    worker.probing.store(false, Ordering::Release);
+                    tracing::info!(worker = %worker.url.as_written, "worker up");
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Counts one more session pinned here until the guard drops.
+    pub(crate) fn pin(self: &Arc<Self>) -> WorkerPin {
+        self.sessions.fetch_add(1, Ordering::AcqRel);
+        WorkerPin(self.clone())
+    }
+}
+
+/// A session's hold on its worker.
+#[derive(Debug)]
+pub(crate) struct WorkerPin(pub(crate) Arc<Worker>);
+
+impl Drop for WorkerPin {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The workers of one vhost.
+#[derive(Debug)]
+pub struct Workers {
+    list: Vec<Arc<Worker>>,
+}
+
+impl Workers {
+    pub fn new(urls: &[OriginUrl]) -> Workers {
+        Workers {
+            list: urls
+                .iter()
+                .map(|url| {
+                    Arc::new(Worker {
+                        url: url.clone(),
+                        up: AtomicBool::new(true),
+                        probing: AtomicBool::new(false),
+                        sessions: AtomicUsize::new(0),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Worker>> {
+        self.list.iter()
+    }
+
+    /// The worker for a new session, or `None` when none is up.
+    pub(crate) fn pick(&self, id: &SessionId) -> Option<Arc<Worker>> {
+        self.list
+            .iter()
+            .filter(|w| w.is_up())
+            .min_by_key(|w| (w.sessions(), std::cmp::Reverse(rendezvous(id, &w.url))))
+            .cloned()
+    }
+}
+
+fn rendezvous(id: &SessionId, url: &OriginUrl) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.as_str().hash(&mut h);
+    url.as_written.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(port: u16) -> OriginUrl {
+        OriginUrl {
+            as_written: format!("http://127.0.0.1:{port}"),
+            authority: format!("127.0.0.1:{port}"),
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    fn id(n: u8) -> SessionId {
+        SessionId::from_random([n; 24])
+    }
+
+    #[test]
+    fn least_sessions_first_then_stable_hash() {
+        let workers = Workers::new(&[url(1), url(2)]);
+        let first = workers.pick(&id(1)).unwrap();
+        assert!(Arc::ptr_eq(&first, &workers.pick(&id(1)).unwrap()));
+        let _pin = first.pin();
+        let second = workers.pick(&id(1)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+    }
+
+    #[test]
+    fn ties_spread_over_workers() {
+        let workers = Workers::new(&[url(1), url(2), url(3)]);
+        let mut counts = [0usize; 3];
+        for n in 0..=255u8 {
+            let w = workers.pick(&id(n)).unwrap();
+            counts[(w.url.port - 1) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 40), "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn down_workers_are_skipped() {
+        let workers = Workers::new(&[url(1), url(2)]);
+        let w = workers.pick(&id(7)).unwrap();
+        w.mark_down();
+        let other = workers.pick(&id(7)).unwrap();
+        assert!(!Arc::ptr_eq(&w, &other));
+        other.mark_down();
+        assert!(workers.pick(&id(7)).is_none());
+    }
+}

@@ -1,0 +1,360 @@
+//! Persistent sessions (SPEC 2, 4 and 7): a candidate request is checked in
+//! the order of SPEC 2 (406, explicit end, 400, 410, new session), then a
+//! session is opened on a worker, resumed, or ended.
+//!
+//! The answer to the client is an ordinary `Response` carrying a
+//! [`Handoff`]: the client connection writes the answer head (and initial
+//! body) and then hands its socket to the session task. The task sees only
+//! a `Link`, never the transport.
+//!
+//! - `balance`: worker choice and health; `registry`: the affinity cache
+//!   and the session counters; `worker`: opening on a worker;
+//!   `task`: the session itself; `link`: a client connection of a session.
+
+pub mod balance;
+mod link;
+pub mod registry;
+mod task;
+mod worker;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use tether_wire::{accepts_persistent, parse_session_received, SessionId};
+use tokio::sync::oneshot;
+
+pub use link::ClientIo;
+pub use registry::Registry;
+
+use self::balance::Workers;
+use self::link::Link;
+use self::registry::{Refusal, SessionHandle};
+use self::task::{Command, Opening};
+use self::worker::{OpenLimits, WorkerAnswer};
+use crate::body::Body;
+use crate::config::PersistentConfig;
+use crate::gateway::{text_response, ConnInfo, Runtime};
+use crate::headers;
+use crate::router::Vhost;
+
+/// The persistent side of a vhost, compiled from its config.
+#[derive(Debug)]
+pub struct PersistentRoute {
+    pub config: Arc<PersistentConfig>,
+    pub workers: Arc<Workers>,
+}
+
+impl PersistentRoute {
+    pub fn new(config: &PersistentConfig) -> PersistentRoute {
+        PersistentRoute {
+            workers: Arc::new(Workers::new(&config.workers)),
+            config: Arc::new(config.clone()),
+        }
+    }
+
+    /// Whether `path` (the request-target up to `?`) is a candidate.
+    pub fn matches(&self, path: &str) -> bool {
+        self.config.globs.iter().any(|g| g.matches(path.as_bytes()))
+    }
+}
+
+/// Tells the client connection to give its socket to a session once the
+/// answer head is written. Rides in the response's extensions.
+#[derive(Clone)]
+pub(crate) struct Handoff {
+    handle: SessionHandle,
+    gen: u64,
+    max_line: usize,
+}
+
+impl Handoff {
+    /// Attaches the connection to the session (bytes the connection read
+    /// before the head was written are already discarded: SPEC 2).
+    pub(crate) fn attach(self, io: Box<dyn ClientIo>) {
+        let cmd = Command::Attach {
+            gen: self.gen,
+            link: Link::native(io, self.max_line),
+        };
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(cmd)) = self.handle.tx.try_send(cmd)
+        {
+            let tx = self.handle.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+    }
+}
+
+/// Answers a persistent candidate.
+pub(crate) async fn handle(
+    rt: &Runtime,
+    vhost: &Arc<Vhost>,
+    route: &PersistentRoute,
+    conn: ConnInfo,
+    req: Request<Body>,
+) -> Response<Body> {
+    if req.version() == Version::HTTP_2 {
+        return text_response(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "a native persistent session needs HTTP/1.1; browsers use the WebSocket transport\n",
+        );
+    }
+    let sid = req.headers().get(&headers::SESSION_ID).cloned();
+    let explicit_end = req.method() == Method::DELETE && sid.is_some();
+    if !explicit_end && !capable(&req, &route.config) {
+        return not_acceptable(&route.config);
+    }
+    let label: &str = vhost.label();
+    if explicit_end {
+        let Some(handle) = sid.and_then(|v| lookup(rt, v.as_bytes(), label)) else {
+            return gone();
+        };
+        let (reply, done) = oneshot::channel();
+        if handle.tx.send(Command::End { reply }).await.is_err() || done.await.is_err() {
+            return gone();
+        }
+        let mut resp = Response::new(Body::Empty);
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        return resp;
+    }
+    if let Some(sid) = sid {
+        let Some(received) = req
+            .headers()
+            .get(&headers::SESSION_RECEIVED)
+            .and_then(|v| parse_session_received(v.as_bytes()).ok())
+        else {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                "a resume needs Session-Received: the number of lines the client received\n",
+            );
+        };
+        return resume(rt, label, &route.config, sid.as_bytes(), received).await;
+    }
+    open(rt, vhost, route, conn, req).await
+}
+
+fn capable(req: &Request<Body>, config: &PersistentConfig) -> bool {
+    let values: Vec<&[u8]> = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    accepts_persistent(&values, &config.accept)
+}
+
+fn not_acceptable(config: &PersistentConfig) -> Response<Body> {
+    let text = format!(
+        "406 Not Acceptable: this resource opens a persistent connection, which needs a client that supports persistent connections. Send Accept: {}\n",
+        config.accept.join(", ")
+    );
+    let mut resp = Response::new(Body::Empty);
+    *resp.status_mut() = StatusCode::NOT_ACCEPTABLE;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    *resp.body_mut() = Body::full(text);
+    resp
+}
+
+/// The one answer for every session that cannot be resumed (SPEC 4):
+/// identical whatever the cause, so it tells nothing about which.
+fn gone() -> Response<Body> {
+    text_response(
+        StatusCode::GONE,
+        "410 Gone: this session cannot be resumed; start a new one\n",
+    )
+}
+
+fn with_retry_after(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+fn lookup(rt: &Runtime, raw: &[u8], vhost: &str) -> Option<SessionHandle> {
+    let id = SessionId::parse(raw).ok()?;
+    rt.sessions.find(&id, vhost)
+}
+
+async fn resume(
+    rt: &Runtime,
+    vhost: &str,
+    config: &PersistentConfig,
+    raw_id: &[u8],
+    received: u64,
+) -> Response<Body> {
+    let Some(handle) = lookup(rt, raw_id, vhost) else {
+        return gone();
+    };
+    let (reply, answer) = oneshot::channel();
+    let cmd = Command::Resume { received, reply };
+    if handle.tx.send(cmd).await.is_err() {
+        return gone();
+    }
+    let Ok(Ok(resumed)) = answer.await else {
+        return gone();
+    };
+    let handoff = Handoff {
+        handle: handle.clone(),
+        gen: resumed.gen,
+        max_line: config.max_line,
+    };
+    persistent_answer(
+        StatusCode::OK,
+        &handle.id,
+        resumed.delivered,
+        Bytes::new(),
+        HeaderMap::new(),
+        handoff,
+    )
+}
+
+async fn open(
+    rt: &Runtime,
+    vhost: &Arc<Vhost>,
+    route: &PersistentRoute,
+    conn: ConnInfo,
+    mut req: Request<Body>,
+) -> Response<Body> {
+    let config = &route.config;
+    let label: Arc<str> = Arc::from(vhost.label());
+    let slot = match rt.sessions.admit(
+        &label,
+        conn.peer.ip(),
+        config.max_sessions,
+        config.max_sessions_per_ip,
+    ) {
+        Ok(slot) => slot,
+        Err(Refusal::Sessions) => {
+            return with_retry_after(text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many sessions on this server; try again soon\n",
+            ))
+        }
+        Err(Refusal::SessionsPerIp) => {
+            return with_retry_after(text_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many sessions from this address; try again soon\n",
+            ))
+        }
+    };
+    let id = mint();
+    let Some(worker) = route.workers.pick(&id) else {
+        return text_response(
+            StatusCode::BAD_GATEWAY,
+            "no worker is up to serve this session\n",
+        );
+    };
+
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let h = req.headers_mut();
+    headers::strip_hop_by_hop(h, false);
+    headers::strip_session_fields(h);
+    h.remove(header::EXPECT);
+    headers::add_forwarding(h, conn.peer.ip(), conn.https, &host);
+    h.insert(
+        &headers::SESSION_ID,
+        HeaderValue::from_str(id.as_str()).expect("a SessionID is a valid value"),
+    );
+
+    let limits = OpenLimits {
+        connect_timeout: rt.server.origin_connect_timeout,
+        response_timeout: rt.server.origin_response_timeout,
+        max_header_bytes: rt.server.max_header_bytes,
+        max_initial_body: config.max_initial_body,
+    };
+    let target = (worker.url.host.as_str(), worker.url.port);
+    let answer = match worker::open(target, req, &limits).await {
+        Ok(a) => a,
+        Err(e) => {
+            if matches!(e, crate::forward::UpstreamError::Connect)
+                || (e == crate::forward::UpstreamError::Timeout && !worker.is_up())
+            {
+                worker.mark_down();
+            }
+            tracing::debug!(worker = %worker.url.as_written, kind = e.as_str(), "session open failed");
+            return text_response(e.status(), "the worker could not open the session\n");
+        }
+    };
+    match answer {
+        WorkerAnswer::Plain(resp) => resp,
+        WorkerAnswer::Persistent {
+            status,
+            headers,
+            initial,
+            stream,
+            leftover,
+        } => {
+            let handle = task::spawn(Opening {
+                id: id.clone(),
+                vhost: label,
+                config: config.clone(),
+                peer: conn.peer,
+                worker: stream,
+                worker_leftover: leftover,
+                slot,
+                pin: worker.pin(),
+                registry: rt.sessions.clone(),
+            });
+            rt.sessions.insert(handle.clone());
+            tracing::debug!(session = ?id, worker = %worker.url.as_written, "session opened");
+            let handoff = Handoff {
+                handle,
+                gen: 0,
+                max_line: config.max_line,
+            };
+            persistent_answer(status, &id, 0, initial, headers, handoff)
+        }
+    }
+}
+
+/// A new SessionID: 24 bytes from the OS CSPRNG (192 bits).
+fn mint() -> SessionId {
+    let mut random = [0u8; 24];
+    getrandom::fill(&mut random).expect("the operating system's random source failed");
+    SessionId::from_random(random)
+}
+
+/// The answer head of SPEC 2 / SPEC 4 (the connection writes
+/// `Connection: Keep-Alive` itself).
+fn persistent_answer(
+    status: StatusCode,
+    id: &SessionId,
+    received: u64,
+    initial: Bytes,
+    extra: HeaderMap,
+    handoff: Handoff,
+) -> Response<Body> {
+    let mut resp = Response::new(Body::Empty);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        &headers::CONNECTION_TYPE,
+        HeaderValue::from_static("Persistent"),
+    );
+    h.insert(
+        &headers::SESSION_ID,
+        HeaderValue::from_str(id.as_str()).expect("a SessionID is a valid value"),
+    );
+    h.insert(&headers::SESSION_RECEIVED, HeaderValue::from(received));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(initial.len()));
+    for (name, value) in &extra {
+        h.append(name, value.clone());
+    }
+    if !initial.is_empty() {
+        *resp.body_mut() = Body::full(initial);
+    }
+    resp.extensions_mut().insert(handoff);
+    resp
+}

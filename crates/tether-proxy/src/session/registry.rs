@@ -1,0 +1,136 @@
+//! The affinity index (`SessionID -> SessionHandle`, a moka cache) and the
+//! exact session counters behind `max_sessions` and `max_sessions_per_ip`.
+//!
+//! The cache has no capacity bound and no expiry: moka evicts and expires
+//! lazily, and its admission policy could turn away a new session or evict
+//! a live one. The session task owns its lifetime (grace timer included)
+//! and removes its own entry when it ends; limits are exact counters here,
+//! never `entry_count()`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use moka::sync::Cache;
+use tether_wire::SessionId;
+use tokio::sync::mpsc;
+
+use super::task::Command;
+
+/// What the affinity index maps a SessionID to: a way to talk to the
+/// session's task, and the vhost it is bound to.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionHandle {
+    pub(crate) id: SessionId,
+    pub(crate) vhost: Arc<str>,
+    pub(crate) tx: mpsc::Sender<Command>,
+}
+
+/// Why a new session was refused before any worker traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `max_sessions` of the vhost: 503.
+    Sessions,
+    /// `max_sessions_per_ip`: 429.
+    SessionsPerIp,
+}
+
+#[derive(Default)]
+struct VhostCounts {
+    live: AtomicUsize,
+    // Touched once per session open and end, never across an await.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// All live sessions of the process; outlives config reloads.
+pub struct Registry {
+    cache: Cache<SessionId, SessionHandle>,
+    counts: Mutex<HashMap<Arc<str>, Arc<VhostCounts>>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            cache: Cache::builder().build(),
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A session's place in the counters, released when the session ends.
+pub(crate) struct SessionSlot {
+    counts: Arc<VhostCounts>,
+    ip: IpAddr,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.counts.per_ip.lock().expect("session counts lock");
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        drop(per_ip);
+        self.counts.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Registry {
+    /// Takes a place for a new session of `vhost` opened by `ip`.
+    pub(crate) fn admit(
+        &self,
+        vhost: &Arc<str>,
+        ip: IpAddr,
+        max_sessions: usize,
+        max_per_ip: usize,
+    ) -> Result<SessionSlot, Refusal> {
+        let counts = self
+            .counts
+            .lock()
+            .expect("session counts lock")
+            .entry(vhost.clone())
+            .or_default()
+            .clone();
+        if counts.live.fetch_add(1, Ordering::AcqRel) >= max_sessions {
+            counts.live.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::Sessions);
+        }
+        let mut per_ip = counts.per_ip.lock().expect("session counts lock");
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= max_per_ip {
+            drop(per_ip);
+            counts.live.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::SessionsPerIp);
+        }
+        *n += 1;
+        drop(per_ip);
+        Ok(SessionSlot { counts, ip })
+    }
+
+    pub(crate) fn insert(&self, handle: SessionHandle) {
+        self.cache.insert(handle.id.clone(), handle);
+    }
+
+    /// The live session `id` of `vhost`, compared in constant time.
+    pub(crate) fn find(&self, id: &SessionId, vhost: &str) -> Option<SessionHandle> {
+        let handle = self.cache.get(id)?;
+        let same_id = handle.id.ct_eq(id);
+        (same_id && &*handle.vhost == vhost && !handle.tx.is_closed()).then_some(handle)
+    }
+
+    pub(crate) fn remove(&self, id: &SessionId) {
+        self.cache.invalidate(id);
+    }
+
+    /// Live sessions of a vhost (attached, detached and finishing).
+    pub fn live(&self, vhost: &str) -> usize {
+        self.counts
+            .lock()
+            .expect("session counts lock")
+            .get(vhost)
+            .map_or(0, |c| c.live.load(Ordering::Acquire))
+    }
+}

@@ -1,0 +1,545 @@
+//! The session task: one per session, owning the worker connection, the
+//! replay window, the queues and the counters (DESIGN "One task per
+//! session"). Client connections attach and detach; the task never waits
+//! on one of them, so a takeover is answered whatever the state of the
+//! older connection (SPEC 4 "Takeover", "Promptness").
+//!
+//! States (derived, never stored twice): *attached* (a link), *detached*
+//! (no link; the grace timer runs), *finishing* (the worker is gone but
+//! lines are still owed to the client), then the task ends.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tether_wire::{LineReader, ReplayWindow, SessionId};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Sleep};
+
+use super::balance::WorkerPin;
+use super::link::{ClientRead, Link};
+use super::registry::{Registry, SessionHandle, SessionSlot};
+use crate::config::PersistentConfig;
+
+/// Worker output read ahead while attached, beyond what the client link
+/// has queued: the rest stays in the worker's socket (backpressure).
+const ATTACHED_AHEAD: usize = 64 * 1024;
+/// Bytes queued on the client link before the task stops feeding it.
+const LINK_HIGH: usize = 16 * 1024;
+/// Client lines queued for the worker before the task stops reading the
+/// client.
+const TO_WORKER_HIGH: usize = 64 * 1024;
+/// Read size for worker output.
+const WORKER_READ: usize = 8 * 1024;
+/// A client link that makes no write progress this long while output is
+/// pending is dropped (SPEC 4 "Liveness of native clients").
+const WRITE_STALL: Duration = Duration::from_secs(30);
+/// Steps before the task yields to others.
+const BUDGET: usize = 64;
+
+/// Messages to a session task.
+pub(crate) enum Command {
+    /// A resume (or takeover) with the client's count.
+    Resume {
+        received: u64,
+        reply: oneshot::Sender<Result<Resumed, Gone>>,
+    },
+    /// The client connection of generation `gen`, after its answer head.
+    Attach { gen: u64, link: Link },
+    /// `DELETE`: the worker connection is closed before the reply.
+    End { reply: oneshot::Sender<()> },
+}
+
+/// A successful resume: the answer carries `delivered`; the connection that
+/// gets it attaches as generation `gen`.
+#[derive(Debug)]
+pub(crate) struct Resumed {
+    pub(crate) delivered: u64,
+    pub(crate) gen: u64,
+}
+
+/// A resume that cannot be served; the session has ended.
+#[derive(Debug)]
+pub(crate) struct Gone;
+
+/// Why a session ended (the metric label of SPEC 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndReason {
+    ClientEnd,
+    WorkerEnd,
+    GraceExpired,
+    ResumeGone,
+    LineTooLong,
+    Shutdown,
+}
+
+impl EndReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EndReason::ClientEnd => "client_end",
+            EndReason::WorkerEnd => "worker_end",
+            EndReason::GraceExpired => "grace_expired",
+            EndReason::ResumeGone => "resume_gone",
+            EndReason::LineTooLong => "line_too_long",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Everything a new session starts with.
+pub(crate) struct Opening {
+    pub(crate) id: SessionId,
+    pub(crate) vhost: Arc<str>,
+    pub(crate) config: Arc<PersistentConfig>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) worker: TcpStream,
+    /// Worker bytes read after the initial body: the start of its lines.
+    pub(crate) worker_leftover: BytesMut,
+    pub(crate) slot: SessionSlot,
+    pub(crate) pin: WorkerPin,
+    pub(crate) registry: Arc<Registry>,
+}
+
+/// Lines per second in one direction; over the limit, reading waits for
+/// the next one-second window (backpressure, never a drop).
+struct RateGate {
+    limit: u32,
+    count: u32,
+    window_end: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl RateGate {
+    fn new(limit: u32) -> RateGate {
+        RateGate {
+            limit,
+            count: 0,
+            window_end: None,
+            sleep: None,
+        }
+    }
+
+    fn allow(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.count < self.limit {
+            return true;
+        }
+        let end = self.window_end.unwrap_or_else(Instant::now);
+        if Instant::now() >= end {
+            self.count = 0;
+            self.window_end = None;
+            self.sleep = None;
+            return true;
+        }
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.count = 0;
+            self.window_end = None;
+            self.sleep = None;
+            return true;
+        }
+        false
+    }
+
+    fn note(&mut self) {
+        let now = Instant::now();
+        if self.window_end.is_none_or(|end| now >= end) {
+            self.window_end = Some(now + Duration::from_secs(1));
+            self.count = 0;
+        }
+        self.count += 1;
+    }
+}
+
+/// Per-session counts for the end-of-session log line.
+#[derive(Default)]
+struct Stats {
+    lines_to_worker: u64,
+    bytes_to_worker: u64,
+    lines_to_client: u64,
+    bytes_to_client: u64,
+    resumes: u64,
+    takeovers: u64,
+}
+
+struct Session {
+    id: SessionId,
+    vhost: Arc<str>,
+    config: Arc<PersistentConfig>,
+    peer: SocketAddr,
+    started: Instant,
+    rx: mpsc::Receiver<Command>,
+    worker: Option<TcpStream>,
+    worker_in: LineReader,
+    to_worker: BytesMut,
+    /// Client lines delivered to the worker (`Session-Received`).
+    delivered: u64,
+    /// Worker lines not yet sent toward the client.
+    backlog: VecDeque<Bytes>,
+    backlog_bytes: usize,
+    replay: ReplayWindow,
+    link: Option<Link>,
+    /// The newest resume's generation, and its count while its link is
+    /// still on the way.
+    gen: u64,
+    awaiting: Option<u64>,
+    grace: Option<Pin<Box<Sleep>>>,
+    write_stall: Option<Pin<Box<Sleep>>>,
+    /// `DELETE` closed the worker: the end is the client's.
+    deleted: bool,
+    worker_rate: RateGate,
+    client_rate: RateGate,
+    stats: Stats,
+    registry: Arc<Registry>,
+    _slot: SessionSlot,
+    _pin: WorkerPin,
+}
+
+/// Starts the task of a session that just opened; it waits for its first
+/// client link (generation 0) and is reachable through the handle.
+pub(crate) fn spawn(opening: Opening) -> SessionHandle {
+    let (tx, rx) = mpsc::channel(8);
+    let handle = SessionHandle {
+        id: opening.id.clone(),
+        vhost: opening.vhost.clone(),
+        tx,
+    };
+    let mut worker_in = LineReader::new(opening.config.max_line);
+    worker_in.push(&opening.worker_leftover);
+    let config = opening.config;
+    let session = Session {
+        id: opening.id,
+        vhost: opening.vhost,
+        peer: opening.peer,
+        started: Instant::now(),
+        rx,
+        worker: Some(opening.worker),
+        worker_in,
+        to_worker: BytesMut::new(),
+        delivered: 0,
+        backlog: VecDeque::new(),
+        backlog_bytes: 0,
+        replay: ReplayWindow::new(config.replay_window),
+        link: None,
+        gen: 0,
+        awaiting: Some(0),
+        grace: Some(Box::pin(tokio::time::sleep(config.resume_grace))),
+        write_stall: None,
+        deleted: false,
+        worker_rate: RateGate::new(config.max_lines_per_second),
+        client_rate: RateGate::new(config.max_lines_per_second),
+        config,
+        stats: Stats::default(),
+        registry: opening.registry,
+        _slot: opening.slot,
+        _pin: opening.pin,
+    };
+    tokio::spawn(session.run());
+    handle
+}
+
+impl Session {
+    async fn run(mut self) {
+        let reason = std::future::poll_fn(|cx| self.poll_session(cx)).await;
+        self.registry.remove(&self.id);
+        let s = &self.stats;
+        tracing::info!(
+            target: "tether::session",
+            vhost = %self.vhost,
+            client = %self.peer,
+            session = ?self.id,
+            reason = reason.as_str(),
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            lines_to_worker = s.lines_to_worker,
+            bytes_to_worker = s.bytes_to_worker,
+            lines_to_client = s.lines_to_client,
+            bytes_to_client = s.bytes_to_client,
+            resumes = s.resumes,
+            takeovers = s.takeovers,
+            "session ended"
+        );
+    }
+
+    fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<EndReason> {
+        for _ in 0..BUDGET {
+            match self.step(cx) {
+                Err(reason) => return Poll::Ready(reason),
+                Ok(true) => continue,
+                Ok(false) => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// One pass over every source; `Ok(true)` if anything moved.
+    fn step(&mut self, cx: &mut Context<'_>) -> Result<bool, EndReason> {
+        let mut moved = false;
+        while let Poll::Ready(cmd) = self.rx.poll_recv(cx) {
+            let Some(cmd) = cmd else {
+                return Err(EndReason::Shutdown);
+            };
+            self.command(cmd)?;
+            moved = true;
+        }
+        moved |= self.read_worker(cx)?;
+        moved |= self.feed_link();
+        moved |= self.write_link(cx);
+        moved |= self.read_client(cx)?;
+        moved |= self.write_worker(cx);
+        if self.worker.is_none() && self.backlog.is_empty() {
+            if let Some(link) = &mut self.link {
+                // Finishing and attached: every line written, then EOF.
+                if link.poll_finish(cx).is_ready() {
+                    return Err(self.finish_reason());
+                }
+            }
+        }
+        if self.link.is_none() {
+            let grace = self
+                .grace
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.config.resume_grace)));
+            if grace.as_mut().poll(cx).is_ready() {
+                return Err(if self.worker.is_none() {
+                    self.finish_reason()
+                } else {
+                    EndReason::GraceExpired
+                });
+            }
+        }
+        Ok(moved)
+    }
+
+    fn finish_reason(&self) -> EndReason {
+        if self.deleted {
+            EndReason::ClientEnd
+        } else {
+            EndReason::WorkerEnd
+        }
+    }
+
+    fn command(&mut self, cmd: Command) -> Result<(), EndReason> {
+        match cmd {
+            Command::Resume { received, reply } => {
+                if !self.replay.can_resume(received) {
+                    let _ = reply.send(Err(Gone));
+                    return Err(EndReason::ResumeGone);
+                }
+                if self.link.take().is_some() {
+                    self.stats.takeovers += 1;
+                }
+                self.detached();
+                self.gen += 1;
+                self.awaiting = Some(received);
+                self.stats.resumes += 1;
+                let _ = reply.send(Ok(Resumed {
+                    delivered: self.delivered,
+                    gen: self.gen,
+                }));
+            }
+            Command::Attach { gen, mut link } => {
+                let Some(from) = self.awaiting.filter(|_| gen == self.gen) else {
+                    // A connection overtaken before it could attach.
+                    return Ok(());
+                };
+                self.awaiting = None;
+                for line in self.replay.replay_after(from) {
+                    link.queue(line);
+                }
+                self.link = Some(link);
+                self.grace = None;
+                self.write_stall = None;
+            }
+            Command::End { reply } => {
+                self.worker = None;
+                self.deleted = true;
+                let _ = reply.send(());
+                if self.link.is_none() {
+                    return Err(EndReason::ClientEnd);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The client link is gone (or replaced): grace starts.
+    fn detached(&mut self) {
+        self.link = None;
+        self.write_stall = None;
+        self.grace = Some(Box::pin(tokio::time::sleep(self.config.resume_grace)));
+    }
+
+    fn read_worker(&mut self, cx: &mut Context<'_>) -> Result<bool, EndReason> {
+        let mut moved = self.take_worker_lines()?;
+        let Some(worker) = &mut self.worker else {
+            return Ok(moved);
+        };
+        let limit = if self.link.is_some() {
+            ATTACHED_AHEAD
+        } else {
+            self.config.detached_backlog
+        };
+        if self.backlog_bytes >= limit || !self.worker_rate.allow(cx) {
+            return Ok(moved);
+        }
+        let buf = self.worker_in.buffer_mut();
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(WORKER_READ);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(worker), cx, buf) {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                moved = true;
+                self.take_worker_lines()?;
+            }
+            Poll::Ready(_) => {
+                // Worker end: whole lines are still owed, the rest is not
+                // a line (SPEC 2 "Worker end").
+                self.take_worker_lines()?;
+                self.worker_in.discard_partial();
+                self.worker_in.shrink();
+                self.worker = None;
+                moved = true;
+            }
+            Poll::Pending => self.worker_in.shrink(),
+        }
+        Ok(moved)
+    }
+
+    fn take_worker_lines(&mut self) -> Result<bool, EndReason> {
+        let mut moved = false;
+        loop {
+            match self.worker_in.next_line() {
+                Ok(Some(line)) => {
+                    self.stats.lines_to_client += 1;
+                    self.stats.bytes_to_client += line.len() as u64;
+                    self.worker_rate.note();
+                    self.backlog_bytes += line.len();
+                    self.backlog.push_back(line);
+                    moved = true;
+                }
+                Ok(None) => return Ok(moved),
+                Err(_) => return Err(EndReason::LineTooLong),
+            }
+        }
+    }
+
+    /// Moves worker lines onto the client link; from here they count as
+    /// sent and are kept for replay.
+    fn feed_link(&mut self) -> bool {
+        let Some(link) = &mut self.link else {
+            return false;
+        };
+        let mut moved = false;
+        while link.pending() < LINK_HIGH {
+            let Some(line) = self.backlog.pop_front() else {
+                break;
+            };
+            self.backlog_bytes -= line.len();
+            link.queue(&line);
+            self.replay.push(line);
+            moved = true;
+        }
+        if self.backlog.is_empty() && self.backlog.capacity() > 64 {
+            self.backlog = VecDeque::new();
+        }
+        moved
+    }
+
+    fn write_link(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(link) = &mut self.link else {
+            return false;
+        };
+        if link.pending() == 0 {
+            self.write_stall = None;
+            return false;
+        }
+        match link.poll_write_some(cx) {
+            Poll::Ready(Ok(())) => {
+                self.write_stall = None;
+                true
+            }
+            Poll::Ready(Err(_)) => {
+                self.detached();
+                true
+            }
+            Poll::Pending => {
+                let stall = self
+                    .write_stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    tracing::debug!(session = ?self.id, "client made no write progress: detached");
+                    self.detached();
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    fn read_client(&mut self, cx: &mut Context<'_>) -> Result<bool, EndReason> {
+        let mut moved = false;
+        loop {
+            let Some(link) = &mut self.link else {
+                return Ok(moved);
+            };
+            if self.to_worker.len() >= TO_WORKER_HIGH || !self.client_rate.allow(cx) {
+                return Ok(moved);
+            }
+            match link.poll_line(cx) {
+                Poll::Pending => return Ok(moved),
+                Poll::Ready(ClientRead::Line(line)) => {
+                    moved = true;
+                    // After the worker's end, client lines have nowhere to go.
+                    if self.worker.is_some() {
+                        self.client_rate.note();
+                        self.stats.lines_to_worker += 1;
+                        self.stats.bytes_to_worker += line.len() as u64;
+                        self.delivered += 1;
+                        self.to_worker.extend_from_slice(&line);
+                    }
+                }
+                Poll::Ready(ClientRead::Gone) => {
+                    self.detached();
+                    return Ok(true);
+                }
+                Poll::Ready(ClientRead::TooLong) => return Err(EndReason::LineTooLong),
+            }
+        }
+    }
+
+    fn write_worker(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(worker) = &mut self.worker else {
+            if !self.to_worker.is_empty() {
+                self.to_worker = BytesMut::new();
+            }
+            return false;
+        };
+        let mut moved = false;
+        while !self.to_worker.is_empty() {
+            match Pin::new(&mut *worker).poll_write(cx, &self.to_worker) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    self.to_worker.advance(n);
+                    moved = true;
+                }
+                Poll::Ready(_) => {
+                    // The worker cannot take lines any more: its end.
+                    self.worker = None;
+                    return true;
+                }
+                Poll::Pending => return moved,
+            }
+        }
+        if self.to_worker.capacity() > 0 {
+            self.to_worker = BytesMut::new();
+        }
+        moved
+    }
+}

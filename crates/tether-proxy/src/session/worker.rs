@@ -1,0 +1,304 @@
+//! Opening a session on a worker (stream mode): send the client's request
+//! on a fresh connection, read the answer head, and either keep the
+//! connection as the session's line channel (a `200` with
+//! `Connection-Type: Persistent`) or relay the answer as a plain response.
+//!
+//! tether speaks HTTP/1.1 to the worker itself here because the connection
+//! must stay in its hands after a `200`, which a pooled client cannot give.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::body::{Body, ChannelBody};
+use crate::forward::UpstreamError;
+use crate::headers;
+use crate::http1::pump::{BodyPump, PumpEvent};
+
+/// Most header lines accepted in a worker's answer.
+const MAX_HEADERS: usize = 128;
+/// A plain answer's body that makes no progress this long is cut.
+const PLAIN_BODY_STALL: Duration = Duration::from_secs(60);
+
+/// What the worker answered.
+pub(crate) enum WorkerAnswer {
+    Persistent {
+        status: StatusCode,
+        /// End-to-end fields to pass to the client.
+        headers: HeaderMap,
+        initial: Bytes,
+        stream: TcpStream,
+        /// Bytes after the initial body: the start of the worker's lines.
+        leftover: BytesMut,
+    },
+    Plain(Response<Body>),
+}
+
+/// Limits that apply while opening.
+pub(crate) struct OpenLimits {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_initial_body: usize,
+}
+
+pub(crate) async fn open(
+    target: (&str, u16),
+    req: Request<Body>,
+    limits: &OpenLimits,
+) -> Result<WorkerAnswer, UpstreamError> {
+    let mut stream =
+        match tokio::time::timeout(limits.connect_timeout, TcpStream::connect(target)).await {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(UpstreamError::Connect)
+            }
+            Ok(Err(_)) => return Err(UpstreamError::Connect),
+            Ok(Ok(s)) => s,
+        };
+    let _ = stream.set_nodelay(true);
+    let is_head = req.method() == Method::HEAD;
+    let exchange = async {
+        send_request(&mut stream, req).await?;
+        read_answer(stream, is_head, limits).await
+    };
+    match tokio::time::timeout(limits.response_timeout, exchange).await {
+        Err(_) => Err(UpstreamError::Timeout),
+        Ok(r) => r,
+    }
+}
+
+async fn send_request(stream: &mut TcpStream, req: Request<Body>) -> Result<(), UpstreamError> {
+    let (parts, mut body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(path.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH {
+            continue;
+        }
+        push_field(&mut head, name, value);
+    }
+    let exact = http_body::Body::size_hint(&body).exact();
+    let chunked = match exact {
+        Some(0) if parts.headers.contains_key(header::CONTENT_LENGTH) => {
+            head.extend_from_slice(b"content-length: 0\r\n");
+            false
+        }
+        Some(0) => false,
+        Some(n) => {
+            head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+            false
+        }
+        None => {
+            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            true
+        }
+    };
+    head.extend_from_slice(b"\r\n");
+    stream
+        .write_all(&head)
+        .await
+        .map_err(|_| UpstreamError::Reset)?;
+    while let Some(frame) = body.frame().await {
+        // A client body that broke off mid-way: the worker never sees a
+        // complete request.
+        let frame = frame.map_err(|_| UpstreamError::Reset)?;
+        if let Ok(data) = frame.into_data() {
+            let mut out = Vec::with_capacity(data.len() + 16);
+            if chunked {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            }
+            out.extend_from_slice(&data);
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            if !data.is_empty() {
+                stream
+                    .write_all(&out)
+                    .await
+                    .map_err(|_| UpstreamError::Reset)?;
+            }
+        }
+    }
+    if chunked {
+        stream
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|_| UpstreamError::Reset)?;
+    }
+    Ok(())
+}
+
+fn push_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+}
+
+async fn read_answer(
+    mut stream: TcpStream,
+    is_head: bool,
+    limits: &OpenLimits,
+) -> Result<WorkerAnswer, UpstreamError> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let (head, used) = loop {
+        if stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|_| UpstreamError::Reset)?
+            == 0
+        {
+            return Err(UpstreamError::Reset);
+        }
+        if let Some(parsed) = parse_head(&buf)? {
+            break parsed;
+        }
+        if buf.len() > limits.max_header_bytes {
+            return Err(UpstreamError::Protocol);
+        }
+        if buf.capacity() == buf.len() {
+            buf.reserve(4096);
+        }
+    };
+    let _ = buf.split_to(used);
+    let Head {
+        status,
+        mut headers,
+    } = head;
+    if status.is_informational() {
+        // 1xx before the final answer: not expected from a worker here.
+        return Err(UpstreamError::Protocol);
+    }
+    let persistent = status == StatusCode::OK
+        && !is_head
+        && headers
+            .get(&headers::CONNECTION_TYPE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"persistent"));
+    let length = content_length(&headers)?;
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    if persistent {
+        if chunked {
+            return Err(UpstreamError::Protocol);
+        }
+        let n = length.unwrap_or(0);
+        if n > limits.max_initial_body as u64 {
+            return Err(UpstreamError::Protocol);
+        }
+        let n = n as usize;
+        while buf.len() < n {
+            if buf.capacity() - buf.len() < n - buf.len() {
+                buf.reserve(n - buf.len());
+            }
+            if stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(|_| UpstreamError::Reset)?
+                == 0
+            {
+                return Err(UpstreamError::Reset);
+            }
+        }
+        let initial = buf.split_to(n).freeze();
+        headers::strip_hop_by_hop(&mut headers, false);
+        headers::strip_session_fields(&mut headers);
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok(WorkerAnswer::Persistent {
+            status,
+            headers,
+            initial,
+            stream,
+            leftover: buf,
+        });
+    }
+
+    // A plain answer: relay it, body streamed by a small task.
+    let bodyless =
+        is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    headers::strip_hop_by_hop(&mut headers, false);
+    headers::strip_session_fields(&mut headers);
+    let pump = if bodyless || length == Some(0) {
+        None
+    } else if chunked {
+        let (body, sender) = ChannelBody::new(None);
+        Some((body, BodyPump::new(sender, None)))
+    } else if let Some(n) = length {
+        let (body, sender) = ChannelBody::new(Some(n));
+        Some((body, BodyPump::new(sender, Some(n))))
+    } else {
+        let (body, sender) = ChannelBody::new(None);
+        Some((body, BodyPump::until_eof(sender)))
+    };
+    let body = match pump {
+        None => Body::Empty,
+        Some((body, mut pump)) => {
+            tokio::spawn(async move {
+                let mut stream = stream;
+                while let Ok(ev) = pump.step(&mut stream, &mut buf, PLAIN_BODY_STALL).await {
+                    if matches!(ev, PumpEvent::Finished | PumpEvent::Abandoned) {
+                        break;
+                    }
+                }
+            });
+            Body::Channel(body)
+        }
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    if !chunked && !bodyless {
+        if let Some(n) = length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+    *resp.headers_mut() = headers;
+    Ok(WorkerAnswer::Plain(resp))
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, UpstreamError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let used = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(UpstreamError::Protocol),
+    };
+    let status =
+        StatusCode::from_u16(resp.code.unwrap_or(0)).map_err(|_| UpstreamError::Protocol)?;
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| UpstreamError::Protocol)?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| UpstreamError::Protocol)?;
+        headers.append(name, value);
+    }
+    Ok(Some((Head { status, headers }, used)))
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, UpstreamError> {
+    let mut found: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        let n: u64 = std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or(UpstreamError::Protocol)?;
+        if found.is_some_and(|f| f != n) {
+            return Err(UpstreamError::Protocol);
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
