@@ -17,7 +17,7 @@ use tether_tests::session::{session_vhost, start_tether, LineWorker};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_line_worker");
 const SESSIONS: usize = 20;
-const LINES: u64 = 300;
+const LINES: u64 = 1000;
 const DROPS_PER_SESSION: usize = 10;
 
 /// xorshift64*: deterministic, no crate needed.
@@ -128,14 +128,26 @@ async fn run_session(url: String, mut rng: Rng) -> (Figures, Session) {
     (f, s)
 }
 
+/// Worker lines are replies: `w<i>` answers `c<i>`.
 #[test]
 fn concurrent_sessions_survive_random_resets_exactly_once_in_order() {
+    run("/numbered.pphp");
+}
+
+/// Worker lines come on the worker's own clock (one every ms), so resets
+/// also catch worker lines in flight and queued while detached.
+#[test]
+fn concurrent_sessions_with_worker_clocked_lines_survive_random_resets() {
+    run(&format!("/numbered.pphp?every_ms=1&n={LINES}"));
+}
+
+fn run(path: &str) {
     let seed = seed();
-    println!("TETHER_FAULT_SEED={seed}");
+    println!("TETHER_FAULT_SEED={seed} path {path}");
     let worker = LineWorker::start(WORKER, "worker");
     // Host "*": the client sends the URL's authority as Host.
     let tether = start_tether(&[session_vhost("*", &worker.url(), &[worker.url()], "")]);
-    let url = format!("http://{}/numbered.pphp", tether.addr());
+    let url = format!("http://{}{path}", tether.addr());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -159,7 +171,7 @@ fn concurrent_sessions_survive_random_resets_exactly_once_in_order() {
 
     let total = |g: fn(&Figures) -> u64| figures.iter().map(g).sum::<u64>();
     println!(
-        "fault injection (seed {seed}): {} sessions, {} drops, {} resumes, \
+        "fault injection {path} (seed {seed}): {} sessions, {} resets requested, {} resumes, \
          {} lines client->worker, {} lines worker->client, {} losses, {} duplicates",
         figures.len(),
         total(|f| f.drops),

@@ -90,6 +90,37 @@ fn handshake_answer_head_is_exact() {
     assert_eq!(o.chan.line(), "1 hi there\n");
     assert_eq!(worker.conns(&sid), 1);
     assert!(worker.events().contains(&format!("open {sid}")));
+
+    // No initial body (the worker sent no Content-Length): Content-Length: 0.
+    let mut o = open(tether.addr(), "/echo.pphp?initial=0");
+    assert_eq!(
+        o.head.header_all("content-length"),
+        ["0"],
+        "{}",
+        o.head.head_text()
+    );
+    assert!(o.initial.is_empty());
+    o.chan.send(b"x\n");
+    assert_eq!(o.chan.line(), "1 x\n");
+}
+
+#[test]
+fn bytes_sent_with_the_request_before_the_answer_are_discarded() {
+    let (worker, _origin, tether) = setup("");
+    let mut conn = RawConn::connect(tether.addr());
+    let mut bytes = request_bytes("GET", "/echo.pphp", HOST, &[("Accept", ACCEPT)], b"");
+    // Sent in the same write as the head: read by the gateway before it
+    // writes the answer head, so not channel data (SPEC 2).
+    bytes.extend_from_slice(b"early\n");
+    conn.send(&bytes);
+    let mut o = head_or_plain(conn, "GET").unwrap_or_else(|r| panic!("{}", r.head_text()));
+    o.chan.send(b"late\n");
+    assert_eq!(
+        o.chan.line(),
+        "1 late\n",
+        "an early line reached the worker"
+    );
+    assert_eq!(worker.conns(&o.sid), 1);
 }
 
 const REFUSED: &[Option<&str>] = &[
@@ -198,7 +229,10 @@ fn plain_worker_answer_is_relayed_without_session_headers() {
     // step 5), and Accept as an end-to-end header.
     let sid = body
         .lines()
-        .find_map(|l| l.strip_prefix("SessionID: "))
+        .find_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            name.eq_ignore_ascii_case("sessionid").then_some(value)
+        })
         .unwrap_or_else(|| panic!("no SessionID reached the worker:\n{body}"))
         .to_string();
     assert!(valid_sid(&sid), "{sid:?}");

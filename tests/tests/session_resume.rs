@@ -120,6 +120,17 @@ fn resume_without_or_with_malformed_count_is_400() {
             Err(r) => assert_eq!(r.status, 400, "count {count:?}:\n{}", r.head_text()),
         }
     }
+    // A resume is a candidate request: without the capability, 406.
+    let mut conn = tether_tests::RawConn::connect(addr);
+    conn.send(&tether_tests::raw_http::request_bytes(
+        "GET",
+        "/echo.pphp",
+        HOST,
+        &[("SessionID", &sid), ("Session-Received", "1")],
+        b"",
+    ));
+    let r = conn.read_response();
+    assert_eq!(r.status, 406, "resume without Accept:\n{}", r.head_text());
     // Syntax is checked before the lookup: the session is untouched.
     let mut r = resume_ok(addr, "/echo.pphp", &sid, 1);
     assert_eq!(r.head.header("session-received"), Some("1"));
@@ -427,6 +438,18 @@ fn resume_within_grace_then_expiry_gives_410() {
 fn worker_end_while_detached_delivers_every_line_then_eof() {
     let (worker, tether) = setup("");
     let addr = tether.addr();
+    // Attached: every line, then EOF; the session is over.
+    let mut a = open(addr, "/end.pphp?n=5000");
+    let (lines, end) = a.chan.lines_until_end(Duration::from_secs(30));
+    assert_eq!(lines.len(), 5000, "lines of an attached worker end");
+    assert!(lines
+        .iter()
+        .enumerate()
+        .all(|(k, l)| *l == format!("{}\n", k + 1).as_bytes()));
+    assert_eq!(end, End::Eof);
+    gone(resume(addr, "/end.pphp", &a.sid, 5000), "after the end");
+
+    // Detached.
     let path = "/end.pphp?n=5000";
     let a = open(addr, path);
     let sid = a.sid.clone();
