@@ -193,7 +193,7 @@ fn run(path: &str) {
     assert_eq!(total(|f| f.drops), (SESSIONS * DROPS_PER_SESSION) as u64);
 
     // The worker side, before the clients close: one connection per
-    // session, every client line once and in order, no EOF yet.
+    // session, client lines in order so far, no EOF yet.
     let errors = worker.errors();
     assert!(errors.is_empty(), "seed {seed}: worker saw: {errors:#?}");
     for f in &figures {
@@ -210,12 +210,10 @@ fn run(path: &str) {
             "seed {seed}: {} ended before the client closed: {ev:#?}",
             f.sid
         );
-        assert!(
-            ev.contains(&format!("line {} {LINES}", f.sid)),
-            "seed {seed}: {} worker did not read all {LINES} lines",
-            f.sid
-        );
     }
+    // That the worker read all LINES client lines is checked at its EOF
+    // after the close: with worker-clocked lines the client's last lines may
+    // still be on their way (or resent by the close's sync) at this point.
 
     // Close: every session ends with the worker having read LINES lines.
     rt.block_on(async {
