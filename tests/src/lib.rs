@@ -14,7 +14,9 @@
 //! - [`raw_http`]: an exact-bytes HTTP/1.x client ([`RawConn`], [`Response`]);
 //! - [`websocket`]: hand-written RFC 6455 client frames ([`WsClient`]);
 //! - [`access_log`]: reading origins' access logs ([`AccessLog`]);
-//! - [`payload`]: deterministic large bodies and their digests.
+//! - [`payload`]: deterministic large bodies and their digests;
+//! - [`session`]: the `line_worker` test worker and a raw native session
+//!   client (handshake, resume, `DELETE`).
 
 pub mod access_log;
 pub mod apache;
@@ -22,6 +24,7 @@ pub mod nginx;
 pub mod payload;
 pub mod process;
 pub mod raw_http;
+pub mod session;
 pub mod tether;
 pub mod websocket;
 pub mod ws_echo;

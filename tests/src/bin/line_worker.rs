@@ -711,8 +711,9 @@ fn run_session(
                     n: req.param("n"),
                     close: req.flag("close"),
                 },
+                // The clock writes the lines: no replies (`n: 0`).
                 OnLine::Numbered {
-                    n: None,
+                    n: Some(0),
                     close: false,
                 },
             ),
@@ -1107,6 +1108,7 @@ mod tests {
 
         let mut c = w.connect("GET", "/numbered.pphp?every_ms=1&n=2&close=1", "S7");
         c.head();
+        c.write("c1\n"); // checked, never answered: the clock writes
         assert_eq!(c.line(), "w1\n");
         assert_eq!(c.line(), "w2\n");
         assert_eq!(c.line(), "");
