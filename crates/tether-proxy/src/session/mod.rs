@@ -278,13 +278,18 @@ async fn open(
     let answer = match worker::open(target, req, &limits).await {
         Ok(a) => a,
         Err(e) => {
-            if matches!(e, crate::forward::UpstreamError::Connect)
-                || (e == crate::forward::UpstreamError::Timeout && !worker.is_up())
-            {
+            if e.connecting {
                 worker.mark_down();
             }
-            tracing::debug!(worker = %worker.url.as_written, kind = e.as_str(), "session open failed");
-            return text_response(e.status(), "the worker could not open the session\n");
+            tracing::warn!(worker = %worker.url.as_written, kind = e.kind.as_str(), "session open failed");
+            // A worker that cannot be reached when a session opens: 502
+            // (SPEC 4 "Pinning"), whatever the kind of failure.
+            let status = if e.connecting {
+                StatusCode::BAD_GATEWAY
+            } else {
+                e.kind.status()
+            };
+            return text_response(status, "the worker could not open the session\n");
         }
     };
     match answer {

@@ -47,20 +47,43 @@ pub(crate) struct OpenLimits {
     pub(crate) max_initial_body: usize,
 }
 
+/// Why opening on a worker failed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenError {
+    pub(crate) kind: UpstreamError,
+    /// The TCP connect itself failed (refused or timed out): the worker
+    /// is down (SPEC 7).
+    pub(crate) connecting: bool,
+}
+
+impl From<UpstreamError> for OpenError {
+    fn from(kind: UpstreamError) -> Self {
+        OpenError {
+            kind,
+            connecting: false,
+        }
+    }
+}
+
 pub(crate) async fn open(
     target: (&str, u16),
     req: Request<Body>,
     limits: &OpenLimits,
-) -> Result<WorkerAnswer, UpstreamError> {
-    let mut stream =
-        match tokio::time::timeout(limits.connect_timeout, TcpStream::connect(target)).await {
-            Err(_) => return Err(UpstreamError::Timeout),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(UpstreamError::Connect)
-            }
-            Ok(Err(_)) => return Err(UpstreamError::Connect),
-            Ok(Ok(s)) => s,
-        };
+) -> Result<WorkerAnswer, OpenError> {
+    let connect = tokio::time::timeout(limits.connect_timeout, TcpStream::connect(target)).await;
+    let mut stream = match connect {
+        Ok(Ok(s)) => s,
+        failed => {
+            return Err(OpenError {
+                kind: if failed.is_err() {
+                    UpstreamError::Timeout
+                } else {
+                    UpstreamError::Connect
+                },
+                connecting: true,
+            })
+        }
+    };
     let _ = stream.set_nodelay(true);
     let is_head = req.method() == Method::HEAD;
     let exchange = async {
@@ -68,8 +91,8 @@ pub(crate) async fn open(
         read_answer(stream, is_head, limits).await
     };
     match tokio::time::timeout(limits.response_timeout, exchange).await {
-        Err(_) => Err(UpstreamError::Timeout),
-        Ok(r) => r,
+        Err(_) => Err(UpstreamError::Timeout.into()),
+        Ok(r) => r.map_err(OpenError::from),
     }
 }
 
