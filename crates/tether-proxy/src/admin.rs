@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
-use crate::gateway::text_response;
+use crate::gateway::{text_response, Runtime};
+use tokio::sync::watch;
 
 /// What the admin endpoints report.
 #[derive(Default)]
@@ -22,7 +23,12 @@ pub struct AdminState {
     pub draining: AtomicBool,
 }
 
-pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    runtime: watch::Receiver<Arc<Runtime>>,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a {
@@ -32,10 +38,12 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: C
             _ = stop.cancelled() => return,
         };
         let state = state.clone();
+        let runtime = runtime.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
+                let rt = runtime.borrow().clone();
+                async move { Ok::<_, Infallible>(route(&state, &rt, &req)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -44,8 +52,17 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: C
     }
 }
 
-fn route(state: &AdminState, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+fn route(state: &AdminState, rt: &Runtime, req: &Request<hyper::body::Incoming>) -> Response<Body> {
     match req.uri().path() {
+        "/metrics" => {
+            let text = rt.metrics.render(&rt.routes.worker_samples());
+            let mut resp = Response::new(Body::full(text));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
         "/healthz" => text_response(StatusCode::OK, "ok\n"),
         "/readyz" => {
             if state.draining.load(Ordering::Acquire) {

@@ -15,7 +15,8 @@ use crate::body::Body;
 use crate::config::{Config, ServerConfig};
 use crate::forward::Upstreams;
 use crate::headers;
-use crate::router::{host_without_port, Routes};
+use crate::metrics::{Metrics, VhostMetrics};
+use crate::router::{host_without_port, Routes, Vhost};
 use crate::session::{self, Registry};
 
 /// Everything a request needs from one config load. Swapped whole on reload.
@@ -25,15 +26,25 @@ pub struct Runtime {
     pub upstreams: Upstreams,
     /// Live sessions; shared by every config load.
     pub sessions: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    /// The families of answers given before a vhost is known (`vhost=""`).
+    pub unrouted: Arc<VhostMetrics>,
 }
 
 impl Runtime {
-    pub fn new(config: &Config, upstreams: Upstreams, sessions: Arc<Registry>) -> Runtime {
+    pub fn new(
+        config: &Config,
+        upstreams: Upstreams,
+        sessions: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Runtime {
         Runtime {
             server: config.server.clone(),
-            routes: Routes::new(config),
+            routes: Routes::new(config, &metrics),
             upstreams,
             sessions,
+            unrouted: metrics.vhost(""),
+            metrics,
         }
     }
 }
@@ -45,19 +56,48 @@ pub struct ConnInfo {
     pub https: bool,
 }
 
-/// Answers one request.
-pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, mut req: Request<Body>) -> Response<Body> {
+/// Which vhost's families count an answer; rides in its extensions.
+#[derive(Clone)]
+pub struct AnsweredBy(pub Arc<VhostMetrics>);
+
+/// Answers one request; the answer carries the [`AnsweredBy`] of its vhost.
+pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Response<Body> {
+    let (metrics, mut resp) = route(&rt, conn, req).await;
+    resp.extensions_mut().insert(AnsweredBy(metrics));
+    resp
+}
+
+async fn route(
+    rt: &Arc<Runtime>,
+    conn: ConnInfo,
+    req: Request<Body>,
+) -> (Arc<VhostMetrics>, Response<Body>) {
     // HTTP/2 carries the host in :authority; HTTP/1.1 in Host.
     let host: Option<String> = match req.headers().get(header::HOST) {
         Some(h) => h.to_str().ok().map(str::to_owned),
         None => req.uri().authority().map(|a| a.as_str().to_owned()),
     };
     let Some(vhost) = rt.routes.find(host.as_deref()).cloned() else {
-        return text_response(
-            StatusCode::MISDIRECTED_REQUEST,
-            "no virtual host serves this Host\n",
+        return (
+            rt.unrouted.clone(),
+            text_response(
+                StatusCode::MISDIRECTED_REQUEST,
+                "no virtual host serves this Host\n",
+            ),
         );
     };
+    let metrics = vhost.metrics.clone();
+    let resp = forward(rt, &vhost, host, conn, req).await;
+    (metrics, resp)
+}
+
+async fn forward(
+    rt: &Arc<Runtime>,
+    vhost: &Arc<Vhost>,
+    host: Option<String>,
+    conn: ConnInfo,
+    mut req: Request<Body>,
+) -> Response<Body> {
     if req.version() < Version::HTTP_2 {
         if let Some(authority) = req.uri().authority() {
             let target_host = host_without_port(authority.as_str()).to_ascii_lowercase();
@@ -81,7 +121,7 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, mut req: Request<Body>) ->
     if let Some(route) = &vhost.persistent {
         if route.matches(req.uri().path()) {
             if !upgrade {
-                return session::handle(&rt, &vhost, route, conn, req).await;
+                return session::handle(rt, vhost, route, conn, req).await;
             }
             // A WebSocket that is not a persistent session goes to a worker
             // as an ordinary proxied WebSocket (SPEC 3).
@@ -110,7 +150,10 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, mut req: Request<Body>) ->
             headers::strip_hop_by_hop(resp.headers_mut(), relayed_upgrade);
             resp
         }
-        Err(e) => text_response(e.status(), upstream_failure_text(e.status())),
+        Err(e) => {
+            vhost.metrics.upstream_error(e.as_str());
+            text_response(e.status(), upstream_failure_text(e.status()))
+        }
     }
 }
 

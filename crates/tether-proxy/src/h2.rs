@@ -65,7 +65,13 @@ pub(crate) async fn serve<IO>(
             let guard = StreamGuard(activity.clone());
             let rt = rt.clone();
             async move {
-                let resp = gateway::handle(rt, info, req.map(Body::Incoming)).await;
+                let started = Instant::now();
+                let mut resp = gateway::handle(rt.clone(), info, req.map(Body::Incoming)).await;
+                let answered_by = resp
+                    .extensions_mut()
+                    .remove::<gateway::AnsweredBy>()
+                    .map_or_else(|| rt.unrouted.clone(), |a| a.0);
+                answered_by.response(resp.status().as_u16(), started.elapsed());
                 drop(guard);
                 Ok::<_, std::convert::Infallible>(resp)
             }

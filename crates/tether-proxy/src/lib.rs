@@ -9,6 +9,7 @@
 //! - [`router`]: vhost table; `forward`: pooled client to origins;
 //!   `headers`: hop-by-hop and forwarding fields.
 //! - [`session`]: persistent sessions (SPEC 2, 4, 7).
+//! - [`metrics`]: the families of SPEC 9, as atomics resolved per vhost.
 //! - `admin`: health and readiness; [`serve`]: binding, serving, draining.
 
 pub mod admin;
@@ -20,6 +21,7 @@ mod h2;
 mod headers;
 mod http1;
 mod listener;
+pub mod metrics;
 pub mod router;
 mod serve;
 pub mod session;

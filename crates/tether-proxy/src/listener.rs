@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::gateway::{ConnInfo, Runtime};
 use crate::h2;
 use crate::http1::conn::Http1Conn;
+use crate::metrics::{ConnectionGauge, Limit};
 use crate::session::ClientIo;
 
 /// Counts client connections in all and per address.
@@ -103,8 +104,18 @@ pub(crate) struct Accepting {
 
 /// Accepts on one plain listener until `stop` (this listener removed by a
 /// reload) or the drain is cancelled.
-pub(crate) async fn accept_loop(listener: TcpListener, stop: CancellationToken, ctx: Accepting) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    configured: SocketAddr,
+    stop: CancellationToken,
+    ctx: Accepting,
+) {
     let mut backoff = Duration::from_millis(5);
+    let gauge = ctx
+        .runtime
+        .borrow()
+        .metrics
+        .listener(&configured.to_string());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -133,6 +144,11 @@ pub(crate) async fn accept_loop(listener: TcpListener, stop: CancellationToken, 
             Ok(p) => p,
             Err(hit) => {
                 tracing::debug!(%peer, ?hit, "connection limit hit");
+                rt.metrics.limit_hit(match hit {
+                    LimitHit::Connections => Limit::Connections,
+                    LimitHit::ConnectionsPerIp => Limit::ConnectionsPerIp,
+                });
+                rt.unrouted.response(503, Duration::ZERO);
                 ctx.tracker.spawn(turn_away(stream));
                 continue;
             }
@@ -142,6 +158,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, stop: CancellationToken, 
             Counted {
                 io: stream,
                 _permit: permit,
+                _gauge: ConnectionGauge::open(&gauge),
             },
             peer,
             rt,
@@ -155,6 +172,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, stop: CancellationToken, 
 pub(crate) struct Counted<IO> {
     io: IO,
     _permit: ConnPermit,
+    _gauge: ConnectionGauge,
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {

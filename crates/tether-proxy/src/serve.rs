@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::forward::Upstreams;
 use crate::gateway::Runtime;
 use crate::listener::{self, Accepting, ConnLimits};
+use crate::metrics::Metrics;
 use crate::session::Registry;
 
 /// What the process asks of a running gateway (SIGHUP, SIGTERM/SIGINT).
@@ -26,6 +27,8 @@ use crate::session::Registry;
 pub enum Control {
     /// A new, already validated configuration.
     Reload(Box<Config>),
+    /// A SIGHUP whose file had errors (already logged): counted.
+    ReloadRefused,
     /// Drain and stop.
     Shutdown,
 }
@@ -48,10 +51,15 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
     }
     let admin_listener = bind(config.server.admin_listen).await?;
 
-    let sessions = Arc::new(Registry::default());
+    let metrics = Arc::new(Metrics::default());
+    let sessions = Arc::new(Registry::new(metrics.clone()));
     let upstreams = Upstreams::new(&config.server);
-    let (runtime_tx, runtime_rx) =
-        watch::channel(Arc::new(Runtime::new(&config, upstreams, sessions.clone())));
+    let (runtime_tx, runtime_rx) = watch::channel(Arc::new(Runtime::new(
+        &config,
+        upstreams,
+        sessions.clone(),
+        metrics.clone(),
+    )));
     let ctx = Accepting {
         runtime: runtime_rx,
         limits: Arc::new(ConnLimits::default()),
@@ -63,26 +71,39 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
     tokio::spawn(admin::serve(
         admin_listener,
         admin_state.clone(),
+        ctx.runtime.clone(),
         admin_stop.clone(),
     ));
     let mut listeners = HashMap::new();
     for (addr, l) in bound {
-        listeners.insert(addr, start(l, &ctx));
+        listeners.insert(addr, start(l, addr, &ctx));
     }
     admin_state.ready.store(true, Ordering::Release);
 
     let mut current = config;
     // A closed channel means the same as a shutdown.
-    while let Some(Control::Reload(new)) = control.recv().await {
+    loop {
+        let new = match control.recv().await {
+            Some(Control::Reload(new)) => new,
+            Some(Control::ReloadRefused) => {
+                metrics.reload(false);
+                continue;
+            }
+            Some(Control::Shutdown) | None => break,
+        };
         match reload(&current, &new, &mut listeners, &ctx).await {
             Ok(()) => {
                 let upstreams = Upstreams::new(&new.server);
-                let runtime = Runtime::new(&new, upstreams, sessions.clone());
+                let runtime = Runtime::new(&new, upstreams, sessions.clone(), metrics.clone());
                 let _ = runtime_tx.send(Arc::new(runtime));
                 current = *new;
+                metrics.reload(true);
                 tracing::info!("configuration reloaded");
             }
-            Err(e) => tracing::error!(error = %e, "reload refused; the old configuration stays"),
+            Err(e) => {
+                metrics.reload(false);
+                tracing::error!(error = %e, "reload refused; the old configuration stays");
+            }
         }
     }
 
@@ -108,13 +129,17 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
     Ok(())
 }
 
-fn start(listener: TcpListener, ctx: &Accepting) -> CancellationToken {
+fn start(listener: TcpListener, configured: SocketAddr, ctx: &Accepting) -> CancellationToken {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
     }
     let stop = CancellationToken::new();
-    ctx.tracker
-        .spawn(listener::accept_loop(listener, stop.clone(), ctx.clone()));
+    ctx.tracker.spawn(listener::accept_loop(
+        listener,
+        configured,
+        stop.clone(),
+        ctx.clone(),
+    ));
     stop
 }
 
@@ -136,7 +161,7 @@ async fn reload(
         }
     }
     for (addr, l) in fresh {
-        listeners.insert(addr, start(l, ctx));
+        listeners.insert(addr, start(l, addr, ctx));
     }
     listeners.retain(|addr, stop| {
         let keep = new.server.listen.contains(addr);

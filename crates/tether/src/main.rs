@@ -155,6 +155,9 @@ async fn signals(tx: mpsc::Sender<Control>, path: Option<PathBuf>) {
                             tracing::error!("{e}");
                         }
                         tracing::error!(file = %path.display(), "SIGHUP: reload refused; the running configuration stays");
+                        if tx.send(Control::ReloadRefused).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 continue;

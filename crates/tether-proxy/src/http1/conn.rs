@@ -23,7 +23,8 @@ use super::encode::{self, OutFraming};
 use super::head::{self, Framing, HeadError, RequestHead};
 use super::pump::{BodyPump, PumpEvent};
 use crate::body::{Body, ChannelBody, ClientBodyError};
-use crate::gateway::{self, ConnInfo, Runtime};
+use crate::gateway::{self, AnsweredBy, ConnInfo, Runtime};
+use crate::metrics::Limit;
 use crate::session::{ClientIo, Handoff};
 
 /// Read-buffer growth step for heads.
@@ -171,6 +172,7 @@ where
                 },
                 _ = tokio::time::sleep_until(until) => {
                     return if waiting_idle {
+                        self.rt.metrics.limit_hit(Limit::IdleTimeout);
                         HeadRead::Closed
                     } else {
                         HeadRead::Refuse(
@@ -184,7 +186,17 @@ where
         }
     }
 
+    /// Answers with `status` and closes; counted for the vhost `""`
+    /// (SPEC 9: an answer given before a vhost is known).
     async fn refuse(&mut self, status: StatusCode, text: &str) {
+        match status {
+            StatusCode::REQUEST_TIMEOUT => self.rt.metrics.limit_hit(Limit::HeaderTimeout),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                self.rt.metrics.limit_hit(Limit::HeaderBytes)
+            }
+            _ => {}
+        }
+        self.rt.unrouted.response(status.as_u16(), Duration::ZERO);
         let bytes = encode::error_response(status, text);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = self.writer.write_all(&bytes).await;
@@ -262,10 +274,16 @@ where
             || self.drain.is_cancelled()
             || (body_unread && !may_read_body);
 
+        let answered_by = resp
+            .extensions_mut()
+            .remove::<AnsweredBy>()
+            .map_or_else(|| self.rt.unrouted.clone(), |a| a.0);
         if head.upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            answered_by.response(101, started.elapsed());
             return Next::Upgrade(resp);
         }
         if let Some(handoff) = resp.extensions_mut().remove::<Handoff>() {
+            answered_by.response(resp.status().as_u16(), started.elapsed());
             return Next::Persistent(resp, handoff);
         }
         let framing = encode::choose_framing(&method, version, &mut resp);
@@ -343,6 +361,7 @@ where
         if !self.out.is_empty() && !self.flush_out(stall).await {
             write_failed = true;
         }
+        answered_by.response(status.as_u16(), started.elapsed());
         tracing::info!(
             target: "tether::access",
             client = %self.info.peer,

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, VhostConfig};
+use crate::metrics::{Metrics, VhostMetrics, WorkerSample};
 use crate::session::PersistentRoute;
 
 /// One virtual host, as compiled from its config.
@@ -19,6 +20,7 @@ pub struct Vhost {
     pub config: VhostConfig,
     /// Present when `[vhost.persistent]` is enabled.
     pub persistent: Option<PersistentRoute>,
+    pub metrics: Arc<VhostMetrics>,
 }
 
 impl Vhost {
@@ -37,16 +39,19 @@ impl Vhost {
 pub struct Routes {
     by_host: HashMap<String, Arc<Vhost>>,
     fallback: Option<Arc<Vhost>>,
+    all: Vec<Arc<Vhost>>,
 }
 
 impl Routes {
-    pub fn new(config: &Config) -> Routes {
+    pub fn new(config: &Config, metrics: &Metrics) -> Routes {
         let mut routes = Routes::default();
         for vc in &config.vhosts {
             let vhost = Arc::new(Vhost {
                 config: vc.clone(),
                 persistent: vc.persistent.as_ref().map(PersistentRoute::new),
+                metrics: metrics.vhost(vc.label()),
             });
+            routes.all.push(vhost.clone());
             for host in &vc.hosts {
                 if host == "*" {
                     routes.fallback = Some(vhost.clone());
@@ -56,6 +61,25 @@ impl Routes {
             }
         }
         routes
+    }
+
+    /// The gauges of every worker, for a scrape.
+    pub fn worker_samples(&self) -> Vec<WorkerSample> {
+        let mut samples = Vec::new();
+        for vhost in &self.all {
+            let Some(route) = &vhost.persistent else {
+                continue;
+            };
+            for w in route.workers.iter() {
+                samples.push(WorkerSample {
+                    vhost: vhost.label().to_owned(),
+                    worker: w.url.as_written.clone(),
+                    sessions: w.sessions(),
+                    up: w.is_up(),
+                });
+            }
+        }
+        samples
     }
 
     /// The vhost for a `Host` value (any case, port ignored).

@@ -37,6 +37,7 @@ use crate::body::Body;
 use crate::config::PersistentConfig;
 use crate::gateway::{text_response, ConnInfo, Runtime};
 use crate::headers;
+use crate::metrics::ResumeResult;
 use crate::router::Vhost;
 
 /// The persistent side of a vhost, compiled from its config.
@@ -103,7 +104,11 @@ pub(crate) async fn handle(
     }
     let sid = req.headers().get(&headers::SESSION_ID).cloned();
     let explicit_end = req.method() == Method::DELETE && sid.is_some();
+    let metrics = &vhost.metrics;
     if !explicit_end && !capable(&req, &route.config) {
+        if sid.is_some() {
+            metrics.resume(ResumeResult::BadRequest);
+        }
         return not_acceptable(&route.config);
     }
     let label: &str = vhost.label();
@@ -125,12 +130,19 @@ pub(crate) async fn handle(
             .get(&headers::SESSION_RECEIVED)
             .and_then(|v| parse_session_received(v.as_bytes()).ok())
         else {
+            metrics.resume(ResumeResult::BadRequest);
             return text_response(
                 StatusCode::BAD_REQUEST,
                 "a resume needs Session-Received: the number of lines the client received\n",
             );
         };
-        return resume(rt, label, &route.config, sid.as_bytes(), received).await;
+        let resp = resume(rt, label, &route.config, sid.as_bytes(), received).await;
+        metrics.resume(if resp.status() == StatusCode::OK {
+            ResumeResult::Ok
+        } else {
+            ResumeResult::Gone
+        });
+        return resp;
     }
     open(rt, vhost, route, conn, req).await
 }
@@ -281,6 +293,7 @@ async fn open(
             if e.connecting {
                 worker.mark_down();
             }
+            vhost.metrics.upstream_error(e.kind.as_str());
             tracing::warn!(worker = %worker.url.as_written, kind = e.kind.as_str(), "session open failed");
             // A worker that cannot be reached when a session opens: 502
             // (SPEC 4 "Pinning"), whatever the kind of failure.
@@ -311,8 +324,9 @@ async fn open(
                 slot,
                 pin: worker.pin(),
                 registry: rt.sessions.clone(),
+                metrics: vhost.metrics.clone(),
             });
-            rt.sessions.insert(handle.clone());
+            vhost.metrics.session_opened();
             tracing::debug!(session = ?id, worker = %worker.url.as_written, "session opened");
             let handoff = Handoff {
                 handle,

@@ -17,6 +17,7 @@ use tether_wire::SessionId;
 use tokio::sync::mpsc;
 
 use super::task::Command;
+use crate::metrics::{Limit, Metrics};
 
 /// What the affinity index maps a SessionID to: a way to talk to the
 /// session's task, and the vhost it is bound to.
@@ -47,13 +48,15 @@ struct VhostCounts {
 pub struct Registry {
     cache: Cache<SessionId, SessionHandle>,
     counts: Mutex<HashMap<Arc<str>, Arc<VhostCounts>>>,
+    metrics: Arc<Metrics>,
 }
 
-impl Default for Registry {
-    fn default() -> Self {
+impl Registry {
+    pub fn new(metrics: Arc<Metrics>) -> Registry {
         Registry {
             cache: Cache::builder().build(),
             counts: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 }
@@ -96,6 +99,7 @@ impl Registry {
             .clone();
         if counts.live.fetch_add(1, Ordering::AcqRel) >= max_sessions {
             counts.live.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.limit_hit(Limit::Sessions);
             return Err(Refusal::Sessions);
         }
         let mut per_ip = counts.per_ip.lock().expect("session counts lock");
@@ -103,6 +107,7 @@ impl Registry {
         if *n >= max_per_ip {
             drop(per_ip);
             counts.live.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.limit_hit(Limit::SessionsPerIp);
             return Err(Refusal::SessionsPerIp);
         }
         *n += 1;
@@ -111,6 +116,7 @@ impl Registry {
     }
 
     pub(crate) fn insert(&self, handle: SessionHandle) {
+        self.metrics.affinity_entries(1);
         self.cache.insert(handle.id.clone(), handle);
     }
 
@@ -121,8 +127,14 @@ impl Registry {
         (same_id && &*handle.vhost == vhost && !handle.tx.is_closed()).then_some(handle)
     }
 
+    /// Called once by each session task as it ends.
     pub(crate) fn remove(&self, id: &SessionId) {
+        self.metrics.affinity_entries(-1);
         self.cache.invalidate(id);
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Tells every session to end (SIGTERM, SPEC 8).

@@ -27,6 +27,7 @@ use super::balance::WorkerPin;
 use super::link::{ClientRead, Link};
 use super::registry::{Registry, SessionHandle, SessionSlot};
 use crate::config::PersistentConfig;
+use crate::metrics::{Direction, Limit, Metrics, SessionState, VhostMetrics};
 
 /// Worker output read ahead while attached, beyond what the client link
 /// has queued: the rest stays in the worker's socket (backpressure).
@@ -110,6 +111,7 @@ pub(crate) struct Opening {
     pub(crate) slot: SessionSlot,
     pub(crate) pin: WorkerPin,
     pub(crate) registry: Arc<Registry>,
+    pub(crate) metrics: Arc<VhostMetrics>,
 }
 
 /// Lines per second in one direction; over the limit, reading waits for
@@ -131,7 +133,9 @@ impl RateGate {
         }
     }
 
-    fn allow(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Whether a line may be read now; the first refusal of a window is
+    /// counted as a `line_rate` limit hit.
+    fn allow(&mut self, cx: &mut Context<'_>, metrics: &Metrics) -> bool {
         if self.count < self.limit {
             return true;
         }
@@ -142,9 +146,10 @@ impl RateGate {
             self.sleep = None;
             return true;
         }
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
+        let sleep = self.sleep.get_or_insert_with(|| {
+            metrics.limit_hit(Limit::LineRate);
+            Box::pin(tokio::time::sleep_until(end))
+        });
         if sleep.as_mut().poll(cx).is_ready() {
             self.count = 0;
             self.window_end = None;
@@ -204,6 +209,9 @@ struct Session {
     worker_rate: RateGate,
     client_rate: RateGate,
     stats: Stats,
+    metrics: Arc<VhostMetrics>,
+    /// The state this session is counted in by `tether_sessions`.
+    counted_as: Option<SessionState>,
     registry: Arc<Registry>,
     _slot: SessionSlot,
     _pin: WorkerPin,
@@ -244,18 +252,29 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         client_rate: RateGate::new(config.max_lines_per_second),
         config,
         stats: Stats::default(),
+        metrics: opening.metrics,
+        counted_as: None,
         registry: opening.registry,
         _slot: opening.slot,
         _pin: opening.pin,
     };
+    // In the index before the task runs, so that its removal at the end
+    // always comes after.
+    session.registry.insert(handle.clone());
     tokio::spawn(session.run());
     handle
 }
 
 impl Session {
     async fn run(mut self) {
+        self.count_as(Some(SessionState::Detached));
         let reason = std::future::poll_fn(|cx| self.poll_session(cx)).await;
         self.registry.remove(&self.id);
+        self.count_as(None);
+        self.metrics.session_ended(reason.as_str());
+        self.metrics.backlog_bytes(-(self.backlog_bytes as i64));
+        self.metrics
+            .replay_bytes(-(self.replay.held_bytes() as i64));
         let s = &self.stats;
         tracing::info!(
             target: "tether::session",
@@ -324,6 +343,19 @@ impl Session {
         Ok(moved)
     }
 
+    fn count_as(&mut self, state: Option<SessionState>) {
+        if self.counted_as == state {
+            return;
+        }
+        if let Some(old) = self.counted_as {
+            self.metrics.session_state(old, -1);
+        }
+        if let Some(new) = state {
+            self.metrics.session_state(new, 1);
+        }
+        self.counted_as = state;
+    }
+
     fn finish_reason(&self) -> EndReason {
         self.ending.unwrap_or(EndReason::WorkerEnd)
     }
@@ -337,6 +369,7 @@ impl Session {
                 }
                 if self.link.take().is_some() {
                     self.stats.takeovers += 1;
+                    self.metrics.takeover();
                 }
                 self.detached();
                 self.gen += 1;
@@ -357,6 +390,7 @@ impl Session {
                     link.queue(line);
                 }
                 self.link = Some(*link);
+                self.count_as(Some(SessionState::Attached));
                 self.grace = None;
                 self.write_stall = None;
             }
@@ -382,6 +416,7 @@ impl Session {
     /// The client link is gone (or replaced): grace starts.
     fn detached(&mut self) {
         self.link = None;
+        self.count_as(Some(SessionState::Detached));
         self.write_stall = None;
         self.grace = Some(Box::pin(tokio::time::sleep(self.config.resume_grace)));
     }
@@ -396,7 +431,7 @@ impl Session {
         } else {
             self.config.detached_backlog
         };
-        if self.backlog_bytes >= limit || !self.worker_rate.allow(cx) {
+        if self.backlog_bytes >= limit || !self.worker_rate.allow(cx, self.registry.metrics()) {
             return Ok(moved);
         }
         let buf = self.worker_in.buffer_mut();
@@ -433,6 +468,8 @@ impl Session {
                     self.stats.lines_to_client += 1;
                     self.stats.bytes_to_client += line.len() as u64;
                     self.worker_rate.note();
+                    self.metrics.line(Direction::ToClient, line.len());
+                    self.metrics.backlog_bytes(line.len() as i64);
                     self.backlog_bytes += line.len();
                     self.backlog.push_back(line);
                     moved = true;
@@ -455,8 +492,12 @@ impl Session {
                 break;
             };
             self.backlog_bytes -= line.len();
+            self.metrics.backlog_bytes(-(line.len() as i64));
             link.queue(&line);
+            let held = self.replay.held_bytes();
             self.replay.push(line);
+            self.metrics
+                .replay_bytes(self.replay.held_bytes() as i64 - held as i64);
             moved = true;
         }
         if self.backlog.is_empty() && self.backlog.capacity() > 64 {
@@ -502,7 +543,9 @@ impl Session {
             let Some(link) = &mut self.link else {
                 return Ok(moved);
             };
-            if self.to_worker.len() >= TO_WORKER_HIGH || !self.client_rate.allow(cx) {
+            if self.to_worker.len() >= TO_WORKER_HIGH
+                || !self.client_rate.allow(cx, self.registry.metrics())
+            {
                 return Ok(moved);
             }
             match link.poll_line(cx) {
@@ -512,6 +555,7 @@ impl Session {
                     // After the worker's end, client lines have nowhere to go.
                     if self.worker.is_some() {
                         self.client_rate.note();
+                        self.metrics.line(Direction::ToWorker, line.len());
                         self.stats.lines_to_worker += 1;
                         self.stats.bytes_to_worker += line.len() as u64;
                         self.delivered += 1;
