@@ -27,12 +27,14 @@
 //!    - *idle session memory*: `--sessions` sessions (and a third as many,
 //!      to show it is linear), each on a fresh tether: opened, one line
 //!      each way, then idle; tether's VmRSS before and after, divided by
-//!      the count;
+//!      the count; and `--sessions` again with no line (handshake only);
 //!    - *resume latency*: one session, `--resumes` times: send `ping N`,
 //!      close the connection without reading the echo, resume with the
 //!      count of lines received; the time from the start of the connect to
 //!      the first whole line after the answer head (the echo, replayed or
-//!      live); p50, p99 and max.
+//!      live); p50, p99 and max; tether's on-CPU time and run-queue wait
+//!      per resume (schedstat); and, for reference, line round trips
+//!      through tether and straight to the worker.
 //!
 //! Usage: `tether-bench [--secs N] [--ws N] [--mib N] [--sessions N]
 //! [--resumes N] [--only http|ws|sessions]` (defaults 10, 2000, 256, 3000,
@@ -409,10 +411,9 @@ fn measure_sessions(
     if let Some((load, _)) = &programs.pin {
         pin_self(load);
     }
-    let counts = [options.sessions / 3, options.sessions];
-    let idle = counts
+    let idle = idle_runs(options)
         .iter()
-        .map(|&n| measure_idle_sessions(programs, dir, worker_port, n))
+        .map(|&(n, lines)| measure_idle_sessions(programs, dir, worker_port, n, lines))
         .collect();
     let resume = measure_resume(options, programs, dir, worker_port);
     if programs.pin.is_some() {
@@ -422,15 +423,28 @@ fn measure_sessions(
     SessionResults { idle, resume }
 }
 
+/// The idle-session runs: (sessions, one line each way or none). The
+/// third, without lines, tells the session's own cost from what the
+/// first lines leave behind.
+fn idle_runs(options: &Options) -> [(u32, bool); 3] {
+    let n = options.sessions;
+    [(n / 3, true), (n, true), (n, false)]
+}
+
 /// `n` idle sessions on a fresh tether: VmRSS before and after.
 fn measure_idle_sessions(
     programs: &Programs,
     dir: &Path,
     worker_port: u16,
     n: u32,
+    lines: bool,
 ) -> Result<IdleSessions, String> {
-    let proxy = proxy::start_tether_sessions(programs, dir, &format!("idle-{n}"), worker_port)?;
-    eprintln!("  sessions: {n} idle sessions");
+    let tag = format!("idle-{n}{}", if lines { "" } else { "-nolines" });
+    let proxy = proxy::start_tether_sessions(programs, dir, &tag, worker_port)?;
+    eprintln!(
+        "  sessions: {n} idle sessions{}",
+        if lines { "" } else { ", no lines" }
+    );
     // One session first, kept open: proves sessions work and takes
     // first-use allocations out of the difference.
     let (mut first, _) = session::open(proxy.port).map_err(|e| format!("first session: {e}"))?;
@@ -444,8 +458,10 @@ fn measure_idle_sessions(
         // Handshake, then one line each way so buffers were used once.
         let (mut conn, _) =
             session::open(proxy.port).map_err(|e| format!("session {i} of {n}: {e}"))?;
-        conn.echo("hello")
-            .map_err(|e| format!("session {i} of {n}: {e}"))?;
+        if lines {
+            conn.echo("hello")
+                .map_err(|e| format!("session {i} of {n}: {e}"))?;
+        }
         conns.push(conn);
     }
     // The first session still relays after all the others opened.
@@ -751,14 +767,19 @@ fn render(options: &Options, programs: &Programs, results: &[(Kind, Results)]) -
             None => Err("not run".into()),
         })
     };
-    for (i, n) in [options.sessions / 3, options.sessions].iter().enumerate() {
+    for (i, (n, lines)) in idle_runs(options).into_iter().enumerate() {
+        let what = if lines { "" } else { ", handshake only" };
         t.row(
-            &format!("idle session RSS, {n} sessions (KiB per session)"),
+            &format!("idle session RSS, {n} sessions{what} (KiB per session)"),
             idle(i, &|w| format!("{:.1}", w.per_session_kib())),
-            "≤ 4 KiB (client side, worker side, session state)",
+            if lines {
+                "≤ 4 KiB (client side, worker side, session state)"
+            } else {
+                "—"
+            },
         );
         t.row(
-            &format!("RSS before → after, {n} sessions (MiB)"),
+            &format!("RSS before → after, {n} sessions{what} (MiB)"),
             idle(i, &|w| {
                 format!(
                     "{:.1} → {:.1}",
@@ -831,7 +852,7 @@ fn render(options: &Options, programs: &Programs, results: &[(Kind, Results)]) -
         resume(&|r| format!("{} / {}", us(&r.direct, 0.5), us(&r.direct, 0.99))),
         "—",
     );
-    t.note("Idle: a fresh tether per count; each session opened, one line each way, then idle (client attached); tether's VmRSS after one warm-up session and 1 s after the last one opened. Each session is two sockets in tether (client and worker).");
+    t.note("Idle: a fresh tether per count; each session opened, one line each way, then idle (client attached); tether's VmRSS after one warm-up session and 1 s after the last one opened. Each session is two sockets in tether (client and worker). \"Handshake only\": the same without the line each way, to tell the session's own cost from what its first lines leave behind.");
     t.note("Resume: one session; each time the client sends `ping N`, closes without reading the echo and resumes with its count; time from the start of the connect to the first whole line after the answer head (that echo, replayed or live). 20 warm-up resumes not counted. When tether takes over before it has read the `ping` from the dropped connection, its `Session-Received` says so and the client resends the line after the head (SPEC 4): the first line is then its echo, one more round trip through the worker. On-CPU time and run-queue wait: tether's threads' `/proc/PID/task/TID/schedstat` over the measured resumes, divided by their count; the wait is time tether was ready to run but another process had its core. The round-trip references (same count, before the resumes): the same session echoing lines while attached, and a connection straight to the worker with no tether in between.");
     out.push('\n');
     out.push_str(&t.render());
