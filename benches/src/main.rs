@@ -21,19 +21,35 @@
 //! 3. **Streamed download**: `curl` of the large file (`--mib` MiB) directly
 //!    and through the proxy, alternately, three times each; the medians,
 //!    and the proxied one as a share of the direct one.
+//! 4. **Persistent sessions** (tether only; nginx and HAProxy have none),
+//!    in front of a line-echo worker in this process ([`session`]), with
+//!    this process pinned to CPU 0 when pinning:
+//!    - *idle session memory*: `--sessions` sessions (and a third as many,
+//!      to show it is linear), each on a fresh tether: opened, one line
+//!      each way, then idle; tether's VmRSS before and after, divided by
+//!      the count; and `--sessions` again with no line (handshake only);
+//!    - *resume latency*: one session, `--resumes` times: send `ping N`,
+//!      close the connection without reading the echo, resume with the
+//!      count of lines received; the time from the start of the connect to
+//!      the first whole line after the answer head (the echo, replayed or
+//!      live); p50, p99 and max; tether's on-CPU time and run-queue wait
+//!      per resume (schedstat); and, for reference, line round trips
+//!      through tether and straight to the worker.
 //!
-//! Usage: `tether-bench [--secs N] [--ws N] [--mib N]` (defaults 10, 2000,
-//! 256). The tether binary is `$TETHER_BIN`, else `tether` beside this
+//! Usage: `tether-bench [--secs N] [--ws N] [--mib N] [--sessions N]
+//! [--resumes N] [--only http|ws|sessions]` (defaults 10, 2000, 256, 3000,
+//! 500, all). The tether binary is `$TETHER_BIN`, else `tether` beside this
 //! program (`cargo build --release -p tether` puts it there). `make bench`
 //! builds both and runs this.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod load;
 mod procfs;
 mod proxy;
+mod session;
 mod table;
 mod ws;
 
@@ -45,12 +61,23 @@ struct Options {
     secs: u32,
     ws_conns: u32,
     mib: u64,
+    sessions: u32,
+    resumes: u32,
+    /// `Some("http" | "ws" | "sessions")`: only that group of measures.
+    only: Option<String>,
+}
+
+impl Options {
+    fn runs(&self, group: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == group)
+    }
 }
 
 /// The results for one proxy; each part fails on its own.
 struct Results {
     http: Result<HttpResults, String>,
     ws: Result<WsResults, String>,
+    sessions: Result<SessionResults, String>,
 }
 
 struct HttpResults {
@@ -67,11 +94,55 @@ struct WsResults {
     conns: u32,
 }
 
+/// Measure 4, tether only.
+struct SessionResults {
+    /// One per session count, smallest first.
+    idle: Vec<Result<IdleSessions, String>>,
+    resume: Result<ResumeResults, String>,
+}
+
+struct IdleSessions {
+    sessions: u32,
+    before_kib: u64,
+    after_kib: u64,
+}
+
+impl IdleSessions {
+    fn per_session_kib(&self) -> f64 {
+        (self.after_kib as f64 - self.before_kib as f64) / f64::from(self.sessions)
+    }
+}
+
+struct ResumeResults {
+    /// Connect start to first line after the head, sorted.
+    samples: Vec<Duration>,
+    /// The same, only the resumes whose `Session-Received` showed the
+    /// `ping` was not delivered before the takeover (it was resent after
+    /// the head, and its echo is the first line), sorted.
+    resent: Vec<Duration>,
+    /// For reference: a line's round trip (client, tether, worker and back)
+    /// on the same session while attached, sorted.
+    round_trips: Vec<Duration>,
+    /// For reference: a line's round trip straight to the worker, sorted.
+    direct: Vec<Duration>,
+    /// tether's (time on a CPU, time ready but waiting for one) over the
+    /// measured resumes, all threads, when the kernel reports it.
+    sched: Option<(Duration, Duration)>,
+    /// The same over the attached round trips.
+    round_trip_sched: Option<(Duration, Duration)>,
+    /// Resumes that failed (a `410`, a closed connection ...), each
+    /// followed by a new session.
+    failures: Vec<String>,
+}
+
 fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("tether-bench: {e}\nusage: tether-bench [--secs N] [--ws N] [--mib N]");
+            eprintln!(
+                "tether-bench: {e}\nusage: tether-bench [--secs N] [--ws N] [--mib N] \
+                 [--sessions N] [--resumes N] [--only http|ws|sessions]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -89,6 +160,9 @@ fn parse_args() -> Result<Options, String> {
         secs: 10,
         ws_conns: 2000,
         mib: 256,
+        sessions: 3000,
+        resumes: 500,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -98,18 +172,28 @@ fn parse_args() -> Result<Options, String> {
             "--secs" => o.secs = value.parse().map_err(|_| bad())?,
             "--ws" => o.ws_conns = value.parse().map_err(|_| bad())?,
             "--mib" => o.mib = value.parse().map_err(|_| bad())?,
+            "--sessions" => o.sessions = value.parse().map_err(|_| bad())?,
+            "--resumes" => o.resumes = value.parse().map_err(|_| bad())?,
+            "--only" if ["http", "ws", "sessions"].contains(&value.as_str()) => {
+                o.only = Some(value)
+            }
+            "--only" => return Err(format!("--only {value}: http, ws or sessions")),
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
     if !(1..=20).contains(&o.secs) {
         return Err("--secs must be 1 to 20 (keep load runs short on a shared machine)".into());
     }
+    if o.sessions < 3 || o.resumes == 0 {
+        return Err("--sessions must be at least 3 and --resumes at least 1".into());
+    }
     Ok(o)
 }
 
 fn run(options: &Options) -> Result<(), String> {
-    // The bench holds both ends it opens: client and origin sockets.
-    let need = u64::from(options.ws_conns) * 2 + 256;
+    // The bench holds both ends it opens: client and origin (worker)
+    // sockets. tether inherits the limit and holds as many.
+    let need = u64::from(options.ws_conns.max(options.sessions)) * 2 + 256;
     let fds = procfs::raise_open_files(need.max(16_384));
     if fds < need {
         return Err(format!(
@@ -174,6 +258,8 @@ fn measure_all(
         .build()
         .map_err(|e| e.to_string())?;
     let ws_port = ws::start_origin(&runtime).map_err(|e| format!("WebSocket origin: {e}"))?;
+    let worker_port =
+        session::start_worker(&runtime).map_err(|e| format!("session worker: {e}"))?;
 
     let mut all = Vec::new();
     for kind in Kind::ALL {
@@ -183,17 +269,31 @@ fn measure_all(
             programs.tether.display()
         );
         eprintln!("== {} ==", kind.name());
-        let http = if missing {
+        let skipped = format!("skipped: --only {}", options.only.as_deref().unwrap_or(""));
+        let http = if !options.runs("http") {
+            Err(skipped.clone())
+        } else if missing {
             Err(reason.clone())
         } else {
             measure_http(kind, options, programs, dir, &origin)
         };
-        let ws = if missing {
-            Err(reason)
+        let ws = if !options.runs("ws") {
+            Err(skipped.clone())
+        } else if missing {
+            Err(reason.clone())
         } else {
             measure_ws(kind, options, programs, dir, ws_port)
         };
-        all.push((kind, Results { http, ws }));
+        let sessions = if kind != Kind::Tether {
+            Err("no persistent sessions".to_owned())
+        } else if !options.runs("sessions") {
+            Err(skipped.clone())
+        } else if missing {
+            Err(reason)
+        } else {
+            Ok(measure_sessions(options, programs, dir, worker_port))
+        };
+        all.push((kind, Results { http, ws, sessions }));
     }
     Ok(all)
 }
@@ -290,6 +390,222 @@ fn measure_ws(
         after_kib,
         conns: options.ws_conns,
     })
+}
+
+/// Measure 4: idle sessions at two counts, then resumes; each part on a
+/// fresh tether. When pinning, this process (worker and clients) moves to
+/// the load core for the duration, so tether has CPU 1 to itself.
+fn measure_sessions(
+    options: &Options,
+    programs: &Programs,
+    dir: &Path,
+    worker_port: u16,
+) -> SessionResults {
+    let me = std::process::id().to_string();
+    let pin_self = |cpus: &str| {
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &me])
+            .stdout(std::process::Stdio::null())
+            .status();
+    };
+    if let Some((load, _)) = &programs.pin {
+        pin_self(load);
+    }
+    let idle = idle_runs(options)
+        .iter()
+        .map(|&(n, lines)| measure_idle_sessions(programs, dir, worker_port, n, lines))
+        .collect();
+    let resume = measure_resume(options, programs, dir, worker_port);
+    if programs.pin.is_some() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        pin_self(&format!("0-{}", cores.max(2) - 1));
+    }
+    SessionResults { idle, resume }
+}
+
+/// The idle-session runs: (sessions, one line each way or none). The
+/// third, without lines, tells the session's own cost from what the
+/// first lines leave behind.
+fn idle_runs(options: &Options) -> [(u32, bool); 3] {
+    let n = options.sessions;
+    [(n / 3, true), (n, true), (n, false)]
+}
+
+/// `n` idle sessions on a fresh tether: VmRSS before and after.
+fn measure_idle_sessions(
+    programs: &Programs,
+    dir: &Path,
+    worker_port: u16,
+    n: u32,
+    lines: bool,
+) -> Result<IdleSessions, String> {
+    let tag = format!("idle-{n}{}", if lines { "" } else { "-nolines" });
+    let proxy = proxy::start_tether_sessions(programs, dir, &tag, worker_port)?;
+    eprintln!(
+        "  sessions: {n} idle sessions{}",
+        if lines { "" } else { ", no lines" }
+    );
+    // One session first, kept open: proves sessions work and takes
+    // first-use allocations out of the difference.
+    let (mut first, _) = session::open(proxy.port).map_err(|e| format!("first session: {e}"))?;
+    first.echo("warm-up")?;
+    settle();
+    let pids = proxy.worker_pids();
+    let rss = || procfs::rss_total_kib(&pids).ok_or("cannot read VmRSS".to_owned());
+    let before_kib = rss()?;
+    let mut conns = Vec::with_capacity(n as usize);
+    for i in 1..=n {
+        // Handshake, then one line each way so buffers were used once.
+        let (mut conn, _) =
+            session::open(proxy.port).map_err(|e| format!("session {i} of {n}: {e}"))?;
+        if lines {
+            conn.echo("hello")
+                .map_err(|e| format!("session {i} of {n}: {e}"))?;
+        }
+        conns.push(conn);
+    }
+    // The first session still relays after all the others opened.
+    first.echo("still there")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let after_kib = rss()?;
+    drop(conns);
+    Ok(IdleSessions {
+        sessions: n,
+        before_kib,
+        after_kib,
+    })
+}
+
+/// Resumes of one session with a line in flight at each drop.
+fn measure_resume(
+    options: &Options,
+    programs: &Programs,
+    dir: &Path,
+    worker_port: u16,
+) -> Result<ResumeResults, String> {
+    const WARM_UP: u32 = 20;
+    let proxy = proxy::start_tether_sessions(programs, dir, "resume", worker_port)?;
+    let port = proxy.port;
+    eprintln!(
+        "  sessions: {} resumes (+{WARM_UP} warm-up)",
+        options.resumes
+    );
+    let (mut conn, answer) = session::open(port).map_err(|e| format!("opening: {e}"))?;
+    let mut id = answer.id;
+    // Worker lines received; client lines sent (all kept, to resend).
+    let mut received = 0u64;
+    let mut sent: Vec<String> = Vec::new();
+    let mut samples = Vec::with_capacity(options.resumes as usize);
+    let mut resent = Vec::new();
+    // References first: line round trips straight to the worker, then
+    // through tether while attached.
+    let mut direct = Vec::with_capacity(options.resumes as usize);
+    let mut straight = session::open_direct(worker_port)?;
+    for i in 0..WARM_UP + options.resumes {
+        let start = Instant::now();
+        straight.echo(&format!("echo {i}"))?;
+        if i >= WARM_UP {
+            direct.push(start.elapsed());
+        }
+    }
+    drop(straight);
+    let mut round_trips = Vec::with_capacity(options.resumes as usize);
+    let mut sched_before = None;
+    for i in 0..WARM_UP + options.resumes {
+        if i == WARM_UP {
+            sched_before = procfs::sched_ns(proxy.pid());
+        }
+        let text = format!("echo {i}");
+        let start = Instant::now();
+        conn.echo(&text)?;
+        let took = start.elapsed();
+        sent.push(text);
+        received += 1;
+        if i >= WARM_UP {
+            round_trips.push(took);
+        }
+    }
+    let mut failures = Vec::new();
+    let round_trip_sched = sched_since(sched_before, proxy.pid());
+    for i in 0..WARM_UP + options.resumes {
+        if i == WARM_UP {
+            sched_before = procfs::sched_ns(proxy.pid());
+        }
+        // A line whose echo is in flight (or not yet written) at the drop:
+        // the resume must replay it, or deliver it live.
+        let text = format!("ping {i}");
+        conn.send(&text)?;
+        sent.push(text.clone());
+        drop(conn);
+        let start = Instant::now();
+        let outcome = session::resume(port, &id, received).and_then(|(mut c, answer)| {
+            let delivered = usize::try_from(answer.received).unwrap_or(usize::MAX);
+            if delivered > sent.len() || delivered + 1 < sent.len() {
+                return Err(format!(
+                    "Session-Received: {delivered} after {} lines sent",
+                    sent.len()
+                ));
+            }
+            let missing = &sent[delivered..];
+            for line in missing {
+                c.send(line)?;
+            }
+            let line = c.line()?;
+            let took = start.elapsed();
+            if line != text {
+                return Err(format!("expected {text:?} first, got {line:?}"));
+            }
+            Ok((c, took, !missing.is_empty()))
+        });
+        match outcome {
+            Ok((c, took, was_resent)) => {
+                conn = c;
+                received += 1;
+                if i >= WARM_UP {
+                    samples.push(took);
+                    if was_resent {
+                        resent.push(took);
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("  resume {i}: {e}");
+                failures.push(format!("resume {i}: {e}"));
+                if failures.len() as u32 > options.resumes / 10 + 1 {
+                    return Err(format!("too many failed resumes: {}", failures.join("; ")));
+                }
+                let (c, answer) =
+                    session::open(port).map_err(|e| format!("reopening after a failure: {e}"))?;
+                conn = c;
+                id = answer.id;
+                received = 0;
+                sent.clear();
+            }
+        }
+    }
+    let sched = sched_since(sched_before, proxy.pid());
+    samples.sort_unstable();
+    resent.sort_unstable();
+    round_trips.sort_unstable();
+    direct.sort_unstable();
+    Ok(ResumeResults {
+        sched,
+        round_trip_sched,
+        direct,
+        samples,
+        resent,
+        round_trips,
+        failures,
+    })
+}
+
+/// Time on a CPU and run-queue wait of `pid` since `before`.
+fn sched_since(before: Option<(u64, u64)>, pid: u32) -> Option<(Duration, Duration)> {
+    let ((run0, wait0), (run1, wait1)) = before.zip(procfs::sched_ns(pid))?;
+    Some((
+        Duration::from_nanos(run1.saturating_sub(run0)),
+        Duration::from_nanos(wait1.saturating_sub(wait0)),
+    ))
 }
 
 /// Lets the proxy finish what the last connections started.
@@ -438,18 +754,106 @@ fn render(options: &Options, programs: &Programs, results: &[(Kind, Results)]) -
     out.push('\n');
     out.push_str(&t.render());
 
-    let mut t = Table::new("4. Persistent sessions", &columns);
-    let later = || {
-        results
-            .iter()
-            .map(|(k, _)| match k {
-                Kind::Tether => Err("not measured yet: sessions are being built".to_owned()),
-                _ => Err("no persistent sessions".to_owned()),
-            })
-            .collect()
+    let mut t = Table::new(
+        "4. Persistent sessions (native HTTP/1.1, stream mode)",
+        &columns,
+    );
+    let sess = |f: &dyn Fn(&SessionResults) -> Cell| {
+        each(&|r: &Results| r.sessions.as_ref().map_err(Clone::clone).and_then(f))
     };
-    t.row("idle session RSS (KiB)", later(), "≤ 4 KiB");
-    t.row("resume p99 (ms)", later(), "< 1 ms");
+    let idle = |i: usize, f: &dyn Fn(&IdleSessions) -> String| {
+        sess(&|s: &SessionResults| match s.idle.get(i) {
+            Some(r) => r.as_ref().map(f).map_err(Clone::clone),
+            None => Err("not run".into()),
+        })
+    };
+    for (i, (n, lines)) in idle_runs(options).into_iter().enumerate() {
+        let what = if lines { "" } else { ", handshake only" };
+        t.row(
+            &format!("idle session RSS, {n} sessions{what} (KiB per session)"),
+            idle(i, &|w| format!("{:.1}", w.per_session_kib())),
+            if lines {
+                "≤ 4 KiB (client side, worker side, session state)"
+            } else {
+                "—"
+            },
+        );
+        t.row(
+            &format!("RSS before → after, {n} sessions{what} (MiB)"),
+            idle(i, &|w| {
+                format!(
+                    "{:.1} → {:.1}",
+                    w.before_kib as f64 / 1024.0,
+                    w.after_kib as f64 / 1024.0
+                )
+            }),
+            "—",
+        );
+    }
+    let resume = |f: &dyn Fn(&ResumeResults) -> String| {
+        sess(&|s: &SessionResults| s.resume.as_ref().map(f).map_err(Clone::clone))
+    };
+    let us = |v: &[Duration], q: f64| {
+        session::quantile(v, q).map_or("?".into(), |d| format!("{}", d.as_micros()))
+    };
+    t.row("resume p50 (µs)", resume(&|r| us(&r.samples, 0.5)), "—");
+    t.row(
+        "resume p99 (µs)",
+        resume(&|r| us(&r.samples, 0.99)),
+        "< 1 ms (1000 µs) on loopback",
+    );
+    t.row("resume max (µs)", resume(&|r| us(&r.samples, 1.0)), "—");
+    t.row(
+        "resumes measured (failed)",
+        resume(&|r| format!("{} ({})", r.samples.len(), r.failures.len())),
+        "—",
+    );
+    t.row(
+        "of which ping resent: count, p50 / p99 (µs)",
+        resume(&|r| {
+            format!(
+                "{}: {} / {}",
+                r.resent.len(),
+                us(&r.resent, 0.5),
+                us(&r.resent, 0.99)
+            )
+        }),
+        "—",
+    );
+    let each_us = |total: Option<(Duration, Duration)>, n: usize, wait: bool| match total {
+        Some((run, waited)) if n > 0 => {
+            let d = if wait { waited } else { run };
+            format!("{:.1}", d.as_secs_f64() * 1e6 / n as f64)
+        }
+        _ => "?".into(),
+    };
+    t.row(
+        "tether on-CPU time per resume (µs)",
+        resume(&|r| each_us(r.sched, r.samples.len(), false)),
+        "—",
+    );
+    t.row(
+        "tether run-queue wait per resume (µs)",
+        resume(&|r| each_us(r.sched, r.samples.len(), true)),
+        "—",
+    );
+    t.row(
+        "reference: tether on-CPU time per attached round trip (µs)",
+        resume(&|r| each_us(r.round_trip_sched, r.round_trips.len(), false)),
+        "—",
+    );
+    t.row(
+        "reference: line round trip through tether, attached, p50 / p99 (µs)",
+        resume(&|r| format!("{} / {}", us(&r.round_trips, 0.5), us(&r.round_trips, 0.99))),
+        "—",
+    );
+    t.row(
+        "reference: line round trip straight to the worker, p50 / p99 (µs)",
+        resume(&|r| format!("{} / {}", us(&r.direct, 0.5), us(&r.direct, 0.99))),
+        "—",
+    );
+    t.note("Idle: a fresh tether per count; each session opened, one line each way, then idle (client attached); tether's VmRSS after one warm-up session and 1 s after the last one opened. Each session is two sockets in tether (client and worker). \"Handshake only\": the same without the line each way, to tell the session's own cost from what its first lines leave behind.");
+    t.note("Resume: one session; each time the client sends `ping N`, closes without reading the echo and resumes with its count; time from the start of the connect to the first whole line after the answer head (that echo, replayed or live). 20 warm-up resumes not counted. When tether takes over before it has read the `ping` from the dropped connection, its `Session-Received` says so and the client resends the line after the head (SPEC 4): the first line is then its echo, one more round trip through the worker. On-CPU time and run-queue wait: tether's threads' `/proc/PID/task/TID/schedstat` over the measured resumes, divided by their count; the wait is time tether was ready to run but another process had its core. The round-trip references (same count, before the resumes): the same session echoing lines while attached, and a connection straight to the worker with no tether in between.");
     out.push('\n');
     out.push_str(&t.render());
     out

@@ -60,6 +60,25 @@ pub(crate) fn rss_total_kib(pids: &[u32]) -> Option<u64> {
     pids.iter().map(|&p| rss_kib(p)).sum()
 }
 
+/// Time on a CPU and time waiting on a run queue, in nanoseconds, summed
+/// over every thread of `pid` (`/proc/PID/task/TID/schedstat`, needs
+/// schedstats in the kernel): what a process spent working and what it
+/// spent ready but waiting for a core.
+pub(crate) fn sched_ns(pid: u32) -> Option<(u64, u64)> {
+    let dir = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let (mut run, mut wait) = (0, 0);
+    for task in dir.flatten() {
+        // A thread may end between the listing and the read.
+        let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        run += f.next()??;
+        wait += f.next()??;
+    }
+    Some((run, wait))
+}
+
 /// Processes whose parent is `pid` (nginx's workers under the master).
 pub(crate) fn children(pid: u32) -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
@@ -111,5 +130,6 @@ mod tests {
         assert!(cpu_ticks(me).is_some());
         assert!(rss_kib(me).unwrap() > 0);
         assert!(clock_ticks() > 0);
+        assert!(sched_ns(me).is_some_and(|(run, _)| run > 0));
     }
 }

@@ -248,6 +248,42 @@ fn spawn_nginx(
     spawn(name, dir, cpu, nginx, &args, port)
 }
 
+/// Starts tether with one vhost whose persistent paths (`*.pphp`) go to
+/// the session worker on `worker_port` (also its plain origin), in a fresh
+/// subdirectory of `dir` named `tag`. Every session comes from 127.0.0.1,
+/// so the per-address limits are lifted.
+pub(crate) fn start_tether_sessions(
+    programs: &Programs,
+    dir: &Path,
+    tag: &str,
+    worker_port: u16,
+) -> Result<Server, String> {
+    let port = free_port().map_err(|e| e.to_string())?;
+    let admin = free_port().map_err(|e| e.to_string())?;
+    let sub = dir.join(format!("tether-{tag}"));
+    fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
+    let conf = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+         max_connections = 60000\nmax_connections_per_ip = 60000\n\
+         drain_timeout = \"1s\"\n\n\
+         [[vhost]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:{worker_port}\"\n\n\
+         [vhost.persistent]\nenabled = true\npaths = [\"*.pphp\"]\n\
+         workers = [\"http://127.0.0.1:{worker_port}\"]\nmax_sessions_per_ip = 100000\n"
+    );
+    let file = sub.join("tether.toml");
+    fs::write(&file, conf).map_err(|e| e.to_string())?;
+    let file = file.display().to_string();
+    let cpu = programs.pin.as_ref().map(|(_, proxy)| proxy.as_str());
+    spawn(
+        "tether",
+        &sub,
+        cpu,
+        &programs.tether,
+        &["run", "-c", &file],
+        port,
+    )
+}
+
 /// Starts proxy `kind` in front of `origin_port`, in a fresh subdirectory
 /// of `dir` named `tag` (so each start has its own files).
 pub(crate) fn start_proxy(
