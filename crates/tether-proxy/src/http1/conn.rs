@@ -29,6 +29,8 @@ use crate::session::{ClientIo, Handoff};
 
 /// Read-buffer growth step for heads.
 const HEAD_CHUNK: usize = 4 * 1024;
+/// The most of a resume request's body that is read and dropped.
+const MAX_DISCARD: u64 = 1024 * 1024;
 /// A read buffer larger than this is given back once it is empty.
 const KEEP_BUFFER: usize = 16 * 1024;
 
@@ -261,7 +263,7 @@ where
             }
         };
 
-        let body_unread = pump.as_ref().is_some_and(BodyPump::active);
+        let body_unread = pump.as_ref().is_some_and(|p| !p.complete());
         // A client still waiting for `100 Continue` has not sent its body,
         // so the body cannot be read past; the connection must close.
         let may_read_body = !expect_continue || sent_continue;
@@ -269,9 +271,12 @@ where
             .headers()
             .get(header::CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        // A body the upstream dropped unread cannot be read past either.
+        let abandoned = pump.as_ref().is_some_and(|p| !p.active() && !p.complete());
         let mut close = !head.keep_alive
             || gateway_close
             || self.drain.is_cancelled()
+            || abandoned
             || (body_unread && !may_read_body);
 
         let answered_by = resp
@@ -283,6 +288,16 @@ where
             return Next::Upgrade(resp);
         }
         if let Some(handoff) = resp.extensions_mut().remove::<Handoff>() {
+            if let Some(p) = pump.as_mut().filter(|p| !p.complete() && may_read_body) {
+                // A body on a resume is discarded (SPEC 2); it must not
+                // become channel data.
+                let drained = p
+                    .discard(&mut self.reader, &mut self.buf, stall, MAX_DISCARD)
+                    .await;
+                if drained.is_err() {
+                    return Next::Close;
+                }
+            }
             answered_by.response(resp.status().as_u16(), started.elapsed());
             return Next::Persistent(resp, handoff);
         }
@@ -375,8 +390,8 @@ where
         if write_failed {
             return Next::Close;
         }
-        if pump.as_ref().is_some_and(BodyPump::active) {
-            // The origin did not take the whole body: what is left of it
+        if pump.as_ref().is_some_and(|p| !p.complete()) {
+            // The upstream did not take the whole body: what is left of it
             // would be read as the next request.
             close = true;
         }

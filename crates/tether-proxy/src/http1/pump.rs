@@ -42,6 +42,8 @@ pub(crate) struct BodyPump {
     tx: Option<mpsc::Sender<Result<Frame<bytes::Bytes>, ClientBodyError>>>,
     demand: Option<oneshot::Receiver<()>>,
     decode: Decode,
+    /// The whole body was read off the connection.
+    complete: bool,
 }
 
 impl BodyPump {
@@ -53,6 +55,7 @@ impl BodyPump {
                 Some(n) => Decode::Length(n),
                 None => Decode::Chunked(ChunkedDecoder::new()),
             },
+            complete: false,
         }
     }
 
@@ -62,12 +65,44 @@ impl BodyPump {
             tx: Some(sender.tx),
             demand: Some(sender.demand),
             decode: Decode::UntilEof,
+            complete: false,
         }
     }
 
-    /// Whether more of the body is still to be read.
+    /// Whether the body is still being passed upstream.
     pub(crate) fn active(&self) -> bool {
         self.tx.is_some()
+    }
+
+    /// Whether the whole body was read off the connection; if not, what is
+    /// left of it must never be read as a next request.
+    pub(crate) fn complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Reads the rest of the body and drops it (a resume's body, SPEC 2),
+    /// at most `limit` bytes of it.
+    pub(crate) async fn discard<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        buf: &mut BytesMut,
+        stall: Duration,
+        limit: u64,
+    ) -> Result<(), ClientBodyError> {
+        let (tx, mut rx) = mpsc::channel(1);
+        self.tx = Some(tx);
+        self.demand = None;
+        let mut taken = 0u64;
+        while !self.complete {
+            self.step(reader, buf, stall).await?;
+            while let Ok(frame) = rx.try_recv() {
+                taken += frame?.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            if taken > limit {
+                return Err(ClientBodyError::Stalled);
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn step<R: AsyncRead + Unpin>(
@@ -102,6 +137,7 @@ impl BodyPump {
                         permit.send(Ok(Frame::data(data)));
                         if *left == 0 {
                             self.tx = None;
+                            self.complete = true;
                             return Ok(PumpEvent::Finished);
                         }
                         return Ok(PumpEvent::Progress);
@@ -121,11 +157,13 @@ impl BodyPump {
                     Ok(Some(Piece::Trailers(t))) => {
                         permit.send(Ok(Frame::trailers(t)));
                         self.tx = None;
+                        self.complete = true;
                         return Ok(PumpEvent::Finished);
                     }
                     Ok(Some(Piece::End)) => {
                         drop(permit);
                         self.tx = None;
+                        self.complete = true;
                         return Ok(PumpEvent::Finished);
                     }
                     Ok(None) => {}
@@ -143,6 +181,7 @@ impl BodyPump {
                 Ok(Ok(0)) if matches!(self.decode, Decode::UntilEof) => {
                     drop(permit);
                     self.tx = None;
+                    self.complete = true;
                     return Ok(PumpEvent::Finished);
                 }
                 Ok(Ok(0)) | Ok(Err(_)) => {
