@@ -9,6 +9,12 @@ use std::process::ExitCode;
 
 mod demo;
 
+/// mimalloc keeps many long-lived small allocations (one set per idle
+/// session) from pinning the pages that transient buffers left behind,
+/// which glibc's allocator does: see docs/performance.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use tether_proxy::config::{self, Config};
 use tether_proxy::Control;

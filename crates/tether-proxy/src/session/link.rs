@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tether_wire::LineReader;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Read size for client lines.
-const READ_CHUNK: usize = 4 * 1024;
+/// Size of the per-thread read buffer that session sockets are read into.
+const SCRATCH: usize = 16 * 1024;
 /// Send buffer on native session sockets: lines in socket buffers are
 /// "sent" but may never arrive, so keep them few (SPEC 4 "Replay window").
 const SESSION_SNDBUF: usize = 16 * 1024;
@@ -37,6 +37,35 @@ impl ClientIo for TcpStream {
         let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(30)));
         let _ = sock.set_send_buffer_size(SESSION_SNDBUF);
     }
+}
+
+thread_local! {
+    static SCRATCH_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// Reads what `io` has into `lines`, through a per-thread buffer: a session
+/// owns only the bytes it actually received, never a read buffer of its
+/// own, so idle sessions stay small and what one keeps (a partial line, a
+/// line in its replay window) does not pin a large allocation.
+pub(crate) fn poll_read_lines<R: AsyncRead + Unpin + ?Sized>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+    lines: &mut LineReader,
+) -> Poll<io::Result<usize>> {
+    SCRATCH_BUF.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut rb = ReadBuf::new(&mut scratch[..]);
+        match Pin::new(io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                lines.push(rb.filled());
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 /// What reading a client produced.
@@ -87,11 +116,7 @@ impl Link {
             if self.eof {
                 return Poll::Ready(ClientRead::Gone);
             }
-            let buf = self.input.buffer_mut();
-            if buf.capacity() - buf.len() < 512 {
-                buf.reserve(READ_CHUNK);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf) {
+            match poll_read_lines(&mut self.io, cx, &mut self.input) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     // Bytes after the last LF are not a line (SPEC 2).
                     self.input.discard_partial();

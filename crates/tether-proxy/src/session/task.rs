@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::balance::WorkerPin;
-use super::link::{ClientRead, Link};
+use super::link::{poll_read_lines, ClientRead, Link};
 use super::mailbox::Mailbox;
 use super::registry::{Registry, SessionHandle, SessionSlot};
 use crate::config::PersistentConfig;
@@ -38,8 +38,6 @@ const LINK_HIGH: usize = 16 * 1024;
 /// Client lines queued for the worker before the task stops reading the
 /// client.
 const TO_WORKER_HIGH: usize = 64 * 1024;
-/// Read size for worker output.
-const WORKER_READ: usize = 8 * 1024;
 /// A client link that makes no write progress this long while output is
 /// pending is dropped (SPEC 4 "Liveness of native clients").
 const WRITE_STALL: Duration = Duration::from_secs(30);
@@ -434,11 +432,7 @@ impl Session {
         if self.backlog_bytes >= limit || !self.worker_rate.allow(cx, self.registry.metrics()) {
             return Ok(moved);
         }
-        let buf = self.worker_in.buffer_mut();
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(WORKER_READ);
-        }
-        match tokio_util::io::poll_read_buf(Pin::new(worker), cx, buf) {
+        match poll_read_lines(worker, cx, &mut self.worker_in) {
             Poll::Ready(Ok(n)) if n > 0 => {
                 moved = true;
                 self.take_worker_lines()?;
@@ -462,9 +456,6 @@ impl Session {
         loop {
             match self.worker_in.next_line() {
                 Ok(Some(line)) => {
-                    // A line split off the read buffer would keep the whole
-                    // buffer alive while it sits in the replay window.
-                    let line = Bytes::copy_from_slice(&line);
                     self.stats.lines_to_client += 1;
                     self.stats.bytes_to_client += line.len() as u64;
                     self.worker_rate.note();
