@@ -33,7 +33,11 @@ pub(crate) async fn serve(
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
-                Err(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             },
             _ = stop.cancelled() => return,
         };
@@ -46,6 +50,8 @@ pub(crate) async fn serve(
                 async move { Ok::<_, Infallible>(route(&state, &rt, &req)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

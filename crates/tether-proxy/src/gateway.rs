@@ -40,7 +40,7 @@ impl Runtime {
     ) -> Runtime {
         Runtime {
             server: config.server.clone(),
-            routes: Routes::new(config, &metrics),
+            routes: Routes::new(config, &metrics, sessions.workers()),
             upstreams,
             sessions,
             unrouted: metrics.vhost(""),
@@ -136,7 +136,7 @@ async fn forward(
     let host = host.unwrap_or_default();
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h, upgrade);
-    headers::strip_session_fields(h);
+    headers::strip_client_session_fields(h);
     h.remove(header::EXPECT);
     headers::add_forwarding(h, conn.peer.ip(), conn.https, &host);
     if !h.contains_key(header::HOST) {
@@ -180,6 +180,29 @@ fn upstream_failure_text(status: StatusCode) -> &'static str {
     } else {
         "the origin server could not be reached or failed to answer\n"
     }
+}
+
+/// The access log line of one answered request (SPEC 8), whatever the
+/// transport and whoever answered.
+pub(crate) fn log_access(
+    peer: SocketAddr,
+    method: &str,
+    target: &str,
+    status: u16,
+    bytes: u64,
+    took: std::time::Duration,
+    complete: bool,
+) {
+    tracing::info!(
+        target: "tether::access",
+        client = %peer,
+        method,
+        target,
+        status,
+        bytes,
+        ms = took.as_millis() as u64,
+        complete,
+    );
 }
 
 /// A small plain-text answer written by the gateway itself.

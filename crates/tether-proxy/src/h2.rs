@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::body::Body;
 use crate::gateway::{self, ConnInfo, Runtime};
 
+/// How long a connection told GOAWAY may take to close by itself.
+const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The client preface every HTTP/2 connection starts with.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -66,7 +69,18 @@ pub(crate) async fn serve<IO>(
             let rt = rt.clone();
             async move {
                 let started = Instant::now();
+                let method = req.method().clone();
+                let target = req.uri().path_and_query().map(|p| p.as_str().to_owned());
                 let mut resp = gateway::handle(rt.clone(), info, req.map(Body::Incoming)).await;
+                gateway::log_access(
+                    info.peer,
+                    method.as_str(),
+                    target.as_deref().unwrap_or("/"),
+                    resp.status().as_u16(),
+                    http_body::Body::size_hint(resp.body()).exact().unwrap_or(0),
+                    started.elapsed(),
+                    true,
+                );
                 let answered_by = resp
                     .extensions_mut()
                     .remove::<gateway::AnsweredBy>()
@@ -85,9 +99,13 @@ pub(crate) async fn serve<IO>(
     let server = &rt.server;
     let mut deadline = accepted + server.header_read_timeout;
     let mut shutting_down = false;
+    // After GOAWAY hyper waits for the client's PING ack with no deadline
+    // of its own; a silent client gets this long, then the socket closes.
+    let mut hard_stop = Instant::now();
     loop {
         tokio::select! {
             _ = &mut conn => return,
+            _ = tokio::time::sleep_until(hard_stop), if shutting_down => return,
             _ = activity.changed.notified() => {
                 if activity.open.load(Ordering::Acquire) == 0 {
                     deadline = Instant::now() + server.idle_timeout;
@@ -98,6 +116,7 @@ pub(crate) async fn serve<IO>(
                 if idle || !activity.seen_any.load(Ordering::Acquire) {
                     conn.as_mut().graceful_shutdown();
                     shutting_down = true;
+                    hard_stop = Instant::now() + GOAWAY_GRACE;
                 } else {
                     deadline = Instant::now() + server.idle_timeout;
                 }
@@ -105,6 +124,12 @@ pub(crate) async fn serve<IO>(
             _ = drain.cancelled(), if !shutting_down => {
                 conn.as_mut().graceful_shutdown();
                 shutting_down = true;
+                // Streams in flight may finish within the drain; the drain's
+                // own deadline bounds them.
+                hard_stop = Instant::now() + rt.server.drain_timeout;
+                if activity.open.load(Ordering::Acquire) == 0 {
+                    hard_stop = Instant::now() + GOAWAY_GRACE;
+                }
             }
         }
     }

@@ -13,6 +13,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub(crate) static SESSION_ID: HeaderName = HeaderName::from_static("sessionid");
 pub(crate) static SESSION_RECEIVED: HeaderName = HeaderName::from_static("session-received");
 pub(crate) static CONNECTION_TYPE: HeaderName = HeaderName::from_static("connection-type");
+static SESSION_EVENT: HeaderName = HeaderName::from_static("session-event");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -41,7 +42,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(&PROXY_CONNECTION);
     headers.remove(header::TE);
     headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::TRAILER);
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
@@ -49,8 +49,19 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Removes the session fields a client may not set for an upstream.
-pub(crate) fn strip_session_fields(headers: &mut HeaderMap) {
+/// Removes the session fields a client may not set for an upstream
+/// (SPEC 2): the gateway sets its own where the SPEC says so. Other
+/// `Session-*` fields are the application's and pass.
+pub(crate) fn strip_client_session_fields(headers: &mut HeaderMap) {
+    headers.remove(&SESSION_ID);
+    headers.remove(&SESSION_RECEIVED);
+    headers.remove(&SESSION_EVENT);
+    headers.remove(&CONNECTION_TYPE);
+}
+
+/// Removes `Connection-Type`, `SessionID` and every `Session-*` field from
+/// a worker's answer relayed as plain (SPEC 2 step 6).
+pub(crate) fn strip_answer_session_fields(headers: &mut HeaderMap) {
     headers.remove(&SESSION_ID);
     headers.remove(&CONNECTION_TYPE);
     let session_fields: Vec<HeaderName> = headers

@@ -244,7 +244,7 @@ async fn serve_connection(
                 Ok(_) => {}
             },
             _ = tokio::time::sleep_until(deadline) => break,
-            _ = drain.cancelled(), if buf.is_empty() => return,
+            _ = drain.cancelled() => return,
         }
     }
     if buf.starts_with(h2::PREFACE) {

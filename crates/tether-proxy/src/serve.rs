@@ -113,7 +113,10 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
     ctx.tracker.close();
     let drain_timeout = current.server.drain_timeout;
     let deadline = Instant::now() + drain_timeout;
-    if tokio::time::timeout_at(deadline, ctx.tracker.wait())
+    // Sessions get a slice of the deadline of their own, so that requests
+    // that never finish cannot leave them no time to hand over their lines.
+    let for_sessions = (drain_timeout / 4).min(Duration::from_secs(1));
+    if tokio::time::timeout_at(deadline - for_sessions, ctx.tracker.wait())
         .await
         .is_err()
     {

@@ -143,7 +143,10 @@ async fn signals(tx: mpsc::Sender<Control>, path: Option<PathBuf>) {
                     tracing::warn!("SIGHUP: this configuration has no file to reload");
                     continue;
                 };
-                match config::load(path) {
+                let file = path.clone();
+                let loaded = tokio::task::spawn_blocking(move || config::load(&file)).await;
+                let Ok(loaded) = loaded else { continue };
+                match loaded {
                     Ok(new) => {
                         tracing::info!(file = %path.display(), "SIGHUP: reloading");
                         if tx.send(Control::Reload(Box::new(new))).await.is_err() {

@@ -183,7 +183,9 @@ where
                         )
                     };
                 }
-                _ = self.drain.cancelled(), if waiting_idle => return HeadRead::Closed,
+                // Draining: a head not yet complete is not a request in
+                // flight; close without an answer.
+                _ = self.drain.cancelled() => return HeadRead::Closed,
             }
         }
     }
@@ -199,6 +201,15 @@ where
             _ => {}
         }
         self.rt.unrouted.response(status.as_u16(), Duration::ZERO);
+        gateway::log_access(
+            self.info.peer,
+            "-",
+            "-",
+            status.as_u16(),
+            0,
+            Duration::ZERO,
+            true,
+        );
         let bytes = encode::error_response(status, text);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = self.writer.write_all(&bytes).await;
@@ -285,6 +296,15 @@ where
             .map_or_else(|| self.rt.unrouted.clone(), |a| a.0);
         if head.upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             answered_by.response(101, started.elapsed());
+            gateway::log_access(
+                self.info.peer,
+                method.as_str(),
+                &String::from_utf8_lossy(&head.target),
+                101,
+                0,
+                started.elapsed(),
+                true,
+            );
             return Next::Upgrade(resp);
         }
         if let Some(handoff) = resp.extensions_mut().remove::<Handoff>() {
@@ -377,15 +397,14 @@ where
             write_failed = true;
         }
         answered_by.response(status.as_u16(), started.elapsed());
-        tracing::info!(
-            target: "tether::access",
-            client = %self.info.peer,
-            method = %method,
-            target = %String::from_utf8_lossy(&head.target),
-            status = status.as_u16(),
-            bytes = body_bytes,
-            ms = started.elapsed().as_millis() as u64,
-            complete = !write_failed,
+        gateway::log_access(
+            self.info.peer,
+            method.as_str(),
+            &String::from_utf8_lossy(&head.target),
+            status.as_u16(),
+            body_bytes,
+            started.elapsed(),
+            !write_failed,
         );
         if write_failed {
             return Next::Close;

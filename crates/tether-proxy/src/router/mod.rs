@@ -12,12 +12,15 @@ use std::sync::Arc;
 
 use crate::config::{Config, VhostConfig};
 use crate::metrics::{Metrics, VhostMetrics, WorkerSample};
+use crate::session::balance::WorkerPool;
 use crate::session::PersistentRoute;
 
 /// One virtual host, as compiled from its config.
 #[derive(Debug)]
 pub struct Vhost {
     pub config: VhostConfig,
+    /// `config.hosts`, shared with the sessions the vhost opens.
+    pub hosts: Arc<[String]>,
     /// Present when `[vhost.persistent]` is enabled.
     pub persistent: Option<PersistentRoute>,
     pub metrics: Arc<VhostMetrics>,
@@ -43,12 +46,16 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn new(config: &Config, metrics: &Metrics) -> Routes {
+    pub fn new(config: &Config, metrics: &Metrics, workers: &WorkerPool) -> Routes {
         let mut routes = Routes::default();
         for vc in &config.vhosts {
             let vhost = Arc::new(Vhost {
                 config: vc.clone(),
-                persistent: vc.persistent.as_ref().map(PersistentRoute::new),
+                hosts: vc.hosts.clone().into(),
+                persistent: vc
+                    .persistent
+                    .as_ref()
+                    .map(|p| PersistentRoute::new(vc.label(), p, workers)),
                 metrics: metrics.vhost(vc.label()),
             });
             routes.all.push(vhost.clone());

@@ -6,9 +6,10 @@
 //! down after a refused or timed-out connect and up again after a TCP
 //! connect probe succeeds (every 5 s while down).
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tether_wire::SessionId;
@@ -46,6 +47,10 @@ impl Worker {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(PROBE_EVERY).await;
+                if Arc::strong_count(&worker) == 1 {
+                    // Removed by a reload and no session left on it.
+                    return;
+                }
                 let target = (worker.url.host.as_str(), worker.url.port);
                 let probe =
                     tokio::time::timeout(PROBE_EVERY, tokio::net::TcpStream::connect(target)).await;
@@ -82,20 +87,37 @@ pub struct Workers {
     list: Vec<Arc<Worker>>,
 }
 
+/// Every worker the process knows, by vhost label and URL, so that a
+/// reload keeps a worker's health and session count (SPEC 7, SPEC 8).
+#[derive(Default)]
+pub struct WorkerPool {
+    // Touched at config load only.
+    known: Mutex<HashMap<(String, String), Weak<Worker>>>,
+}
+
+impl WorkerPool {
+    fn get(&self, vhost: &str, url: &OriginUrl) -> Arc<Worker> {
+        let mut known = self.known.lock().expect("worker pool lock");
+        known.retain(|_, w| w.strong_count() > 0);
+        let key = (vhost.to_owned(), url.as_written.clone());
+        if let Some(w) = known.get(&key).and_then(Weak::upgrade) {
+            return w;
+        }
+        let w = Arc::new(Worker {
+            url: url.clone(),
+            up: AtomicBool::new(true),
+            probing: AtomicBool::new(false),
+            sessions: AtomicUsize::new(0),
+        });
+        known.insert(key, Arc::downgrade(&w));
+        w
+    }
+}
+
 impl Workers {
-    pub fn new(urls: &[OriginUrl]) -> Workers {
+    pub fn new(vhost: &str, urls: &[OriginUrl], pool: &WorkerPool) -> Workers {
         Workers {
-            list: urls
-                .iter()
-                .map(|url| {
-                    Arc::new(Worker {
-                        url: url.clone(),
-                        up: AtomicBool::new(true),
-                        probing: AtomicBool::new(false),
-                        sessions: AtomicUsize::new(0),
-                    })
-                })
-                .collect(),
+            list: urls.iter().map(|url| pool.get(vhost, url)).collect(),
         }
     }
 
@@ -137,9 +159,23 @@ mod tests {
         SessionId::from_random([n; 24])
     }
 
+    fn workers(urls: &[OriginUrl]) -> Workers {
+        Workers::new("v", urls, &WorkerPool::default())
+    }
+
+    #[test]
+    fn a_reload_keeps_worker_state() {
+        let pool = WorkerPool::default();
+        let before = Workers::new("v", &[url(1)], &pool);
+        let _pin = before.list[0].pin();
+        let after = Workers::new("v", &[url(1), url(2)], &pool);
+        assert!(Arc::ptr_eq(&before.list[0], &after.list[0]));
+        assert_eq!(after.list[0].sessions(), 1);
+    }
+
     #[test]
     fn least_sessions_first_then_stable_hash() {
-        let workers = Workers::new(&[url(1), url(2)]);
+        let workers = workers(&[url(1), url(2)]);
         let first = workers.pick(&id(1)).unwrap();
         assert!(Arc::ptr_eq(&first, &workers.pick(&id(1)).unwrap()));
         let _pin = first.pin();
@@ -149,7 +185,7 @@ mod tests {
 
     #[test]
     fn ties_spread_over_workers() {
-        let workers = Workers::new(&[url(1), url(2), url(3)]);
+        let workers = workers(&[url(1), url(2), url(3)]);
         let mut counts = [0usize; 3];
         for n in 0..=255u8 {
             let w = workers.pick(&id(n)).unwrap();
@@ -160,7 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn down_workers_are_skipped() {
-        let workers = Workers::new(&[url(1), url(2)]);
+        let workers = workers(&[url(1), url(2)]);
         let w = workers.pick(&id(7)).unwrap();
         w.mark_down();
         let other = workers.pick(&id(7)).unwrap();

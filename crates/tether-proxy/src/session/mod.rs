@@ -13,6 +13,7 @@
 
 pub mod balance;
 mod link;
+mod mailbox;
 pub mod registry;
 mod task;
 mod worker;
@@ -28,7 +29,7 @@ use tokio::sync::oneshot;
 pub use link::ClientIo;
 pub use registry::Registry;
 
-use self::balance::Workers;
+use self::balance::{WorkerPool, Workers};
 use self::link::Link;
 use self::registry::{Refusal, SessionHandle};
 use self::task::{Command, Opening};
@@ -48,9 +49,9 @@ pub struct PersistentRoute {
 }
 
 impl PersistentRoute {
-    pub fn new(config: &PersistentConfig) -> PersistentRoute {
+    pub fn new(vhost: &str, config: &PersistentConfig, pool: &WorkerPool) -> PersistentRoute {
         PersistentRoute {
-            workers: Arc::new(Workers::new(&config.workers)),
+            workers: Arc::new(Workers::new(vhost, &config.workers, pool)),
             config: Arc::new(config.clone()),
         }
     }
@@ -78,13 +79,8 @@ impl Handoff {
             gen: self.gen,
             link: Box::new(Link::native(io, self.max_line)),
         };
-        if let Err(tokio::sync::mpsc::error::TrySendError::Full(cmd)) = self.handle.tx.try_send(cmd)
-        {
-            let tx = self.handle.tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(cmd).await;
-            });
-        }
+        // Refused only when the session has ended: the connection closes.
+        let _ = self.handle.mailbox.send(cmd);
     }
 }
 
@@ -111,13 +107,12 @@ pub(crate) async fn handle(
         }
         return not_acceptable(&route.config);
     }
-    let label: &str = vhost.label();
     if explicit_end {
-        let Some(handle) = sid.and_then(|v| lookup(rt, v.as_bytes(), label)) else {
+        let Some(handle) = sid.and_then(|v| lookup(rt, v.as_bytes(), vhost)) else {
             return gone();
         };
         let (reply, done) = oneshot::channel();
-        if handle.tx.send(Command::End { reply }).await.is_err() || done.await.is_err() {
+        if handle.mailbox.send(Command::End { reply }).is_err() || done.await.is_err() {
             return gone();
         }
         let mut resp = Response::new(Body::Empty);
@@ -136,7 +131,7 @@ pub(crate) async fn handle(
                 "a resume needs Session-Received: the number of lines the client received\n",
             );
         };
-        let resp = resume(rt, label, &route.config, sid.as_bytes(), received).await;
+        let resp = resume(rt, vhost, &route.config, sid.as_bytes(), received).await;
         metrics.resume(if resp.status() == StatusCode::OK {
             ResumeResult::Ok
         } else {
@@ -189,14 +184,14 @@ fn with_retry_after(mut resp: Response<Body>) -> Response<Body> {
     resp
 }
 
-fn lookup(rt: &Runtime, raw: &[u8], vhost: &str) -> Option<SessionHandle> {
+fn lookup(rt: &Runtime, raw: &[u8], vhost: &Vhost) -> Option<SessionHandle> {
     let id = SessionId::parse(raw).ok()?;
     rt.sessions.find(&id, vhost)
 }
 
 async fn resume(
     rt: &Runtime,
-    vhost: &str,
+    vhost: &Vhost,
     config: &PersistentConfig,
     raw_id: &[u8],
     received: u64,
@@ -206,7 +201,7 @@ async fn resume(
     };
     let (reply, answer) = oneshot::channel();
     let cmd = Command::Resume { received, reply };
-    if handle.tx.send(cmd).await.is_err() {
+    if handle.mailbox.send(cmd).is_err() {
         return gone();
     }
     let Ok(Ok(resumed)) = answer.await else {
@@ -272,7 +267,7 @@ async fn open(
         .to_owned();
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h, false);
-    headers::strip_session_fields(h);
+    headers::strip_client_session_fields(h);
     h.remove(header::EXPECT);
     headers::add_forwarding(h, conn.peer.ip(), conn.https, &host);
     h.insert(
@@ -317,6 +312,7 @@ async fn open(
             let handle = task::spawn(Opening {
                 id: id.clone(),
                 vhost: label,
+                hosts: vhost.hosts.clone(),
                 config: config.clone(),
                 peer: conn.peer,
                 worker: stream,

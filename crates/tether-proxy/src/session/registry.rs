@@ -14,18 +14,22 @@ use std::sync::{Arc, Mutex};
 
 use moka::sync::Cache;
 use tether_wire::SessionId;
-use tokio::sync::mpsc;
 
+use super::balance::WorkerPool;
+use super::mailbox::Mailbox;
 use super::task::Command;
 use crate::metrics::{Limit, Metrics};
+use crate::router::Vhost;
 
 /// What the affinity index maps a SessionID to: a way to talk to the
 /// session's task, and the vhost it is bound to.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct SessionHandle {
     pub(crate) id: SessionId,
-    pub(crate) vhost: Arc<str>,
-    pub(crate) tx: mpsc::Sender<Command>,
+    /// The hosts of the vhost that opened it: it may be resumed on the
+    /// vhost that serves them, also after a reload renamed the vhost.
+    pub(crate) hosts: Arc<[String]>,
+    pub(crate) mailbox: Arc<Mailbox>,
 }
 
 /// Why a new session was refused before any worker traffic.
@@ -49,6 +53,7 @@ pub struct Registry {
     cache: Cache<SessionId, SessionHandle>,
     counts: Mutex<HashMap<Arc<str>, Arc<VhostCounts>>>,
     metrics: Arc<Metrics>,
+    workers: WorkerPool,
 }
 
 impl Registry {
@@ -57,6 +62,7 @@ impl Registry {
             cache: Cache::builder().build(),
             counts: Mutex::new(HashMap::new()),
             metrics,
+            workers: WorkerPool::default(),
         }
     }
 }
@@ -121,10 +127,11 @@ impl Registry {
     }
 
     /// The live session `id` of `vhost`, compared in constant time.
-    pub(crate) fn find(&self, id: &SessionId, vhost: &str) -> Option<SessionHandle> {
+    pub(crate) fn find(&self, id: &SessionId, vhost: &Vhost) -> Option<SessionHandle> {
         let handle = self.cache.get(id)?;
         let same_id = handle.id.ct_eq(id);
-        (same_id && &*handle.vhost == vhost && !handle.tx.is_closed()).then_some(handle)
+        let same_vhost = handle.hosts.iter().any(|h| vhost.serves(h));
+        (same_id && same_vhost && !handle.mailbox.is_closed()).then_some(handle)
     }
 
     /// Called once by each session task as it ends.
@@ -137,16 +144,17 @@ impl Registry {
         &self.metrics
     }
 
+    /// Workers outlive reloads with the sessions pinned to them.
+    pub fn workers(&self) -> &WorkerPool {
+        &self.workers
+    }
+
     /// Tells every session to end (SIGTERM, SPEC 8).
     pub(crate) fn shutdown_all(&self) {
         for (_, handle) in self.cache.iter() {
-            if let Err(mpsc::error::TrySendError::Full(cmd)) = handle.tx.try_send(Command::Shutdown)
-            {
-                let tx = handle.tx.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(cmd).await;
-                });
-            }
+            // A full mailbox belongs to a session flooded with requests;
+            // it ends when the process does.
+            let _ = handle.mailbox.send(Command::Shutdown);
         }
     }
 

@@ -20,11 +20,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use tether_wire::{LineReader, ReplayWindow, SessionId};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::balance::WorkerPin;
 use super::link::{ClientRead, Link};
+use super::mailbox::Mailbox;
 use super::registry::{Registry, SessionHandle, SessionSlot};
 use crate::config::PersistentConfig;
 use crate::metrics::{Direction, Limit, Metrics, SessionState, VhostMetrics};
@@ -103,6 +104,7 @@ impl EndReason {
 pub(crate) struct Opening {
     pub(crate) id: SessionId,
     pub(crate) vhost: Arc<str>,
+    pub(crate) hosts: Arc<[String]>,
     pub(crate) config: Arc<PersistentConfig>,
     pub(crate) peer: SocketAddr,
     pub(crate) worker: TcpStream,
@@ -186,7 +188,7 @@ struct Session {
     config: Arc<PersistentConfig>,
     peer: SocketAddr,
     started: Instant,
-    rx: mpsc::Receiver<Command>,
+    mailbox: Arc<Mailbox>,
     worker: Option<TcpStream>,
     worker_in: LineReader,
     to_worker: BytesMut,
@@ -220,11 +222,11 @@ struct Session {
 /// Starts the task of a session that just opened; it waits for its first
 /// client link (generation 0) and is reachable through the handle.
 pub(crate) fn spawn(opening: Opening) -> SessionHandle {
-    let (tx, rx) = mpsc::channel(8);
+    let mailbox = Arc::new(Mailbox::default());
     let handle = SessionHandle {
         id: opening.id.clone(),
-        vhost: opening.vhost.clone(),
-        tx,
+        hosts: opening.hosts,
+        mailbox: mailbox.clone(),
     };
     let mut worker_in = LineReader::new(opening.config.max_line);
     worker_in.push(&opening.worker_leftover);
@@ -234,7 +236,7 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         vhost: opening.vhost,
         peer: opening.peer,
         started: Instant::now(),
-        rx,
+        mailbox,
         worker: Some(opening.worker),
         worker_in,
         to_worker: BytesMut::new(),
@@ -269,6 +271,7 @@ impl Session {
     async fn run(mut self) {
         self.count_as(Some(SessionState::Detached));
         let reason = std::future::poll_fn(|cx| self.poll_session(cx)).await;
+        self.mailbox.close();
         self.registry.remove(&self.id);
         self.count_as(None);
         self.metrics.session_ended(reason.as_str());
@@ -308,10 +311,7 @@ impl Session {
     /// One pass over every source; `Ok(true)` if anything moved.
     fn step(&mut self, cx: &mut Context<'_>) -> Result<bool, EndReason> {
         let mut moved = false;
-        while let Poll::Ready(cmd) = self.rx.poll_recv(cx) {
-            let Some(cmd) = cmd else {
-                return Err(EndReason::Shutdown);
-            };
+        while let Poll::Ready(cmd) = self.mailbox.poll_recv(cx) {
             self.command(cmd)?;
             moved = true;
         }

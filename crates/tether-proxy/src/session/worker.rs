@@ -238,7 +238,7 @@ async fn read_answer(
         }
         let initial = buf.split_to(n).freeze();
         headers::strip_hop_by_hop(&mut headers, false);
-        headers::strip_session_fields(&mut headers);
+        headers::strip_answer_session_fields(&mut headers);
         headers.remove(header::CONTENT_LENGTH);
         return Ok(WorkerAnswer::Persistent {
             status,
@@ -253,7 +253,7 @@ async fn read_answer(
     let bodyless =
         is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     headers::strip_hop_by_hop(&mut headers, false);
-    headers::strip_session_fields(&mut headers);
+    headers::strip_answer_session_fields(&mut headers);
     let pump = if bodyless || length == Some(0) {
         None
     } else if chunked {
