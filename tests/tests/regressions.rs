@@ -411,7 +411,17 @@ fn unread_body_is_never_read_as_a_second_request() {
         ("candidate POST without Accept", "/x.pphp", "a.test", 406),
         ("POST with an unknown Host", "/x", "unknown.test", 421),
     ];
+    let smuggled_entries = || -> Vec<String> {
+        log.entries()
+            .into_iter()
+            .filter(|e| e.uri.starts_with("/smuggled"))
+            .map(|e| e.raw)
+            .collect()
+    };
+    // Every case runs; the failures of all are reported together.
+    let mut problems = Vec::new();
     for (what, target, host, status) in cases {
+        let seen_before = smuggled_entries().len();
         for i in 0..10 {
             let mut conn = RawConn::connect(tether.addr());
             conn.set_read_timeout(WAIT);
@@ -439,34 +449,34 @@ fn unread_body_is_never_read_as_a_second_request() {
                 b"",
             ));
             let more = responses_until_close(&mut conn, what);
-            assert!(
-                more.len() <= 1,
-                "{what} #{i}: the body was answered as a request: {} more answers after the {status}:\n{}",
-                more.len(),
-                more.iter()
-                    .map(|r| r.head_text())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+            if more.len() > 1 {
+                problems.push(format!(
+                    "{what} (attempt {i}): the body was answered as a request: {} more \
+                     answers after the {status} (at most 1, the sentinel's, allowed):\n{}",
+                    more.len(),
+                    more.iter()
+                        .map(|r| r.head_text())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ));
+                break;
+            }
         }
         // Flush the origin's log with a request straight to nginx, then
-        // check that it never saw the smuggled request.
+        // check that it did not see the smuggled request in this case.
         let flush = format!("/flush-{status}");
         let r = tether_tests::raw_http::get(nginx.addr(), "a.test", &flush);
         assert_eq!(r.status, 404);
         log.wait_for_uri(&flush, WAIT);
-        let smuggled_seen: Vec<String> = log
-            .entries()
-            .into_iter()
-            .filter(|e| e.uri.starts_with("/smuggled"))
-            .map(|e| e.raw)
-            .collect();
-        assert!(
-            smuggled_seen.is_empty(),
-            "{what}: the origin received the body as a request:\n{}",
-            smuggled_seen.join("\n")
-        );
+        let seen = smuggled_entries();
+        if seen.len() > seen_before {
+            problems.push(format!(
+                "{what}: the origin received the body as a request:\n{}",
+                seen[seen_before..].join("\n")
+            ));
+        }
     }
+    assert!(problems.is_empty(), "{}", problems.join("\n---\n"));
 }
 
 // ---------------------------------------------------- 2. resume body
@@ -487,7 +497,14 @@ fn body_of_a_resume_request_is_discarded() {
     for round in 1..=5u64 {
         o.chan.send(format!("r{round}\n").as_bytes());
         sent += 1;
-        assert_eq!(o.chan.line(), format!("{sent} r{round}\n"));
+        assert_eq!(
+            o.chan.line(),
+            format!("{sent} r{round}\n"),
+            "round {round}: SPEC 2: the body of the previous resume must not reach the \
+             worker (its echo numbering must not move); the worker has read {} lines, \
+             {sent} sent",
+            worker_lines(&worker, &sid).len()
+        );
         o.chan.reset();
         // The resume's head and a body of lines, in one write.
         let mut conn = RawConn::connect(a);
