@@ -17,7 +17,7 @@ use crate::forward::Upstreams;
 use crate::headers;
 use crate::metrics::{Metrics, VhostMetrics};
 use crate::router::{host_without_port, Routes, Vhost};
-use crate::session::{self, Registry};
+use crate::session::{self, websocket, Registry};
 
 /// Everything a request needs from one config load. Swapped whole on reload.
 pub struct Runtime {
@@ -122,6 +122,10 @@ async fn forward(
         if route.matches(req.uri().path()) {
             if !upgrade {
                 return session::handle(rt, vhost, route, conn, req).await;
+            }
+            let h = req.headers();
+            if websocket::is_websocket(h) && websocket::offers_persistent(h) {
+                return websocket::accept(rt, vhost, route, conn, &req);
             }
             // A WebSocket that is not a persistent session goes to a worker
             // as an ordinary proxied WebSocket (SPEC 3).

@@ -104,6 +104,7 @@ pub struct VhostMetrics {
     upstream_errors: [AtomicU64; 4],
     sessions: [AtomicI64; 2],
     opened_native: AtomicU64,
+    opened_websocket: AtomicU64,
     ended: [AtomicU64; 10],
     resumes: [AtomicU64; 3],
     takeovers: AtomicU64,
@@ -137,8 +138,13 @@ impl VhostMetrics {
         self.sessions[state as usize].fetch_add(delta, Ordering::Relaxed);
     }
 
-    pub fn session_opened(&self) {
-        self.opened_native.fetch_add(1, Ordering::Relaxed);
+    pub fn session_opened(&self, websocket: bool) {
+        let c = if websocket {
+            &self.opened_websocket
+        } else {
+            &self.opened_native
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn session_ended(&self, reason: &str) {
@@ -383,7 +389,7 @@ impl Metrics {
                 &mut out,
                 "tether_sessions_opened_total",
                 &[("vhost", &m.label), ("transport", "websocket")],
-                0.0,
+                m.opened_websocket.load(Ordering::Relaxed) as f64,
             );
         }
 
@@ -609,6 +615,7 @@ mod tests {
         let m = Metrics::default();
         let v = m.vhost("a\"b.test");
         v.response(204, Duration::from_millis(3));
+        v.session_opened(true);
         v.response(502, Duration::from_secs(20));
         m.limit_hit(Limit::HeaderTimeout);
         let text = m.render(&[]);
@@ -624,6 +631,9 @@ mod tests {
             "tether_request_duration_seconds_bucket{vhost=\"a\\\"b.test\",le=\"+Inf\"} 2\n"
         ));
         assert!(text.contains("tether_limits_hit_total{kind=\"header_timeout\"} 1\n"));
+        assert!(text.contains(
+            "tether_sessions_opened_total{vhost=\"a\\\"b.test\",transport=\"websocket\"} 1\n"
+        ));
         assert!(text.contains("# TYPE tether_request_duration_seconds histogram\n"));
     }
 }

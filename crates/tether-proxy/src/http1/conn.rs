@@ -25,6 +25,7 @@ use super::pump::{BodyPump, PumpEvent};
 use crate::body::{Body, ChannelBody, ClientBodyError};
 use crate::gateway::{self, AnsweredBy, ConnInfo, Runtime};
 use crate::metrics::Limit;
+use crate::session::websocket::{self, WsUpgrade};
 use crate::session::{ClientIo, Handoff};
 
 /// Read-buffer growth step for heads.
@@ -42,6 +43,8 @@ enum Next {
     Upgrade(Response<Body>),
     /// A persistent answer: the connection leaves HTTP for a session.
     Persistent(Response<Body>, Handoff),
+    /// A `101` for a persistent WebSocket session.
+    WebSocket(Response<Body>, WsUpgrade),
 }
 
 enum HeadRead {
@@ -107,6 +110,7 @@ where
                     return;
                 }
                 Next::Persistent(resp, handoff) => return conn.hand_over(resp, handoff).await,
+                Next::WebSocket(resp, up) => return conn.upgrade_session(resp, up).await,
             }
             if conn.buf.is_empty() && conn.buf.capacity() > KEEP_BUFFER {
                 conn.buf = BytesMut::new();
@@ -294,6 +298,19 @@ where
             .extensions_mut()
             .remove::<AnsweredBy>()
             .map_or_else(|| self.rt.unrouted.clone(), |a| a.0);
+        if let Some(up) = resp.extensions_mut().remove::<WsUpgrade>() {
+            answered_by.response(101, started.elapsed());
+            gateway::log_access(
+                self.info.peer,
+                method.as_str(),
+                &String::from_utf8_lossy(&head.target),
+                101,
+                0,
+                started.elapsed(),
+                true,
+            );
+            return Next::WebSocket(resp, up);
+        }
         if head.upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             answered_by.response(101, started.elapsed());
             gateway::log_access(
@@ -455,6 +472,27 @@ where
         drop(self.buf);
         let io = self.reader.unsplit(self.writer);
         handoff.attach(Box::new(io));
+    }
+
+    /// A `101` for a persistent WebSocket session: bytes read past the
+    /// upgrade request are the client's first frames and go with the
+    /// connection (unlike a native answer's, SPEC 3 vs SPEC 2).
+    async fn upgrade_session(mut self, resp: Response<Body>, up: WsUpgrade) {
+        let (parts, _) = resp.into_parts();
+        self.out.clear();
+        encode::encode_head(
+            &mut self.out,
+            parts.status,
+            &parts.headers,
+            OutFraming::Bodyless,
+            Some("Upgrade"),
+        );
+        let stall = self.rt.server.idle_timeout;
+        if !self.flush_out(stall).await {
+            return;
+        }
+        let io = self.reader.unsplit(self.writer);
+        tokio::spawn(websocket::run(Box::new(io), self.buf, up));
     }
 
     /// After a `101` from the origin: write it, then relay bytes both ways.

@@ -1,28 +1,32 @@
 //! A client connection attached to a session, seen by the session task as
 //! lines in and bytes out. The session task knows nothing else of the
-//! transport: the native HTTP/1.1 link is a raw byte stream after the answer
-//! head; the WebSocket link (SPEC 3) slots in beside it as another variant.
+//! transport: the native HTTP/1.1 link (`native`) is a raw byte stream
+//! after the answer head; the WebSocket link (`websocket`, SPEC 3) carries
+//! lines in text frames and control records in binary ones.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use tether_wire::LineReader;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::native::NativeLink;
+use super::websocket::WsLink;
+
 /// Size of the per-thread read buffer that session sockets are read into.
 const SCRATCH: usize = 16 * 1024;
-/// Send buffer on native session sockets: lines in socket buffers are
-/// "sent" but may never arrive, so keep them few (SPEC 4 "Replay window").
+/// Send buffer on session sockets: lines in socket buffers are "sent" but
+/// may never arrive, so keep them few (SPEC 4 "Replay window").
 const SESSION_SNDBUF: usize = 16 * 1024;
 
 /// A client connection the gateway can hand to a session.
 pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
-    /// Socket settings for a native session connection (SPEC 4
-    /// "Liveness of native clients").
+    /// Socket settings for a session connection (SPEC 4 "Liveness of
+    /// native clients").
     fn tune_for_session(&self) {}
 }
 
@@ -44,14 +48,15 @@ thread_local! {
         std::cell::RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
 }
 
-/// Reads what `io` has into `lines`, through a per-thread buffer: a session
-/// owns only the bytes it actually received, never a read buffer of its
-/// own, so idle sessions stay small and what one keeps (a partial line, a
-/// line in its replay window) does not pin a large allocation.
-pub(crate) fn poll_read_lines<R: AsyncRead + Unpin + ?Sized>(
+/// Reads what `io` has through a per-thread buffer and hands the bytes to
+/// `sink`: a session owns only the bytes it actually received, never a read
+/// buffer of its own, so idle sessions stay small and what one keeps (a
+/// partial line, a line in its replay window) does not pin a large
+/// allocation. `Ready(Ok(0))` is the end of the stream.
+pub(crate) fn poll_read_with<R: AsyncRead + Unpin + ?Sized>(
     io: &mut R,
     cx: &mut Context<'_>,
-    lines: &mut LineReader,
+    sink: impl FnOnce(&[u8]),
 ) -> Poll<io::Result<usize>> {
     SCRATCH_BUF.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
@@ -59,7 +64,7 @@ pub(crate) fn poll_read_lines<R: AsyncRead + Unpin + ?Sized>(
         match Pin::new(io).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => {
                 let n = rb.filled().len();
-                lines.push(rb.filled());
+                sink(rb.filled());
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -68,92 +73,116 @@ pub(crate) fn poll_read_lines<R: AsyncRead + Unpin + ?Sized>(
     })
 }
 
+/// [`poll_read_with`] into a line reader.
+pub(crate) fn poll_read_lines<R: AsyncRead + Unpin + ?Sized>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+    lines: &mut LineReader,
+) -> Poll<io::Result<usize>> {
+    poll_read_with(io, cx, |data| lines.push(data))
+}
+
 /// What reading a client produced.
 pub(crate) enum ClientRead {
     Line(Bytes),
+    /// The client has received lines up to this count (WebSocket `ack`).
+    Ack(u64),
     /// The client closed or the connection failed: detach.
     Gone,
+    /// The client ended the session (WebSocket close 1000).
+    End,
     /// A line over `max_line`: the session ends.
     TooLong,
+    /// The client broke the transport's rules: the session ends.
+    Broken {
+        code: u16,
+        reason: &'static str,
+    },
 }
 
-/// A native (HTTP/1.1) client connection after its answer head.
-pub(crate) struct Link {
-    io: Box<dyn ClientIo>,
-    input: LineReader,
-    out: BytesMut,
-    eof: bool,
+/// Why a line cannot be sent on a link.
+#[derive(Debug)]
+pub(crate) struct NotUtf8;
+
+/// How a link is closed when its session ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CloseWith {
+    /// WebSocket close code; a native link just closes.
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
+}
+
+/// A client connection attached to a session.
+pub(crate) enum Link {
+    Native(NativeLink),
+    WebSocket(WsLink),
 }
 
 impl Link {
-    pub(crate) fn native(io: Box<dyn ClientIo>, max_line: usize) -> Link {
-        io.tune_for_session();
-        Link {
-            io,
-            input: LineReader::new(max_line),
-            out: BytesMut::new(),
-            eof: false,
+    /// Bytes queued toward the client and not yet written.
+    pub(crate) fn pending(&self) -> usize {
+        match self {
+            Link::Native(l) => l.pending(),
+            Link::WebSocket(l) => l.pending(),
         }
     }
 
-    /// Bytes queued toward the client and not yet written.
-    pub(crate) fn pending(&self) -> usize {
-        self.out.len()
+    /// Queues one line (LF included) for the client.
+    pub(crate) fn queue(&mut self, line: &[u8]) -> Result<(), NotUtf8> {
+        match self {
+            Link::Native(l) => {
+                l.queue(line);
+                Ok(())
+            }
+            Link::WebSocket(l) => l.queue_line(line),
+        }
     }
 
-    pub(crate) fn queue(&mut self, line: &[u8]) {
-        self.out.extend_from_slice(line);
-    }
-
-    /// The next whole client line, if one can be had without blocking.
     pub(crate) fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<ClientRead> {
-        loop {
-            match self.input.next_line() {
-                Ok(Some(line)) => return Poll::Ready(ClientRead::Line(line)),
-                Ok(None) => {}
-                Err(_) => return Poll::Ready(ClientRead::TooLong),
-            }
-            if self.eof {
-                return Poll::Ready(ClientRead::Gone);
-            }
-            match poll_read_lines(&mut self.io, cx, &mut self.input) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    // Bytes after the last LF are not a line (SPEC 2).
-                    self.input.discard_partial();
-                    self.eof = true;
-                }
-                Poll::Ready(Ok(_)) => {}
-                Poll::Pending => {
-                    // Idle sessions hold no read buffer.
-                    self.input.shrink();
-                    return Poll::Pending;
-                }
-            }
+        match self {
+            Link::Native(l) => l.poll_line(cx),
+            Link::WebSocket(l) => l.poll_line(cx),
         }
     }
 
     /// Writes what it can of the queued bytes; `Ready(Ok(()))` when some
     /// progress was made.
     pub(crate) fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.io).poll_write(cx, &self.out) {
-            Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(n)) => {
-                self.out.advance(n);
-                if self.out.is_empty() {
-                    self.out = BytesMut::new();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+        match self {
+            Link::Native(l) => l.poll_write_some(cx),
+            Link::WebSocket(l) => l.poll_write_some(cx),
         }
     }
 
-    /// Ends the connection after everything queued was written (EOF).
-    pub(crate) fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
-            std::task::ready!(self.poll_write_some(cx))?;
+    /// Everything queued is written, then the end (native EOF, WebSocket
+    /// close with `close.code`).
+    pub(crate) fn poll_finish(
+        &mut self,
+        cx: &mut Context<'_>,
+        close: CloseWith,
+    ) -> Poll<io::Result<()>> {
+        match self {
+            Link::Native(l) => l.poll_finish(cx),
+            Link::WebSocket(l) => l.poll_finish(cx, close),
         }
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    /// `Ready` when the transport's own liveness check says the client is
+    /// gone (WebSocket: no pong for 30 s); native liveness is the kernel's.
+    pub(crate) fn poll_dead(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Link::Native(_) => Poll::Pending,
+            Link::WebSocket(l) => l.poll_dead(cx),
+        }
+    }
+
+    /// Closes now, without waiting: a WebSocket gets its close frame if the
+    /// socket takes it at once (takeover 4409, errors); then the
+    /// connection is dropped.
+    pub(crate) fn abort(self, close: CloseWith) {
+        match self {
+            Link::Native(_) => {}
+            Link::WebSocket(l) => l.abort(close),
+        }
     }
 }

@@ -14,8 +14,10 @@
 pub mod balance;
 mod link;
 mod mailbox;
+mod native;
 pub mod registry;
 mod task;
+pub(crate) mod websocket;
 mod worker;
 
 use std::sync::Arc;
@@ -31,8 +33,9 @@ pub use registry::Registry;
 
 use self::balance::{WorkerPool, Workers};
 use self::link::Link;
+use self::native::NativeLink;
 use self::registry::{Refusal, SessionHandle};
-use self::task::{Command, Opening};
+use self::task::{Command, Opening, Resumed};
 use self::worker::{OpenLimits, WorkerAnswer};
 use crate::body::Body;
 use crate::config::PersistentConfig;
@@ -77,7 +80,7 @@ impl Handoff {
     pub(crate) fn attach(self, io: Box<dyn ClientIo>) {
         let cmd = Command::Attach {
             gen: self.gen,
-            link: Box::new(Link::native(io, self.max_line)),
+            link: Box::new(Link::Native(NativeLink::new(io, self.max_line))),
         };
         // Refused only when the session has ended: the connection closes.
         let _ = self.handle.mailbox.send(cmd);
@@ -189,6 +192,25 @@ fn lookup(rt: &Runtime, raw: &[u8], vhost: &Vhost) -> Option<SessionHandle> {
     rt.sessions.find(&id, vhost)
 }
 
+/// A resume of `raw_id` at count `received` on `vhost`, whatever the
+/// transport: the session's handle and its answer, or `None` for the one
+/// "gone" of SPEC 4.
+pub(crate) async fn resume_session(
+    rt: &Runtime,
+    vhost: &Vhost,
+    raw_id: &[u8],
+    received: u64,
+) -> Option<(SessionHandle, Resumed)> {
+    let handle = lookup(rt, raw_id, vhost)?;
+    let (reply, answer) = oneshot::channel();
+    let cmd = Command::Resume { received, reply };
+    handle.mailbox.send(cmd).ok()?;
+    let Ok(Ok(resumed)) = answer.await else {
+        return None;
+    };
+    Some((handle, resumed))
+}
+
 async fn resume(
     rt: &Runtime,
     vhost: &Vhost,
@@ -196,15 +218,7 @@ async fn resume(
     raw_id: &[u8],
     received: u64,
 ) -> Response<Body> {
-    let Some(handle) = lookup(rt, raw_id, vhost) else {
-        return gone();
-    };
-    let (reply, answer) = oneshot::channel();
-    let cmd = Command::Resume { received, reply };
-    if handle.mailbox.send(cmd).is_err() {
-        return gone();
-    }
-    let Ok(Ok(resumed)) = answer.await else {
+    let Some((handle, resumed)) = resume_session(rt, vhost, raw_id, received).await else {
         return gone();
     };
     let handoff = Handoff {
@@ -222,13 +236,84 @@ async fn resume(
     )
 }
 
+/// A session the worker opened; its task waits for the first client link
+/// (generation 0).
+pub(crate) struct Opened {
+    pub(crate) handle: SessionHandle,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) initial: Bytes,
+}
+
+/// Why no session opened, with the status that says so (WebSocket: 4000 +
+/// status); a worker's plain answer comes whole.
+pub(crate) enum NotOpened {
+    Refused(StatusCode, &'static str),
+    Plain(Response<Body>),
+}
+
+impl NotOpened {
+    fn into_response(self) -> Response<Body> {
+        match self {
+            NotOpened::Plain(resp) => resp,
+            NotOpened::Refused(status, text) => {
+                let resp = text_response(status, text);
+                if status == StatusCode::SERVICE_UNAVAILABLE
+                    || status == StatusCode::TOO_MANY_REQUESTS
+                {
+                    with_retry_after(resp)
+                } else {
+                    resp
+                }
+            }
+        }
+    }
+}
+
 async fn open(
     rt: &Runtime,
     vhost: &Arc<Vhost>,
     route: &PersistentRoute,
     conn: ConnInfo,
-    mut req: Request<Body>,
+    req: Request<Body>,
 ) -> Response<Body> {
+    match open_session(rt, vhost, route, conn, req, Transport::Native).await {
+        Ok(opened) => {
+            let handoff = Handoff {
+                handle: opened.handle.clone(),
+                gen: 0,
+                max_line: route.config.max_line,
+            };
+            persistent_answer(
+                opened.status,
+                &opened.handle.id,
+                0,
+                opened.initial,
+                opened.headers,
+                handoff,
+            )
+        }
+        Err(not) => not.into_response(),
+    }
+}
+
+/// The transport a session was opened over (`tether_sessions_opened_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Native,
+    WebSocket,
+}
+
+/// Opens a session on a worker (SPEC 2 step 5 and 6), whatever the
+/// transport: limits, a new SessionID, a worker, the forwarded request.
+pub(crate) async fn open_session(
+    rt: &Runtime,
+    vhost: &Arc<Vhost>,
+    route: &PersistentRoute,
+    conn: ConnInfo,
+    mut req: Request<Body>,
+    transport: Transport,
+) -> Result<Opened, NotOpened> {
     let config = &route.config;
     let label: Arc<str> = Arc::from(vhost.label());
     let slot = match rt.sessions.admit(
@@ -239,13 +324,13 @@ async fn open(
     ) {
         Ok(slot) => slot,
         Err(Refusal::Sessions) => {
-            return with_retry_after(text_response(
+            return Err(NotOpened::Refused(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many sessions on this server; try again soon\n",
             ))
         }
         Err(Refusal::SessionsPerIp) => {
-            return with_retry_after(text_response(
+            return Err(NotOpened::Refused(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many sessions from this address; try again soon\n",
             ))
@@ -253,10 +338,10 @@ async fn open(
     };
     let id = mint();
     let Some(worker) = route.workers.pick(&id) else {
-        return text_response(
+        return Err(NotOpened::Refused(
             StatusCode::BAD_GATEWAY,
             "no worker is up to serve this session\n",
-        );
+        ));
     };
 
     let host = req
@@ -297,11 +382,14 @@ async fn open(
             } else {
                 e.kind.status()
             };
-            return text_response(status, "the worker could not open the session\n");
+            return Err(NotOpened::Refused(
+                status,
+                "the worker could not open the session\n",
+            ));
         }
     };
     match answer {
-        WorkerAnswer::Plain(resp) => resp,
+        WorkerAnswer::Plain(resp) => Err(NotOpened::Plain(resp)),
         WorkerAnswer::Persistent {
             status,
             headers,
@@ -322,14 +410,16 @@ async fn open(
                 registry: rt.sessions.clone(),
                 metrics: vhost.metrics.clone(),
             });
-            vhost.metrics.session_opened();
+            vhost
+                .metrics
+                .session_opened(transport == Transport::WebSocket);
             tracing::debug!(session = ?id, worker = %worker.url.as_written, "session opened");
-            let handoff = Handoff {
+            Ok(Opened {
                 handle,
-                gen: 0,
-                max_line: config.max_line,
-            };
-            persistent_answer(status, &id, 0, initial, headers, handoff)
+                status,
+                headers,
+                initial,
+            })
         }
     }
 }

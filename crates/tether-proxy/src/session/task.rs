@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::balance::WorkerPin;
-use super::link::{poll_read_lines, ClientRead, Link};
+use super::link::{poll_read_lines, ClientRead, CloseWith, Link};
 use super::mailbox::Mailbox;
 use super::registry::{Registry, SessionHandle, SessionSlot};
 use crate::config::PersistentConfig;
@@ -58,8 +58,11 @@ pub(crate) enum Command {
     /// `DELETE`: the worker connection is closed before the reply.
     End { reply: oneshot::Sender<()> },
     /// SIGTERM: the worker connection is closed, an attached client gets
-    /// its remaining lines and EOF.
+    /// its remaining lines and EOF (WebSocket: close 1012).
     Shutdown,
+    /// The opening transport found the session unusable (a WebSocket
+    /// client and an initial body that is not UTF-8): it ends at once.
+    Fail(EndReason),
 }
 
 /// A successful resume: the answer carries `delivered`; the connection that
@@ -82,6 +85,7 @@ pub(crate) enum EndReason {
     GraceExpired,
     ResumeGone,
     LineTooLong,
+    ProtocolError,
     Shutdown,
 }
 
@@ -93,9 +97,23 @@ impl EndReason {
             EndReason::GraceExpired => "grace_expired",
             EndReason::ResumeGone => "resume_gone",
             EndReason::LineTooLong => "line_too_long",
+            EndReason::ProtocolError => "protocol_error",
             EndReason::Shutdown => "shutdown",
         }
     }
+}
+
+/// How an attached WebSocket is closed when a session ends for `reason`
+/// (SPEC 3 "Close codes"); a native link just closes.
+fn close_for(reason: EndReason) -> CloseWith {
+    let (code, reason) = match reason {
+        EndReason::Shutdown => (1012, "shutdown"),
+        EndReason::LineTooLong => (1009, "line_too_long"),
+        EndReason::ProtocolError => (1007, "protocol_error"),
+        EndReason::ResumeGone => (4410, "resume impossible"),
+        _ => (1000, reason.as_str()),
+    };
+    CloseWith { code, reason }
 }
 
 /// Everything a new session starts with.
@@ -206,6 +224,9 @@ struct Session {
     /// Why the session ends once its remaining lines are out, when the
     /// gateway (not the worker) closed the worker side.
     ending: Option<EndReason>,
+    /// How an attached WebSocket is closed when the session ends on an
+    /// error; `None`: by the reason's usual code.
+    close_with: Option<CloseWith>,
     worker_rate: RateGate,
     client_rate: RateGate,
     stats: Stats,
@@ -248,6 +269,7 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         grace: Some(Box::pin(tokio::time::sleep(config.resume_grace))),
         write_stall: None,
         ending: None,
+        close_with: None,
         worker_rate: RateGate::new(config.max_lines_per_second),
         client_rate: RateGate::new(config.max_lines_per_second),
         config,
@@ -269,6 +291,9 @@ impl Session {
     async fn run(mut self) {
         self.count_as(Some(SessionState::Detached));
         let reason = std::future::poll_fn(|cx| self.poll_session(cx)).await;
+        if let Some(link) = self.link.take() {
+            link.abort(self.close_with.unwrap_or_else(|| close_for(reason)));
+        }
         self.mailbox.close();
         self.registry.remove(&self.id);
         self.count_as(None);
@@ -313,16 +338,28 @@ impl Session {
             self.command(cmd)?;
             moved = true;
         }
+        if self
+            .link
+            .as_mut()
+            .is_some_and(|l| l.poll_dead(cx).is_ready())
+        {
+            tracing::debug!(session = ?self.id, "no pong for 30 s: detached");
+            self.detached();
+            moved = true;
+        }
         moved |= self.read_worker(cx)?;
-        moved |= self.feed_link();
+        moved |= self.feed_link()?;
         moved |= self.write_link(cx);
         moved |= self.read_client(cx)?;
         moved |= self.write_worker(cx);
         if self.worker.is_none() && self.backlog.is_empty() {
+            let reason = self.finish_reason();
             if let Some(link) = &mut self.link {
-                // Finishing and attached: every line written, then EOF.
-                if link.poll_finish(cx).is_ready() {
-                    return Err(self.finish_reason());
+                // Finishing and attached: every line written, then EOF
+                // (WebSocket: close 1000, or 1012 when the gateway stops).
+                if link.poll_finish(cx, close_for(reason)).is_ready() {
+                    self.link = None;
+                    return Err(reason);
                 }
             }
         }
@@ -365,7 +402,11 @@ impl Session {
                     let _ = reply.send(Err(Gone));
                     return Err(EndReason::ResumeGone);
                 }
-                if self.link.take().is_some() {
+                if let Some(old) = self.link.take() {
+                    old.abort(CloseWith {
+                        code: 4409,
+                        reason: "taken over",
+                    });
                     self.stats.takeovers += 1;
                     self.metrics.takeover();
                 }
@@ -384,10 +425,20 @@ impl Session {
                     return Ok(());
                 };
                 self.awaiting = None;
-                for line in self.replay.replay_after(from) {
-                    link.queue(line);
-                }
+                let replayed = self
+                    .replay
+                    .replay_after(from)
+                    .try_for_each(|line| link.queue(line));
                 self.link = Some(*link);
+                if replayed.is_err() {
+                    // A session opened natively, resumed over WebSocket,
+                    // with lines a browser cannot take.
+                    self.close_with = Some(CloseWith {
+                        code: 4502,
+                        reason: "not utf-8",
+                    });
+                    return Err(EndReason::ProtocolError);
+                }
                 self.count_as(Some(SessionState::Attached));
                 self.grace = None;
                 self.write_stall = None;
@@ -400,6 +451,7 @@ impl Session {
                     return Err(EndReason::ClientEnd);
                 }
             }
+            Command::Fail(reason) => return Err(reason),
             Command::Shutdown => {
                 self.worker = None;
                 self.ending = Some(EndReason::Shutdown);
@@ -473,9 +525,9 @@ impl Session {
 
     /// Moves worker lines onto the client link; from here they count as
     /// sent and are kept for replay.
-    fn feed_link(&mut self) -> bool {
+    fn feed_link(&mut self) -> Result<bool, EndReason> {
         let Some(link) = &mut self.link else {
-            return false;
+            return Ok(false);
         };
         let mut moved = false;
         while link.pending() < LINK_HIGH {
@@ -484,7 +536,13 @@ impl Session {
             };
             self.backlog_bytes -= line.len();
             self.metrics.backlog_bytes(-(line.len() as i64));
-            link.queue(&line);
+            if link.queue(&line).is_err() {
+                self.close_with = Some(CloseWith {
+                    code: 4502,
+                    reason: "not utf-8",
+                });
+                return Err(EndReason::ProtocolError);
+            }
             let held = self.replay.held_bytes();
             self.replay.push(line);
             self.metrics
@@ -494,7 +552,7 @@ impl Session {
         if self.backlog.is_empty() && self.backlog.capacity() > 64 {
             self.backlog = VecDeque::new();
         }
-        moved
+        Ok(moved)
     }
 
     fn write_link(&mut self, cx: &mut Context<'_>) -> bool {
@@ -553,11 +611,27 @@ impl Session {
                         self.to_worker.extend_from_slice(&line);
                     }
                 }
+                Poll::Ready(ClientRead::Ack(n)) => {
+                    moved = true;
+                    let held = self.replay.held_bytes();
+                    self.replay.ack(n.min(self.replay.sent()));
+                    self.metrics
+                        .replay_bytes(self.replay.held_bytes() as i64 - held as i64);
+                }
                 Poll::Ready(ClientRead::Gone) => {
                     self.detached();
                     return Ok(true);
                 }
+                Poll::Ready(ClientRead::End) => {
+                    // Close 1000 from the client: answered at once, unsent
+                    // lines discarded, the worker closed (SPEC 3).
+                    return Err(EndReason::ClientEnd);
+                }
                 Poll::Ready(ClientRead::TooLong) => return Err(EndReason::LineTooLong),
+                Poll::Ready(ClientRead::Broken { code, reason }) => {
+                    self.close_with = Some(CloseWith { code, reason });
+                    return Err(EndReason::ProtocolError);
+                }
             }
         }
     }

@@ -1,0 +1,86 @@
+//! The native transport's link: after the answer head the connection is a
+//! byte stream of lines both ways (SPEC 2).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tether_wire::LineReader;
+use tokio::io::AsyncWrite;
+
+use super::link::{poll_read_lines, ClientIo, ClientRead};
+
+pub(crate) struct NativeLink {
+    io: Box<dyn ClientIo>,
+    input: LineReader,
+    out: BytesMut,
+    eof: bool,
+}
+
+impl NativeLink {
+    pub(crate) fn new(io: Box<dyn ClientIo>, max_line: usize) -> NativeLink {
+        io.tune_for_session();
+        NativeLink {
+            io,
+            input: LineReader::new(max_line),
+            out: BytesMut::new(),
+            eof: false,
+        }
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    pub(crate) fn queue(&mut self, line: &[u8]) {
+        self.out.extend_from_slice(line);
+    }
+
+    pub(crate) fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<ClientRead> {
+        loop {
+            match self.input.next_line() {
+                Ok(Some(line)) => return Poll::Ready(ClientRead::Line(line)),
+                Ok(None) => {}
+                Err(_) => return Poll::Ready(ClientRead::TooLong),
+            }
+            if self.eof {
+                return Poll::Ready(ClientRead::Gone);
+            }
+            match poll_read_lines(&mut self.io, cx, &mut self.input) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    // Bytes after the last LF are not a line (SPEC 2).
+                    self.input.discard_partial();
+                    self.eof = true;
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => {
+                    self.input.shrink();
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.io).poll_write(cx, &self.out) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                self.out.advance(n);
+                if self.out.is_empty() {
+                    self.out = BytesMut::new();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    pub(crate) fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            std::task::ready!(self.poll_write_some(cx))?;
+        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

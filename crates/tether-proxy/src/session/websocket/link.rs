@@ -1,0 +1,292 @@
+//! The WebSocket transport's link (SPEC 3): text frames carry lines (one
+//! frame, one line, without its LF), binary frames carry control records;
+//! the gateway pings every 15 s and a client silent for 30 s is gone.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tether_wire::ClientControl;
+use tokio::io::AsyncWrite;
+use tokio::time::{Instant, Sleep};
+
+use super::frame::{self, Frame};
+use crate::session::link::{poll_read_with, ClientIo, ClientRead, CloseWith, NotUtf8};
+
+const PING_EVERY: Duration = Duration::from_secs(15);
+const DEAD_AFTER: Duration = Duration::from_secs(30);
+
+pub(crate) struct WsLink {
+    io: Box<dyn ClientIo>,
+    /// Bytes of frames not yet whole.
+    input: BytesMut,
+    /// A fragmented message being put together: its opcode and bytes.
+    message: Option<(u8, BytesMut)>,
+    out: BytesMut,
+    max_line: usize,
+    eof: bool,
+    close_sent: bool,
+    last_heard: Instant,
+    ping: Option<Pin<Box<Sleep>>>,
+}
+
+impl WsLink {
+    /// A link over an upgraded connection; `input` holds the bytes read
+    /// past the upgrade request (the client's first frames).
+    pub(crate) fn new(io: Box<dyn ClientIo>, input: BytesMut, max_line: usize) -> WsLink {
+        io.tune_for_session();
+        WsLink {
+            io,
+            input,
+            message: None,
+            out: BytesMut::new(),
+            max_line,
+            eof: false,
+            close_sent: false,
+            last_heard: Instant::now(),
+            ping: None,
+        }
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Queues a line as a text frame; lines must be UTF-8 for browsers.
+    pub(crate) fn queue_line(&mut self, line: &[u8]) -> Result<(), NotUtf8> {
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        std::str::from_utf8(text).map_err(|_| NotUtf8)?;
+        frame::encode(&mut self.out, frame::OP_TEXT, text);
+        Ok(())
+    }
+
+    /// Queues a text frame that is not a line (the initial body).
+    pub(crate) fn queue_text(&mut self, text: &[u8]) -> Result<(), NotUtf8> {
+        std::str::from_utf8(text).map_err(|_| NotUtf8)?;
+        frame::encode(&mut self.out, frame::OP_TEXT, text);
+        Ok(())
+    }
+
+    /// Queues a control record (a binary frame).
+    pub(crate) fn queue_control(&mut self, record: &[u8]) {
+        frame::encode(&mut self.out, frame::OP_BINARY, record);
+    }
+
+    /// The next whole data message, answering pings on the way.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<(u8, Bytes), ClientRead>> {
+        loop {
+            match frame::decode(&mut self.input, self.max_line) {
+                Err(e) if e.code == frame::CLOSE_TOO_BIG => {
+                    return Poll::Ready(Err(ClientRead::TooLong))
+                }
+                Err(e) => {
+                    return Poll::Ready(Err(ClientRead::Broken {
+                        code: e.code,
+                        reason: e.reason,
+                    }))
+                }
+                Ok(Some(f)) => {
+                    self.last_heard = Instant::now();
+                    if let Some(done) = self.take_frame(f) {
+                        return Poll::Ready(done);
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+            }
+            if self.eof {
+                return Poll::Ready(Err(ClientRead::Gone));
+            }
+            let input = &mut self.input;
+            match poll_read_with(&mut self.io, cx, |data| input.extend_from_slice(data)) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.eof = true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => {
+                    if self.input.is_empty() && self.input.capacity() > 0 {
+                        self.input = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Handles one frame; `Some` when a message is whole or the link ends.
+    fn take_frame(&mut self, f: Frame) -> Option<Result<(u8, Bytes), ClientRead>> {
+        match f.opcode {
+            frame::OP_PING => {
+                frame::encode(&mut self.out, frame::OP_PONG, &f.payload);
+                None
+            }
+            frame::OP_PONG => None,
+            frame::OP_CLOSE => Some(Err(
+                if frame::close_code(&f.payload) == frame::CLOSE_NORMAL {
+                    ClientRead::End
+                } else {
+                    ClientRead::Gone
+                },
+            )),
+            frame::OP_CONTINUATION => {
+                let Some((opcode, mut bytes)) = self.message.take() else {
+                    return Some(Err(protocol("continuation without a message")));
+                };
+                if bytes.len() + f.payload.len() > self.max_line {
+                    return Some(Err(ClientRead::TooLong));
+                }
+                bytes.extend_from_slice(&f.payload);
+                if f.fin {
+                    Some(Ok((opcode, bytes.freeze())))
+                } else {
+                    self.message = Some((opcode, bytes));
+                    None
+                }
+            }
+            opcode => {
+                if self.message.is_some() {
+                    return Some(Err(protocol("new message inside a fragmented one")));
+                }
+                if f.fin {
+                    Some(Ok((opcode, f.payload)))
+                } else {
+                    self.message = Some((opcode, BytesMut::from(&f.payload[..])));
+                    None
+                }
+            }
+        }
+    }
+
+    /// The first message of a connection: it must be a control record.
+    pub(crate) fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ()>> {
+        match std::task::ready!(self.poll_message(cx)) {
+            Ok((frame::OP_BINARY, payload)) => Poll::Ready(Ok(payload)),
+            _ => Poll::Ready(Err(())),
+        }
+    }
+
+    pub(crate) fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<ClientRead> {
+        let (opcode, payload) = match std::task::ready!(self.poll_message(cx)) {
+            Ok(m) => m,
+            Err(read) => return Poll::Ready(read),
+        };
+        if opcode == frame::OP_BINARY {
+            return Poll::Ready(match ClientControl::parse(&payload) {
+                Ok(ClientControl::Ack(n)) => ClientRead::Ack(n),
+                _ => ClientRead::Broken {
+                    code: 4400,
+                    reason: "bad control record",
+                },
+            });
+        }
+        if std::str::from_utf8(&payload).is_err() {
+            return Poll::Ready(ClientRead::Broken {
+                code: frame::CLOSE_INVALID_DATA,
+                reason: "invalid utf-8",
+            });
+        }
+        if payload.contains(&b'\n') {
+            return Poll::Ready(ClientRead::Broken {
+                code: frame::CLOSE_INVALID_DATA,
+                reason: "protocol_error",
+            });
+        }
+        if payload.len() + 1 > self.max_line {
+            return Poll::Ready(ClientRead::TooLong);
+        }
+        let mut line = BytesMut::with_capacity(payload.len() + 1);
+        line.put_slice(&payload);
+        line.put_u8(b'\n');
+        Poll::Ready(ClientRead::Line(line.freeze()))
+    }
+
+    pub(crate) fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.io).poll_write(cx, &self.out) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                self.out.advance(n);
+                if self.out.is_empty() {
+                    self.out = BytesMut::new();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Writes everything queued; used before the link joins a session.
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            while !self.out.is_empty() {
+                std::task::ready!(self.poll_write_some(cx))?;
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    pub(crate) fn poll_finish(
+        &mut self,
+        cx: &mut Context<'_>,
+        close: CloseWith,
+    ) -> Poll<io::Result<()>> {
+        if !self.close_sent {
+            frame::encode_close(&mut self.out, close.code, close.reason);
+            self.close_sent = true;
+        }
+        while !self.out.is_empty() {
+            std::task::ready!(self.poll_write_some(cx))?;
+        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    /// Closes with `close` as far as the socket takes it at once.
+    pub(crate) fn abort(mut self, close: CloseWith) {
+        if !self.close_sent {
+            // Unsent lines are not owed to a connection that is closed.
+            self.out.clear();
+            frame::encode_close(&mut self.out, close.code, close.reason);
+            self.close_sent = true;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = self.poll_write_some(&mut cx);
+        let _ = Pin::new(&mut self.io).poll_shutdown(&mut cx);
+    }
+
+    /// Closes a link that never joined a session, waiting at most a moment
+    /// for the close frame to go out.
+    pub(crate) async fn close(mut self, close: CloseWith) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = std::future::poll_fn(|cx| self.poll_finish(cx, close)).await;
+        })
+        .await;
+    }
+
+    /// Pings every 15 s; `Ready` once the client was silent for 30 s.
+    pub(crate) fn poll_dead(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let ping = self
+                .ping
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(PING_EVERY)));
+            if ping.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if self.last_heard.elapsed() >= DEAD_AFTER {
+                return Poll::Ready(());
+            }
+            frame::encode(&mut self.out, frame::OP_PING, b"");
+            ping.as_mut().reset(Instant::now() + PING_EVERY);
+        }
+    }
+}
+
+/// A frame sequence RFC 6455 forbids (the why is for debugging only).
+fn protocol(why: &'static str) -> ClientRead {
+    tracing::debug!(why, "WebSocket protocol error");
+    ClientRead::Broken {
+        code: frame::CLOSE_PROTOCOL,
+        reason: "protocol_error",
+    }
+}

@@ -1,0 +1,188 @@
+//! The WebSocket transport of persistent sessions (SPEC 3).
+//!
+//! An upgrade to a candidate path that offers the `persistent` subprotocol
+//! is answered `101` by the gateway itself ([`accept`]); the client's first
+//! message, a control record, then says whether it opens a new session or
+//! resumes one ([`run`]). Failures after the upgrade are close codes,
+//! `4000 + status`. From then on the session task sees a [`WsLink`] like
+//! any other link.
+
+mod frame;
+mod handshake;
+mod link;
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use tether_wire::{encode_open, ClientControl};
+
+pub(crate) use self::handshake::{is_websocket, offers_persistent};
+pub(crate) use self::link::WsLink;
+
+use super::link::{ClientIo, CloseWith, Link};
+use super::task::{Command, EndReason};
+use super::{open_session, resume_session, NotOpened, PersistentRoute, Transport};
+use crate::body::Body;
+use crate::gateway::{text_response, ConnInfo, Runtime};
+use crate::metrics::ResumeResult;
+use crate::router::Vhost;
+
+/// What the connection needs to run the session side of an accepted
+/// upgrade; rides in the `101` answer's extensions.
+#[derive(Clone)]
+pub(crate) struct WsUpgrade {
+    rt: Arc<Runtime>,
+    vhost: Arc<Vhost>,
+    conn: ConnInfo,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+/// Answers a persistent WebSocket upgrade: `403` for a foreign Origin,
+/// `400` for a malformed handshake, else `101` with the subprotocol.
+pub(crate) fn accept(
+    rt: &Arc<Runtime>,
+    vhost: &Arc<Vhost>,
+    route: &PersistentRoute,
+    conn: ConnInfo,
+    req: &Request<Body>,
+) -> Response<Body> {
+    let headers = req.headers();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
+    if !handshake::origin_allowed(origin, host, conn.https, &route.config.allowed_origins) {
+        return text_response(
+            StatusCode::FORBIDDEN,
+            "this page's origin may not open a session here\n",
+        );
+    }
+    let Some(key) = handshake::client_key(headers) else {
+        return text_response(StatusCode::BAD_REQUEST, "malformed WebSocket handshake\n");
+    };
+    let mut resp = Response::new(Body::Empty);
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&handshake::accept_key(crate::http1::trim(key.as_bytes())))
+            .expect("base64 is a valid value"),
+    );
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(handshake::SUBPROTOCOL),
+    );
+    resp.extensions_mut().insert(WsUpgrade {
+        rt: rt.clone(),
+        vhost: vhost.clone(),
+        conn,
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+    });
+    resp
+}
+
+fn close(code: u16, reason: &'static str) -> CloseWith {
+    CloseWith { code, reason }
+}
+
+/// Runs an accepted upgrade after the `101`: the first control record,
+/// then a new session or a resume; `input` holds bytes read past the
+/// upgrade request.
+pub(crate) async fn run(io: Box<dyn ClientIo>, input: BytesMut, up: WsUpgrade) {
+    let vhost = up.vhost.clone();
+    let Some(route) = vhost.persistent.as_ref() else {
+        return;
+    };
+    let mut link = WsLink::new(io, input, route.config.max_line);
+    let first = tokio::time::timeout(
+        up.rt.server.header_read_timeout,
+        std::future::poll_fn(|cx| link.poll_first(cx)),
+    )
+    .await;
+    let record = match first {
+        Err(_) => return link.close(close(4408, "no control record in time")).await,
+        Ok(Err(())) => return link.close(close(4400, "bad control record")).await,
+        Ok(Ok(record)) => record,
+    };
+    match ClientControl::parse(&record) {
+        Ok(ClientControl::New) => open(link, up, route).await,
+        Ok(ClientControl::Resume { sid, received }) => {
+            let resumed = resume_session(&up.rt, &up.vhost, sid.as_bytes(), received).await;
+            let Some((handle, resumed)) = resumed else {
+                up.vhost.metrics.resume(ResumeResult::Gone);
+                return link.close(close(4410, "resume impossible")).await;
+            };
+            up.vhost.metrics.resume(ResumeResult::Ok);
+            link.queue_control(&encode_open(&handle.id, resumed.delivered, 200, 0));
+            if link.flush().await.is_err() {
+                return;
+            }
+            let _ = handle.mailbox.send(Command::Attach {
+                gen: resumed.gen,
+                link: Box::new(Link::WebSocket(link)),
+            });
+        }
+        _ => link.close(close(4400, "bad control record")).await,
+    }
+}
+
+async fn open(mut link: WsLink, up: WsUpgrade, route: &PersistentRoute) {
+    // The worker sees HTTP: the upgrade as a plain GET without the
+    // WebSocket fields (SPEC 3).
+    let mut headers = up.headers;
+    for name in [
+        header::CONNECTION,
+        header::UPGRADE,
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+        header::SEC_WEBSOCKET_ACCEPT,
+    ] {
+        headers.remove(name);
+    }
+    let mut req = Request::new(Body::Empty);
+    *req.method_mut() = Method::GET;
+    *req.uri_mut() = up.uri;
+    *req.headers_mut() = headers;
+    match open_session(&up.rt, &up.vhost, route, up.conn, req, Transport::WebSocket).await {
+        Ok(opened) => {
+            let handle = opened.handle;
+            let record = encode_open(
+                &handle.id,
+                0,
+                opened.status.as_u16(),
+                opened.initial.len() as u64,
+            );
+            link.queue_control(&record);
+            if !opened.initial.is_empty() && link.queue_text(&opened.initial).is_err() {
+                let _ = handle.mailbox.send(Command::Fail(EndReason::ProtocolError));
+                return link.close(close(4502, "not utf-8")).await;
+            }
+            if link.flush().await.is_err() {
+                // Gone before it heard of its session: the session waits
+                // out its grace.
+                return;
+            }
+            let _ = handle.mailbox.send(Command::Attach {
+                gen: 0,
+                link: Box::new(Link::WebSocket(link)),
+            });
+        }
+        Err(NotOpened::Plain(resp)) => {
+            let code = 4000 + resp.status().as_u16();
+            link.close(close(code, "not a persistent answer")).await;
+        }
+        Err(NotOpened::Refused(status, _)) => {
+            let reason = match status {
+                StatusCode::SERVICE_UNAVAILABLE => "overloaded",
+                StatusCode::TOO_MANY_REQUESTS => "too many sessions",
+                _ => "worker unreachable",
+            };
+            link.close(close(4000 + status.as_u16(), reason)).await;
+        }
+    }
+}
