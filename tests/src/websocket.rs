@@ -30,6 +30,14 @@ impl WsFrame {
         (self.opcode == OP_CLOSE && self.payload.len() >= 2)
             .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
+
+    /// Reason of a close frame (the bytes after the code), lossily decoded.
+    pub fn close_reason(&self) -> String {
+        if self.opcode != OP_CLOSE || self.payload.len() < 2 {
+            return String::new();
+        }
+        String::from_utf8_lossy(&self.payload[2..]).into_owned()
+    }
 }
 
 /// A client WebSocket connection after a successful `101`.
@@ -203,6 +211,21 @@ impl WsClient {
                 return Ok(f);
             }
         }
+    }
+
+    /// Sends a close frame with `code` and `reason`, without waiting.
+    pub fn send_close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        self.send_frame(true, OP_CLOSE, &payload)
+    }
+
+    /// Drops the TCP connection abruptly (`SO_LINGER` 0, then close: the
+    /// peer sees a reset), without a close frame.
+    pub fn reset(self) {
+        let sock = socket2::SockRef::from(self.conn.stream());
+        let _ = sock.set_linger(Some(std::time::Duration::ZERO));
+        drop(self);
     }
 
     pub fn conn(&mut self) -> &mut RawConn {

@@ -48,6 +48,10 @@
 //!   `PATTERN`, then echoes like `/echo.pphp`.
 //! - `/longline.pphp?n=N`: persistent; writes one line of N bytes (LF
 //!   included: N-1 `L` then LF), then reads until the gateway closes.
+//! - `/binary.pphp[?badinitial=1]`: persistent; writes the line `ok\n`, then
+//!   the line `\xff\xfe bad\n` (not UTF-8), then reads until the gateway
+//!   closes. With `badinitial=1` the initial body is the 3 bytes
+//!   `\xc3\x28\n` (not UTF-8) and no line is written.
 //! - `/plain.pphp`: plain `200` with `Connection-Type: something-else`,
 //!   `SessionID: bogus`, `Session-Received: 7`, `X-Worker: <name>` (the
 //!   gateway must strip the first three) and a body `plain <name>\n` followed
@@ -443,6 +447,7 @@ fn handle_connection(stream: TcpStream, name: &str, events: &Arc<Events>) {
                     | "/end.pphp"
                     | "/bigbody.pphp"
                     | "/longline.pphp"
+                    | "/binary.pphp"
                     | "/chunked.pphp"
             );
         if !persistent {
@@ -642,6 +647,8 @@ enum Pump {
     },
     /// One line, then nothing.
     Once(Vec<u8>),
+    /// These lines, then nothing.
+    Lines(Vec<Vec<u8>>),
 }
 
 /// What the reader does with each client line.
@@ -676,6 +683,7 @@ fn run_session(
     }
     let initial: Vec<u8> = match (req.path.as_str(), req.param("initial")) {
         ("/bigbody.pphp", _) => pattern(req.param("n").unwrap_or(0)),
+        ("/binary.pphp", _) if req.flag("badinitial") => b"\xc3\x28\n".to_vec(),
         (_, Some(n)) => pattern(n),
         ("/echo.pphp", None) => format!("hello {name} {sid}\n").into_bytes(),
         _ => Vec::new(),
@@ -732,6 +740,11 @@ fn run_session(
             line.push(b'\n');
             (Pump::Once(line), OnLine::Record)
         }
+        "/binary.pphp" if req.flag("badinitial") => (Pump::None, OnLine::Record),
+        "/binary.pphp" => (
+            Pump::Lines(vec![b"ok\n".to_vec(), b"\xff\xfe bad\n".to_vec()]),
+            OnLine::Record,
+        ),
         _ => unreachable!("checked by the caller"),
     };
     let head = format!(
@@ -782,6 +795,13 @@ fn spawn_pump(session: &Arc<Session>, pump: Pump) -> Option<thread::JoinHandle<(
         Pump::None => return None,
         Pump::Once(line) => thread::spawn(move || {
             s.write_line(&line);
+        }),
+        Pump::Lines(lines) => thread::spawn(move || {
+            for line in lines {
+                if !s.write_line(&line) {
+                    return;
+                }
+            }
         }),
         Pump::Count { n, size, close } => thread::spawn(move || {
             for i in 1..=n {
