@@ -96,6 +96,9 @@ pub(crate) async fn handle(
     req: Request<Body>,
 ) -> Response<Body> {
     if req.version() == Version::HTTP_2 {
+        if req.headers().contains_key(&headers::SESSION_ID) && req.method() != Method::DELETE {
+            vhost.metrics.resume(ResumeResult::BadRequest);
+        }
         return text_response(
             StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             "a native persistent session needs HTTP/1.1; browsers use the WebSocket transport\n",
