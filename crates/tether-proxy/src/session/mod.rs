@@ -15,6 +15,7 @@ pub mod balance;
 mod link;
 mod mailbox;
 mod native;
+pub(crate) mod push;
 pub mod registry;
 mod task;
 pub(crate) mod websocket;
