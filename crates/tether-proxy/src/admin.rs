@@ -1,5 +1,5 @@
-//! The admin listener (SPEC 7): health and readiness; metrics and the push
-//! API hang off the same router as they arrive.
+//! The admin listener (SPEC 7): `/healthz`, `/readyz`, `/metrics` and the
+//! push API under `/v1/`.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
 use crate::gateway::{text_response, Runtime};
+use crate::session::push::{self, PushOutcome};
+use http_body_util::BodyExt;
 use tokio::sync::watch;
 
 /// What the admin endpoints report.
@@ -47,7 +49,14 @@ pub(crate) async fn serve(
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let state = state.clone();
                 let rt = runtime.borrow().clone();
-                async move { Ok::<_, Infallible>(route(&state, &rt, &req)) }
+                async move {
+                    let resp = if req.uri().path().starts_with("/v1/") {
+                        push_api(&rt, req).await
+                    } else {
+                        route(&state, &rt, &req)
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -81,4 +90,93 @@ fn route(state: &AdminState, rt: &Runtime, req: &Request<hyper::body::Incoming>)
         }
         _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The most a push body may hold before it is refused unread.
+const MAX_PUSH_BODY: usize = 16 * 1024 * 1024;
+
+/// `POST /v1/sessions/{id}/lines` and `DELETE /v1/sessions/{id}` (SPEC 7).
+/// Without an `admin_token` the API is off: every `/v1/` path is `404`.
+async fn push_api(rt: &Runtime, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let Some(token) = rt.server.admin_token.as_deref() else {
+        return text_response(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if !constant_time_eq(presented, token.as_bytes()) {
+        let mut resp = text_response(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required\n",
+        );
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return resp;
+    }
+    let path = req.uri().path().to_owned();
+    let Some(rest) = path.strip_prefix("/v1/sessions/") else {
+        return text_response(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let method = req.method().clone();
+    match (method, rest.split_once('/')) {
+        (http::Method::POST, Some((id, "lines"))) => {
+            let body = match http_body_util::Limited::new(req.into_body(), MAX_PUSH_BODY)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return text_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the push body is too large\n",
+                    )
+                }
+            };
+            match push::push(&rt.sessions, id, body).await {
+                PushOutcome::Appended => no_content(),
+                PushOutcome::NotFound => text_response(StatusCode::NOT_FOUND, "no such session\n"),
+                PushOutcome::LineTooLong => {
+                    text_response(StatusCode::BAD_REQUEST, "a line is longer than max_line\n")
+                }
+                PushOutcome::Full => {
+                    let mut resp = text_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the session's unsent output is full; try again soon\n",
+                    );
+                    resp.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("1"),
+                    );
+                    resp
+                }
+            }
+        }
+        (http::Method::DELETE, None) => {
+            if push::end(&rt.sessions, rest).await {
+                no_content()
+            } else {
+                text_response(StatusCode::NOT_FOUND, "no such session\n")
+            }
+        }
+        _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn no_content() -> Response<Body> {
+    let mut resp = Response::new(Body::Empty);
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}
+
+/// Compares all of both (lengths included) without an early exit.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xFF);
+    }
+    diff == 0
 }

@@ -29,6 +29,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     /// The families of answers given before a vhost is known (`vhost=""`).
     pub unrouted: Arc<VhostMetrics>,
+    /// Certificates by SNI for `tls_listen`; `None` without TLS vhosts.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Runtime {
@@ -45,6 +47,10 @@ impl Runtime {
             sessions,
             unrouted: metrics.vhost(""),
             metrics,
+            tls: crate::tls::server_config(config).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "TLS certificates could not be loaded; TLS listeners close their connections");
+                None
+            }),
         }
     }
 }
@@ -87,6 +93,14 @@ async fn route(
         );
     };
     let metrics = vhost.metrics.clone();
+    if req.method() == http::Method::CONNECT {
+        // HTTP/1 CONNECT never gets this far (the strict head refuses it);
+        // over HTTP/2 it is refused here, never forwarded (SPEC 5).
+        return (
+            metrics,
+            text_response(StatusCode::BAD_REQUEST, "CONNECT is not served\n"),
+        );
+    }
     let resp = forward(rt, &vhost, host, conn, req).await;
     (metrics, resp)
 }
@@ -143,7 +157,7 @@ async fn forward(
     headers::strip_client_session_fields(h);
     h.remove(header::EXPECT);
     headers::add_forwarding(h, conn.peer.ip(), conn.https, &host);
-    if !h.contains_key(header::HOST) {
+    if !h.contains_key(header::HOST) && !host.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&host) {
             h.insert(header::HOST, v);
         }

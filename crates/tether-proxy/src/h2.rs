@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
 use crate::gateway::{self, ConnInfo, Runtime};
+use crate::metrics::Limit;
 
 /// How long a connection told GOAWAY may take to close by itself.
 const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -72,22 +73,28 @@ pub(crate) async fn serve<IO>(
                 let method = req.method().clone();
                 let target = req.uri().path_and_query().map(|p| p.as_str().to_owned());
                 let mut resp = gateway::handle(rt.clone(), info, req.map(Body::Incoming)).await;
-                gateway::log_access(
-                    info.peer,
-                    method.as_str(),
-                    target.as_deref().unwrap_or("/"),
-                    resp.status().as_u16(),
-                    http_body::Body::size_hint(resp.body()).exact().unwrap_or(0),
-                    started.elapsed(),
-                    true,
-                );
+                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    // No upgrades over HTTP/2 (RFC 8441 is not offered).
+                    resp = gateway::text_response(
+                        http::StatusCode::BAD_GATEWAY,
+                        "the origin switched protocols on an HTTP/2 stream\n",
+                    );
+                }
                 let answered_by = resp
                     .extensions_mut()
                     .remove::<gateway::AnsweredBy>()
                     .map_or_else(|| rt.unrouted.clone(), |a| a.0);
-                answered_by.response(resp.status().as_u16(), started.elapsed());
-                drop(guard);
-                Ok::<_, std::convert::Infallible>(resp)
+                let finished = Finished {
+                    _guard: guard,
+                    metrics: answered_by,
+                    peer: info.peer,
+                    method,
+                    target,
+                    status: resp.status().as_u16(),
+                    started,
+                    bytes: 0,
+                };
+                Ok::<_, std::convert::Infallible>(resp.map(|body| StreamBody { body, finished }))
             }
         })
     };
@@ -114,6 +121,11 @@ pub(crate) async fn serve<IO>(
             _ = tokio::time::sleep_until(deadline), if !shutting_down => {
                 let idle = activity.open.load(Ordering::Acquire) == 0;
                 if idle || !activity.seen_any.load(Ordering::Acquire) {
+                    rt.metrics.limit_hit(if activity.seen_any.load(Ordering::Acquire) {
+                        Limit::IdleTimeout
+                    } else {
+                        Limit::HeaderTimeout
+                    });
                     conn.as_mut().graceful_shutdown();
                     shutting_down = true;
                     hard_stop = Instant::now() + GOAWAY_GRACE;
@@ -132,6 +144,68 @@ pub(crate) async fn serve<IO>(
                 }
             }
         }
+    }
+}
+
+/// The response body of one stream: the stream counts as open, and its
+/// answer is logged and measured, until the body is done or dropped (a
+/// long streamed answer is not "no open stream").
+struct StreamBody {
+    body: Body,
+    finished: Finished,
+}
+
+struct Finished {
+    _guard: StreamGuard,
+    metrics: Arc<crate::metrics::VhostMetrics>,
+    peer: std::net::SocketAddr,
+    method: http::Method,
+    target: Option<String>,
+    status: u16,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        self.metrics.response(self.status, took);
+        gateway::log_access(
+            self.peer,
+            self.method.as_str(),
+            self.target.as_deref().unwrap_or("/"),
+            self.status,
+            self.bytes,
+            took,
+            true,
+        );
+    }
+}
+
+impl http_body::Body for StreamBody {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &frame {
+            if let Some(d) = f.data_ref() {
+                this.finished.bytes += d.len() as u64;
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -97,8 +97,12 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, https: boo
         &X_FORWARDED_PROTO,
         HeaderValue::from_static(if https { "https" } else { "http" }),
     );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(&X_FORWARDED_HOST, v);
+    // An HTTP/1.0 request may come without a Host: nothing to tell then.
+    match HeaderValue::from_str(host) {
+        Ok(v) if !host.is_empty() => {
+            headers.insert(&X_FORWARDED_HOST, v);
+        }
+        _ => {}
     }
     let via = match headers.get(header::VIA) {
         Some(_) => {

@@ -25,5 +25,6 @@ pub mod metrics;
 pub mod router;
 mod serve;
 pub mod session;
+pub mod tls;
 
 pub use serve::{run, Control, RunError};

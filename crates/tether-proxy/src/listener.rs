@@ -24,6 +24,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::gateway::{ConnInfo, Runtime};
 use crate::h2;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
 use crate::http1::conn::Http1Conn;
 use crate::metrics::{ConnectionGauge, Limit};
 use crate::session::ClientIo;
@@ -107,6 +111,7 @@ pub(crate) struct Accepting {
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     configured: SocketAddr,
+    tls: bool,
     stop: CancellationToken,
     ctx: Accepting,
 ) {
@@ -148,22 +153,31 @@ pub(crate) async fn accept_loop(
                     LimitHit::Connections => Limit::Connections,
                     LimitHit::ConnectionsPerIp => Limit::ConnectionsPerIp,
                 });
-                rt.unrouted.response(503, Duration::ZERO);
-                ctx.tracker.spawn(turn_away(stream));
+                if !tls {
+                    rt.unrouted.response(503, Duration::ZERO);
+                    ctx.tracker.spawn(turn_away(stream));
+                }
+                // On a TLS listener: closed without a handshake (SPEC 5).
                 continue;
             }
         };
         let drain = ctx.drain.clone();
-        ctx.tracker.spawn(serve_connection(
-            Counted {
-                io: stream,
-                _permit: permit,
-                _gauge: ConnectionGauge::open(&gauge),
-            },
-            peer,
-            rt,
-            drain,
-        ));
+        let counted = Counted {
+            io: stream,
+            _permit: permit,
+            _gauge: ConnectionGauge::open(&gauge),
+        };
+        if tls {
+            let Some(server) = rt.tls.clone() else {
+                // No vhost has a certificate: nothing to handshake with.
+                continue;
+            };
+            ctx.tracker
+                .spawn(serve_tls(counted, peer, rt, server, drain));
+        } else {
+            ctx.tracker
+                .spawn(serve_connection(counted, peer, rt, drain));
+        }
     }
 }
 
@@ -203,9 +217,51 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
     }
 }
 
-impl ClientIo for Counted<TcpStream> {
+impl<IO: ClientIo> ClientIo for Counted<IO> {
     fn tune_for_session(&self) {
         self.io.tune_for_session();
+    }
+}
+
+impl<IO: ClientIo> ClientIo for TlsStream<IO> {
+    fn tune_for_session(&self) {
+        self.get_ref().0.tune_for_session();
+    }
+}
+
+/// A connection on a TLS listener: the handshake must be done within
+/// `header_read_timeout` of the accept (else close, no 408); ALPN picks
+/// HTTP/2 or HTTP/1.1.
+async fn serve_tls(
+    stream: Counted<TcpStream>,
+    peer: SocketAddr,
+    rt: Arc<Runtime>,
+    tls: Arc<ServerConfig>,
+    drain: CancellationToken,
+) {
+    let accepted = Instant::now();
+    let _ = stream.io.set_nodelay(true);
+    let deadline = accepted + rt.server.header_read_timeout;
+    let handshake = tokio::select! {
+        r = tokio::time::timeout_at(deadline, TlsAcceptor::from(tls).accept(stream)) => r,
+        _ = drain.cancelled() => return,
+    };
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            rt.metrics.limit_hit(Limit::HeaderTimeout);
+            return;
+        }
+    };
+    let info = ConnInfo { peer, https: true };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        h2::serve(stream, BytesMut::new(), accepted, rt, info, drain).await;
+    } else {
+        Http1Conn::serve(stream, BytesMut::new(), accepted, rt, info, drain).await;
     }
 }
 

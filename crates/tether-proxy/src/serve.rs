@@ -46,9 +46,10 @@ pub enum RunError {
 /// within `drain_timeout`.
 pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result<(), RunError> {
     let mut bound = Vec::new();
-    for addr in &config.server.listen {
-        bound.push((*addr, bind(*addr).await?));
+    for (addr, tls) in listen_set(&config) {
+        bound.push((addr, tls, bind(addr).await?));
     }
+    warn_about_tls(&config);
     let admin_listener = bind(config.server.admin_listen).await?;
 
     let metrics = Arc::new(Metrics::default());
@@ -75,8 +76,8 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         admin_stop.clone(),
     ));
     let mut listeners = HashMap::new();
-    for (addr, l) in bound {
-        listeners.insert(addr, start(l, addr, &ctx));
+    for (addr, tls, l) in bound {
+        listeners.insert((addr, tls), start(l, addr, tls, &ctx));
     }
     admin_state.ready.store(true, Ordering::Release);
 
@@ -132,14 +133,41 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
     Ok(())
 }
 
-fn start(listener: TcpListener, configured: SocketAddr, ctx: &Accepting) -> CancellationToken {
+/// Every listener of a config: plain ones, then TLS ones.
+fn listen_set(config: &Config) -> Vec<(SocketAddr, bool)> {
+    let plain = config.server.listen.iter().map(|a| (*a, false));
+    let tls = config.server.tls_listen.iter().map(|a| (*a, true));
+    plain.chain(tls).collect()
+}
+
+fn warn_about_tls(config: &Config) {
+    let tls_vhosts = config.vhosts.iter().filter(|v| v.tls.is_some()).count();
+    if !config.server.tls_listen.is_empty() && tls_vhosts == 0 {
+        tracing::warn!(
+            "tls_listen is set but no vhost has [vhost.tls]: TLS connections are closed"
+        );
+    }
+    if config.server.tls_listen.is_empty() && tls_vhosts > 0 {
+        tracing::warn!(
+            "vhosts have [vhost.tls] but tls_listen is empty: nothing is served over TLS"
+        );
+    }
+}
+
+fn start(
+    listener: TcpListener,
+    configured: SocketAddr,
+    tls: bool,
+    ctx: &Accepting,
+) -> CancellationToken {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "listening");
+        tracing::info!(%addr, tls, "listening");
     }
     let stop = CancellationToken::new();
     ctx.tracker.spawn(listener::accept_loop(
         listener,
         configured,
+        tls,
         stop.clone(),
         ctx.clone(),
     ));
@@ -151,41 +179,45 @@ fn start(listener: TcpListener, configured: SocketAddr, ctx: &Accepting) -> Canc
 async fn reload(
     old: &Config,
     new: &Config,
-    listeners: &mut HashMap<SocketAddr, CancellationToken>,
+    listeners: &mut HashMap<(SocketAddr, bool), CancellationToken>,
     ctx: &Accepting,
 ) -> Result<(), RunError> {
     if new.server.admin_listen != old.server.admin_listen {
         tracing::warn!("admin_listen changes take effect at the next start");
     }
+    let wanted = listen_set(new);
     let mut fresh = Vec::new();
-    for addr in &new.server.listen {
-        if !listeners.contains_key(addr) {
-            fresh.push((*addr, bind(*addr).await?));
+    for (addr, tls) in &wanted {
+        if !listeners.contains_key(&(*addr, *tls)) {
+            fresh.push((*addr, *tls, bind(*addr).await?));
         }
     }
-    for (addr, l) in fresh {
-        listeners.insert(addr, start(l, addr, ctx));
+    for (addr, tls, l) in fresh {
+        listeners.insert((addr, tls), start(l, addr, tls, ctx));
     }
-    listeners.retain(|addr, stop| {
-        let keep = new.server.listen.contains(addr);
+    listeners.retain(|key, stop| {
+        let keep = wanted.contains(key);
         if !keep {
-            tracing::info!(%addr, "listener removed");
+            tracing::info!(addr = %key.0, "listener removed");
             stop.cancel();
         }
         keep
     });
+    warn_about_tls(new);
     Ok(())
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    use socket2::{Domain, Socket, Type};
     let err = |source| RunError::Bind { addr, source };
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
+    if addr.is_ipv6() {
+        // `[::]:P` takes only IPv6, so that `0.0.0.0:P` can be listed too.
+        socket.set_only_v6(true).map_err(err)?;
     }
-    .map_err(err)?;
-    socket.set_reuseaddr(true).map_err(err)?;
-    socket.bind(addr).map_err(err)?;
-    socket.listen(1024).map_err(err)
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    TcpListener::from_std(socket.into()).map_err(err)
 }

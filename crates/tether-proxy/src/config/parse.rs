@@ -167,7 +167,6 @@ impl<'t> Checker<'t> {
                 None => complete = false,
             }
         }
-        self.tls_pairing(server_sec, first_tls);
         complete.then_some(Config { server, vhosts })
     }
 
@@ -400,25 +399,6 @@ impl<'t> Checker<'t> {
                 )
             };
             self.error(at, message);
-        }
-    }
-
-    /// TLS listeners and TLS vhosts come together.
-    fn tls_pairing(&mut self, server: Option<Section<'_>>, first_tls_vhost: Option<usize>) {
-        let tls_listen = server.and_then(|sec| sec.field("tls_listen"));
-        let listens = tls_listen
-            .as_ref()
-            .is_some_and(|f| !matches!(f.item.as_array(), Some(a) if a.is_empty()));
-        match (tls_listen, first_tls_vhost) {
-            (Some(f), None) if listens => self.error(
-                f.key_at,
-                "tls_listen is set but no vhost has a [vhost.tls] table with cert and key; add one or remove tls_listen",
-            ),
-            (_, Some(at)) if !listens => self.error(
-                at,
-                "this vhost has [vhost.tls] but [server] tls_listen is empty, so it would never be served over TLS; add a TLS listener such as tls_listen = [\"0.0.0.0:443\"]",
-            ),
-            _ => {}
         }
     }
 }

@@ -13,6 +13,8 @@ const VH: &str = "[[vhost]]\nhosts = [\"a.test\"]\norigin = \"http://127.0.0.1:8
 /// A TLS listener for rows that need one (two lines).
 const TLS_SERVER: &str = "[server]\ntls_listen = [\"127.0.0.1:8443\"]\n";
 /// A valid `[vhost.tls]` (three lines) using the files of `cert_dir`.
+const TEST_CERT: &str = include_str!("../../testdata/cert.pem");
+const TEST_KEY: &str = include_str!("../../testdata/key.pem");
 const TLS_TABLE: &str = "[vhost.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n";
 
 /// A fresh directory holding readable `cert.pem` and `key.pem`.
@@ -24,8 +26,8 @@ fn cert_dir() -> PathBuf {
         N.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), "not parsed\n").unwrap();
-    std::fs::write(dir.join("key.pem"), "not parsed\n").unwrap();
+    std::fs::write(dir.join("cert.pem"), TEST_CERT).unwrap();
+    std::fs::write(dir.join("key.pem"), TEST_KEY).unwrap();
     dir
 }
 
@@ -238,18 +240,6 @@ fn broken_files_report_one_error_each() {
             server("listen = []"),
             "2:10",
             "listen and tls_listen are both empty",
-        ),
-        (
-            "tls_listen without a tls vhost",
-            cat(&[TLS_SERVER, VH]),
-            "2:1",
-            "tls_listen is set but no vhost has a [vhost.tls]",
-        ),
-        (
-            "tls vhost without tls_listen",
-            cat(&[VH, TLS_TABLE]),
-            "4:8",
-            "this vhost has [vhost.tls] but [server] tls_listen is empty",
         ),
         (
             "unreadable certificate",
@@ -711,6 +701,26 @@ fn inline_vhost_tables_are_accepted() {
 }
 
 #[test]
+fn certificate_files_must_hold_pem() {
+    let dir = cert_dir();
+    std::fs::write(dir.join("garbage.pem"), "garbage\n").unwrap();
+    let text = cat(&[
+        TLS_SERVER,
+        VH,
+        "[vhost.tls]\ncert = \"garbage.pem\"\nkey = \"cert.pem\"\n",
+    ]);
+    let errors = parse_in_dir(&dir, &text).unwrap_err();
+    let lines: Vec<(usize, &str)> = errors
+        .iter()
+        .map(|e| (e.line, e.message.as_str()))
+        .collect();
+    assert_eq!(lines.len(), 2, "{errors}");
+    assert!(lines[0].1.contains("holds no PEM certificate"), "{errors}");
+    assert!(lines[1].1.contains("no usable PEM private key"), "{errors}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn load_reports_unreadable_and_non_utf8_files() {
     let dir = cert_dir();
     let missing = dir.join("missing.toml");
@@ -756,7 +766,12 @@ fn the_documented_examples_agree_with_the_code() {
     let dir = cert_dir();
     std::fs::create_dir_all(dir.join("certs")).unwrap();
     for name in ["chat.example.test.pem", "chat.example.test.key"] {
-        std::fs::write(dir.join("certs").join(name), "not parsed\n").unwrap();
+        let pem = if name.contains("key") {
+            TEST_KEY
+        } else {
+            TEST_CERT
+        };
+        std::fs::write(dir.join("certs").join(name), pem).unwrap();
     }
     let complete = doc_block("## A complete example", "```toml\n");
     let config = parse_in_dir(&dir, &complete).unwrap();

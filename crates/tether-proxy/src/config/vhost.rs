@@ -1,5 +1,6 @@
 //! `[[vhost]]` and its `[vhost.tls]` and `[vhost.persistent]` tables.
 
+use crate::tls::{check_pem, PemKind};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -144,10 +145,18 @@ impl Checker<'_> {
         } else {
             format!("\"{written}\" (looked for at {})", path.display())
         };
+        let kind = if key == "cert" {
+            PemKind::Certificate
+        } else {
+            PemKind::PrivateKey
+        };
         let problem = match std::fs::metadata(&path) {
             Err(e) => Some(e.to_string()),
             Ok(m) if m.is_dir() => Some("it is a directory".to_string()),
-            Ok(_) => std::fs::File::open(&path).err().map(|e| e.to_string()),
+            Ok(_) => std::fs::File::open(&path)
+                .err()
+                .map(|e| e.to_string())
+                .or_else(|| check_pem(&path, kind).err()),
         };
         match problem {
             Some(why) => {

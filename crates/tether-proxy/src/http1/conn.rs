@@ -24,7 +24,7 @@ use super::head::{self, Framing, HeadError, RequestHead};
 use super::pump::{BodyPump, PumpEvent};
 use crate::body::{Body, ChannelBody, ClientBodyError};
 use crate::gateway::{self, AnsweredBy, ConnInfo, Runtime};
-use crate::metrics::Limit;
+use crate::metrics::{Limit, VhostMetrics};
 use crate::session::websocket::{self, WsUpgrade};
 use crate::session::{ClientIo, Handoff};
 
@@ -197,6 +197,12 @@ where
     /// Answers with `status` and closes; counted for the vhost `""`
     /// (SPEC 9: an answer given before a vhost is known).
     async fn refuse(&mut self, status: StatusCode, text: &str) {
+        let unrouted = self.rt.unrouted.clone();
+        self.refuse_for(&unrouted, status, text).await;
+    }
+
+    /// [`Self::refuse`] counted for a vhost that is known.
+    async fn refuse_for(&mut self, metrics: &VhostMetrics, status: StatusCode, text: &str) {
         match status {
             StatusCode::REQUEST_TIMEOUT => self.rt.metrics.limit_hit(Limit::HeaderTimeout),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
@@ -204,7 +210,7 @@ where
             }
             _ => {}
         }
-        self.rt.unrouted.response(status.as_u16(), Duration::ZERO);
+        metrics.response(status.as_u16(), Duration::ZERO);
         gateway::log_access(
             self.info.peer,
             "-",
@@ -244,6 +250,9 @@ where
                 (Body::Channel(body), Some(BodyPump::new(sender, None)))
             }
         };
+        // Kept (a cheap clone) to count a refusal made here for the vhost
+        // the request was for.
+        let host = head.headers.get(header::HOST).cloned();
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
         *req.uri_mut() = uri;
@@ -264,12 +273,14 @@ where
                             if self.writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
                                 return Next::Close;
                             }
+                            self.vhost_metrics(host.as_ref()).response(100, Duration::ZERO);
                             sent_continue = true;
                         }
                         Ok(_) => {}
                         Err(ClientBodyError::BadChunk(why)) => {
                             tracing::debug!(peer = %self.info.peer, why, "bad chunk in request body");
-                            self.refuse(StatusCode::BAD_REQUEST, "malformed chunked body\n").await;
+                            let metrics = self.vhost_metrics(host.as_ref());
+                            self.refuse_for(&metrics, StatusCode::BAD_REQUEST, "malformed chunked body\n").await;
                             return Next::Close;
                         }
                         Err(_) => return Next::Close,
@@ -364,6 +375,7 @@ where
         // Write the body while still taking the request body, if the
         // origin answered before it read all of it.
         let mut body_done = framing == OutFraming::Bodyless;
+        let mut head_flushed = false;
         let mut write_failed = false;
         while !body_done {
             let pumping = may_read_body && pump.as_ref().is_some_and(BodyPump::active);
@@ -397,17 +409,27 @@ where
                     },
                 },
                 ev = async { pump.as_mut().expect("pumping").step(&mut self.reader, &mut self.buf, stall).await }, if pumping => {
-                    if ev.is_err() {
-                        // The answer has started: the only way left to say
-                        // the request was bad is to close.
+                    if let Err(e) = ev {
+                        if !head_flushed && matches!(e, ClientBodyError::BadChunk(_)) {
+                            // Nothing of the answer went out yet: the
+                            // client still gets its 400 (SPEC 5).
+                            self.out.clear();
+                            let metrics = self.vhost_metrics(host.as_ref());
+                            self.refuse_for(&metrics, StatusCode::BAD_REQUEST, "malformed chunked body\n").await;
+                        }
+                        // Otherwise the answer has started: the only way
+                        // left to say the request was bad is to close.
                         return Next::Close;
                     }
                     continue;
                 }
             }
-            if !self.out.is_empty() && !self.flush_out(stall).await {
-                write_failed = true;
-                break;
+            if !self.out.is_empty() {
+                if !self.flush_out(stall).await {
+                    write_failed = true;
+                    break;
+                }
+                head_flushed = true;
             }
         }
         if !self.out.is_empty() && !self.flush_out(stall).await {
@@ -436,6 +458,14 @@ where
         } else {
             Next::KeepAlive
         }
+    }
+
+    /// The families of the vhost a `Host` value routes to.
+    fn vhost_metrics(&self, host: Option<&HeaderValue>) -> Arc<VhostMetrics> {
+        self.rt
+            .routes
+            .find(host.and_then(|h| h.to_str().ok()))
+            .map_or_else(|| self.rt.unrouted.clone(), |v| v.metrics.clone())
     }
 
     async fn flush_out(&mut self, stall: Duration) -> bool {

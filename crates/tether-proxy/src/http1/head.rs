@@ -10,9 +10,10 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 
-/// How many header lines a request may have; more is answered like a head
-/// over `max_header_bytes`.
-const MAX_HEADERS: usize = 128;
+/// Header lines parsed on the stack; a head with more is parsed again with
+/// room for as many as its size allows (the size is what is limited, by
+/// `max_header_bytes`, never the count).
+const STACK_HEADERS: usize = 128;
 
 /// Why a head was refused; each maps to one status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,8 +70,22 @@ pub(crate) fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
 
 /// Parses a complete head (`buf` ends just past its empty line).
 pub(crate) fn parse(buf: &[u8]) -> Result<RequestHead, HeadError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
+    let mut slots = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    match parse_with(buf, &mut slots) {
+        Err(HeadError::TooLarge) => {
+            // Every header line takes at least 3 bytes ("a:" and LF).
+            let mut slots = vec![httparse::EMPTY_HEADER; buf.len() / 3 + 1];
+            parse_with(buf, &mut slots)
+        }
+        r => r,
+    }
+}
+
+fn parse_with<'b>(
+    buf: &'b [u8],
+    slots: &mut [httparse::Header<'b>],
+) -> Result<RequestHead, HeadError> {
+    let mut req = httparse::Request::new(slots);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete head")),
@@ -315,6 +330,17 @@ mod tests {
         let h =
             head("PUT / HTTP/1.1\nHost: x\nExpect: 100-continue\nContent-Length: 1\n\n").unwrap();
         assert!(h.expect_continue);
+    }
+
+    #[test]
+    fn many_small_headers_are_fine() {
+        let mut raw = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..500 {
+            raw.push_str(&format!("X-{i}: 1\r\n"));
+        }
+        raw.push_str("\r\n");
+        let h = parse(raw.as_bytes()).expect("500 headers parse");
+        assert_eq!(h.headers.len(), 501);
     }
 
     #[test]

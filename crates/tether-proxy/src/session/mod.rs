@@ -15,6 +15,7 @@ pub mod balance;
 mod link;
 mod mailbox;
 mod native;
+pub(crate) mod push;
 pub mod registry;
 mod task;
 pub(crate) mod websocket;
@@ -96,6 +97,9 @@ pub(crate) async fn handle(
     req: Request<Body>,
 ) -> Response<Body> {
     if req.version() == Version::HTTP_2 {
+        if req.headers().contains_key(&headers::SESSION_ID) && req.method() != Method::DELETE {
+            vhost.metrics.resume(ResumeResult::BadRequest);
+        }
         return text_response(
             StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             "a native persistent session needs HTTP/1.1; browsers use the WebSocket transport\n",

@@ -30,6 +30,8 @@ pub(crate) struct SessionHandle {
     /// vhost that serves them, also after a reload renamed the vhost.
     pub(crate) hosts: Arc<[String]>,
     pub(crate) mailbox: Arc<Mailbox>,
+    /// The session's `max_line` (the push API checks lines against it).
+    pub(crate) max_line: usize,
 }
 
 /// Why a new session was refused before any worker traffic.
@@ -132,6 +134,13 @@ impl Registry {
         let same_id = handle.id.ct_eq(id);
         let same_vhost = handle.hosts.iter().any(|h| vhost.serves(h));
         (same_id && same_vhost && !handle.mailbox.is_closed()).then_some(handle)
+    }
+
+    /// A live session by id alone (the push API is not bound to a vhost),
+    /// compared in constant time.
+    pub(crate) fn find_any(&self, id: &SessionId) -> Option<SessionHandle> {
+        let handle = self.cache.get(id)?;
+        (handle.id.ct_eq(id) && !handle.mailbox.is_closed()).then_some(handle)
     }
 
     /// Called once by each session task as it ends.

@@ -60,6 +60,13 @@ pub(crate) enum Command {
     /// SIGTERM: the worker connection is closed, an attached client gets
     /// its remaining lines and EOF (WebSocket: close 1012).
     Shutdown,
+    /// Push API: lines appended to the session's output as channel lines.
+    Push {
+        lines: Vec<Bytes>,
+        reply: oneshot::Sender<Result<(), PushRefused>>,
+    },
+    /// Push API `DELETE`: the worker side ends as a worker's end does.
+    AdminEnd { reply: oneshot::Sender<bool> },
     /// The opening transport found the session unusable (a WebSocket
     /// client and an initial body that is not UTF-8): it ends at once.
     Fail(EndReason),
@@ -77,6 +84,15 @@ pub(crate) struct Resumed {
 #[derive(Debug)]
 pub(crate) struct Gone;
 
+/// Why a push was not taken (nothing of it was appended).
+#[derive(Debug)]
+pub(crate) enum PushRefused {
+    /// The worker side has ended (worker end, `DELETE`): `404`.
+    Ended,
+    /// It would take unsent output over `detached_backlog`: `503`.
+    Full,
+}
+
 /// Why a session ended (the metric label of SPEC 9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EndReason {
@@ -86,6 +102,7 @@ pub(crate) enum EndReason {
     ResumeGone,
     LineTooLong,
     ProtocolError,
+    Admin,
     Shutdown,
 }
 
@@ -98,6 +115,7 @@ impl EndReason {
             EndReason::ResumeGone => "resume_gone",
             EndReason::LineTooLong => "line_too_long",
             EndReason::ProtocolError => "protocol_error",
+            EndReason::Admin => "admin",
             EndReason::Shutdown => "shutdown",
         }
     }
@@ -246,6 +264,7 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         id: opening.id.clone(),
         hosts: opening.hosts,
         mailbox: mailbox.clone(),
+        max_line: opening.config.max_line,
     };
     let mut worker_in = LineReader::new(opening.config.max_line);
     worker_in.push(&opening.worker_leftover);
@@ -452,6 +471,34 @@ impl Session {
                 }
             }
             Command::Fail(reason) => return Err(reason),
+            Command::Push { lines, reply } => {
+                if self.worker.is_none() {
+                    let _ = reply.send(Err(PushRefused::Ended));
+                    return Ok(());
+                }
+                let size: usize = lines.iter().map(Bytes::len).sum();
+                let unsent = self.backlog_bytes + self.link.as_ref().map_or(0, Link::pending);
+                if unsent + size > self.config.detached_backlog {
+                    let _ = reply.send(Err(PushRefused::Full));
+                    return Ok(());
+                }
+                for line in lines {
+                    self.stats.lines_to_client += 1;
+                    self.stats.bytes_to_client += line.len() as u64;
+                    self.metrics.line(Direction::ToClient, line.len());
+                    self.metrics.backlog_bytes(line.len() as i64);
+                    self.backlog_bytes += line.len();
+                    self.backlog.push_back(line);
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Command::AdminEnd { reply } => {
+                let live = self.worker.take().is_some();
+                if live {
+                    self.ending = Some(EndReason::Admin);
+                }
+                let _ = reply.send(live);
+            }
             Command::Shutdown => {
                 self.worker = None;
                 self.ending = Some(EndReason::Shutdown);

@@ -1,0 +1,94 @@
+//! The push API (SPEC 7): lines appended to a session's output from
+//! outside, and the worker side ended, through the admin listener.
+
+use bytes::Bytes;
+use tether_wire::SessionId;
+use tokio::sync::oneshot;
+
+use super::registry::Registry;
+use super::task::{Command, PushRefused};
+
+/// What a push came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PushOutcome {
+    Appended,
+    /// Unknown, ended, or its worker side is over: `404`.
+    NotFound,
+    /// A line over the session's `max_line`: `400`.
+    LineTooLong,
+    /// Over `detached_backlog`: `503` with `Retry-After`.
+    Full,
+}
+
+/// Splits a body into lines (a final line without LF gets one).
+fn lines_of(body: &Bytes) -> Vec<Bytes> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    while start < body.len() {
+        match body[start..].iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                lines.push(body.slice(start..start + i + 1));
+                start += i + 1;
+            }
+            None => {
+                let mut last = body[start..].to_vec();
+                last.push(b'\n');
+                lines.push(Bytes::from(last));
+                start = body.len();
+            }
+        }
+    }
+    lines
+}
+
+/// Appends the lines of `body` to session `raw_id`'s output.
+pub(crate) async fn push(registry: &Registry, raw_id: &str, body: Bytes) -> PushOutcome {
+    let Some(handle) = SessionId::parse(raw_id.as_bytes())
+        .ok()
+        .and_then(|id| registry.find_any(&id))
+    else {
+        return PushOutcome::NotFound;
+    };
+    let lines = lines_of(&body);
+    if lines.iter().any(|l| l.len() > handle.max_line) {
+        return PushOutcome::LineTooLong;
+    }
+    let (reply, answer) = oneshot::channel();
+    if handle.mailbox.send(Command::Push { lines, reply }).is_err() {
+        return PushOutcome::NotFound;
+    }
+    match answer.await {
+        Ok(Ok(())) => PushOutcome::Appended,
+        Ok(Err(PushRefused::Full)) => PushOutcome::Full,
+        Ok(Err(PushRefused::Ended)) | Err(_) => PushOutcome::NotFound,
+    }
+}
+
+/// Ends the worker side of session `raw_id`; `false` when there was none.
+pub(crate) async fn end(registry: &Registry, raw_id: &str) -> bool {
+    let Some(handle) = SessionId::parse(raw_id.as_bytes())
+        .ok()
+        .and_then(|id| registry.find_any(&id))
+    else {
+        return false;
+    };
+    let (reply, answer) = oneshot::channel();
+    if handle.mailbox.send(Command::AdminEnd { reply }).is_err() {
+        return false;
+    }
+    answer.await.unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_get_their_lf() {
+        let body = Bytes::from_static(b"a\nbb\nccc");
+        let lines = lines_of(&body);
+        assert_eq!(lines, vec![&b"a\n"[..], b"bb\n", b"ccc\n"]);
+        assert!(lines_of(&Bytes::new()).is_empty());
+        assert_eq!(lines_of(&Bytes::from_static(b"\n")), vec![&b"\n"[..]]);
+    }
+}
