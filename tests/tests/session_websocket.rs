@@ -1031,6 +1031,36 @@ fn delete_sends_the_remaining_lines_then_1000() {
 }
 
 #[test]
+fn push_api_lines_are_text_frames_and_its_delete_closes_with_1000() {
+    let worker = LineWorker::start(WORKER, "worker");
+    let tether = Tether::start(&Tether::config(
+        "admin_token = \"tok\"",
+        &[session_vhost(HOST, &worker.url(), &[worker.url()], "")],
+    ));
+    let admin = tether.admin_addr().expect("admin");
+    let call = |method: &str, path: &str, body: &[u8]| {
+        RawConn::connect(admin).request(
+            method,
+            path,
+            "admin",
+            &[("Authorization", "Bearer tok")],
+            body,
+        )
+    };
+    let mut s = ws_open(tether.addr(), "/count.pphp?n=0");
+    let r = call("POST", &format!("/v1/sessions/{}/lines", s.sid), b"p1\np2");
+    assert_eq!(r.status, 204, "{}{}", r.head_text(), r.body_text());
+    assert_eq!(text(&mut s.ws), "p1");
+    assert_eq!(text(&mut s.ws), "p2", "a final line without LF gets one");
+    let r = call("DELETE", &format!("/v1/sessions/{}", s.sid), b"");
+    assert_eq!(r.status, 204, "{}{}", r.head_text(), r.body_text());
+    let (texts, code, _) = until_close(&mut s.ws);
+    assert!(texts.is_empty(), "{texts:?}");
+    assert_eq!(code, 1000, "SPEC 3: a push-API DELETE closes with 1000");
+    worker.wait_eof(&s.sid);
+}
+
+#[test]
 fn sigterm_closes_websocket_sessions_with_1012() {
     let (worker, mut tether) = setup("");
     wait_signal_handlers(tether.pid());
