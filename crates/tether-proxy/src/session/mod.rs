@@ -20,26 +20,30 @@ pub mod registry;
 mod task;
 pub(crate) mod websocket;
 mod worker;
+mod worker_side;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use tether_wire::{accepts_persistent, parse_session_received, SessionId};
 use tokio::sync::oneshot;
 
 pub use link::ClientIo;
 pub use registry::Registry;
 
+use self::balance::Worker;
 use self::balance::{WorkerPool, Workers};
 use self::link::Link;
 use self::native::NativeLink;
 use self::registry::{Refusal, SessionHandle};
 use self::task::{Command, Opening, Resumed};
-use self::worker::{OpenLimits, WorkerAnswer};
+use self::worker::{OpenError, OpenLimits, WorkerAnswer};
+use self::worker_side::{MessageSide, MessageTarget, StreamSide, WorkerSide};
 use crate::body::Body;
-use crate::config::PersistentConfig;
+use crate::config::{PersistentConfig, SessionMode};
 use crate::gateway::{text_response, ConnInfo, Runtime};
 use crate::headers;
 use crate::metrics::ResumeResult;
@@ -364,14 +368,11 @@ pub(crate) async fn open_session(
         HeaderValue::from_str(id.as_str()).expect("a SessionID is a valid value"),
     );
 
-    let limits = OpenLimits {
-        connect_timeout: rt.server.origin_connect_timeout,
-        response_timeout: rt.server.origin_response_timeout,
-        max_header_bytes: rt.server.max_header_bytes,
-        max_initial_body: config.max_initial_body,
+    let answer = match config.mode {
+        SessionMode::Stream => open_stream(rt, config, &worker, req).await,
+        SessionMode::Message => open_message(rt, config, &worker, req).await,
     };
-    let target = (worker.url.host.as_str(), worker.url.port);
-    let answer = match worker::open(target, req, &limits).await {
+    let answer = match answer {
         Ok(a) => a,
         Err(e) => {
             if e.connecting {
@@ -392,40 +393,147 @@ pub(crate) async fn open_session(
             ));
         }
     };
-    match answer {
-        WorkerAnswer::Plain(resp) => Err(NotOpened::Plain(resp)),
+    let Opening2 {
+        status,
+        headers,
+        initial,
+        side,
+        message,
+    } = match answer {
+        Answer::Plain(resp) => return Err(NotOpened::Plain(resp)),
+        Answer::Persistent(p) => p,
+    };
+    let handle = task::spawn(Opening {
+        id: id.clone(),
+        vhost: label,
+        hosts: vhost.hosts.clone(),
+        config: config.clone(),
+        peer: conn.peer,
+        worker: side,
+        message,
+        slot,
+        pin: worker.pin(),
+        registry: rt.sessions.clone(),
+        metrics: vhost.metrics.clone(),
+    });
+    vhost
+        .metrics
+        .session_opened(transport == Transport::WebSocket);
+    tracing::debug!(session = ?id, worker = %worker.url.as_written, "session opened");
+    Ok(Opened {
+        handle,
+        status,
+        headers,
+        initial,
+    })
+}
+
+/// A worker's persistent answer, ready to become a session.
+struct Opening2 {
+    status: StatusCode,
+    headers: HeaderMap,
+    initial: Bytes,
+    side: WorkerSide,
+    message: Option<Arc<MessageTarget>>,
+}
+
+enum Answer {
+    Persistent(Opening2),
+    Plain(Response<Body>),
+}
+
+/// Stream mode: the request on a connection of its own, kept as the line
+/// channel after a persistent answer.
+async fn open_stream(
+    rt: &Runtime,
+    config: &PersistentConfig,
+    worker: &Worker,
+    req: Request<Body>,
+) -> Result<Answer, OpenError> {
+    let limits = OpenLimits {
+        connect_timeout: rt.server.origin_connect_timeout,
+        response_timeout: rt.server.origin_response_timeout,
+        max_header_bytes: rt.server.max_header_bytes,
+        max_initial_body: config.max_initial_body,
+    };
+    let target = (worker.url.host.as_str(), worker.url.port);
+    Ok(match worker::open(target, req, &limits).await? {
+        WorkerAnswer::Plain(resp) => Answer::Plain(resp),
         WorkerAnswer::Persistent {
             status,
             headers,
             initial,
             stream,
             leftover,
-        } => {
-            let handle = task::spawn(Opening {
-                id: id.clone(),
-                vhost: label,
-                hosts: vhost.hosts.clone(),
-                config: config.clone(),
-                peer: conn.peer,
-                worker: stream,
-                worker_leftover: leftover,
-                slot,
-                pin: worker.pin(),
-                registry: rt.sessions.clone(),
-                metrics: vhost.metrics.clone(),
-            });
-            vhost
-                .metrics
-                .session_opened(transport == Transport::WebSocket);
-            tracing::debug!(session = ?id, worker = %worker.url.as_written, "session opened");
-            Ok(Opened {
-                handle,
-                status,
-                headers,
-                initial,
-            })
-        }
+        } => Answer::Persistent(Opening2 {
+            status,
+            headers,
+            initial,
+            side: WorkerSide::Stream(StreamSide::new(stream, &leftover, config.max_line)),
+            message: None,
+        }),
+    })
+}
+
+/// Message mode (SPEC 6): the opening request with `Session-Event: open`
+/// through the pooled client; a persistent answer's body (chunked is fine
+/// here) is the initial body, and later lines go as `POST`s.
+async fn open_message(
+    rt: &Runtime,
+    config: &PersistentConfig,
+    worker: &Worker,
+    mut req: Request<Body>,
+) -> Result<Answer, OpenError> {
+    let is_head = req.method() == Method::HEAD;
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let template = MessageTarget::template(req.headers().clone());
+    req.headers_mut().insert(
+        HeaderName::from_static("session-event"),
+        HeaderValue::from_static("open"),
+    );
+    let mut resp = rt
+        .upstreams
+        .send(&worker.url, req)
+        .await
+        .map_err(|kind| OpenError {
+            kind,
+            connecting: kind == crate::forward::UpstreamError::Connect,
+        })?;
+    let persistent = resp.status() == StatusCode::OK
+        && !is_head
+        && resp
+            .headers()
+            .get(&headers::CONNECTION_TYPE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"persistent"));
+    headers::strip_hop_by_hop(resp.headers_mut(), false);
+    headers::strip_answer_session_fields(resp.headers_mut());
+    if !persistent {
+        return Ok(Answer::Plain(resp));
     }
+    let (parts, body) = resp.into_parts();
+    let initial = http_body_util::Limited::new(body, config.max_initial_body)
+        .collect()
+        .await
+        .map_err(|_| OpenError::from(crate::forward::UpstreamError::Protocol))?
+        .to_bytes();
+    let mut headers = parts.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    let message = Arc::new(MessageTarget {
+        upstreams: rt.upstreams.clone(),
+        worker: worker.url.clone(),
+        target,
+        headers: template,
+    });
+    Ok(Answer::Persistent(Opening2 {
+        status: parts.status,
+        headers,
+        initial,
+        side: WorkerSide::Message(MessageSide::new(message.clone(), config.max_line)),
+        message: Some(message),
+    }))
 }
 
 /// A new SessionID: 24 bytes from the OS CSPRNG (192 bits).

@@ -16,17 +16,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tether_wire::{LineReader, ReplayWindow, SessionId};
-use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
+use bytes::Bytes;
+use tether_wire::{ReplayWindow, SessionId};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::balance::WorkerPin;
-use super::link::{poll_read_lines, ClientRead, CloseWith, Link};
+use super::link::{ClientRead, CloseWith, Link};
 use super::mailbox::Mailbox;
 use super::registry::{Registry, SessionHandle, SessionSlot};
+use super::worker_side::{MessageTarget, WorkerGone, WorkerSide};
 use crate::config::PersistentConfig;
 use crate::metrics::{Direction, Limit, Metrics, SessionState, VhostMetrics};
 
@@ -35,9 +34,6 @@ use crate::metrics::{Direction, Limit, Metrics, SessionState, VhostMetrics};
 const ATTACHED_AHEAD: usize = 64 * 1024;
 /// Bytes queued on the client link before the task stops feeding it.
 const LINK_HIGH: usize = 16 * 1024;
-/// Client lines queued for the worker before the task stops reading the
-/// client.
-const TO_WORKER_HIGH: usize = 64 * 1024;
 /// A client link that makes no write progress this long while output is
 /// pending is dropped (SPEC 4 "Liveness of native clients").
 const WRITE_STALL: Duration = Duration::from_secs(30);
@@ -103,6 +99,10 @@ pub(crate) enum EndReason {
     LineTooLong,
     ProtocolError,
     Admin,
+    /// Message mode: a non-2xx answer.
+    WorkerStatus(u16),
+    /// Message mode: the worker could not be reached.
+    WorkerUnreachable,
     Shutdown,
 }
 
@@ -116,6 +116,8 @@ impl EndReason {
             EndReason::LineTooLong => "line_too_long",
             EndReason::ProtocolError => "protocol_error",
             EndReason::Admin => "admin",
+            EndReason::WorkerStatus(_) => "worker_status",
+            EndReason::WorkerUnreachable => "worker_unreachable",
             EndReason::Shutdown => "shutdown",
         }
     }
@@ -129,6 +131,8 @@ fn close_for(reason: EndReason) -> CloseWith {
         EndReason::LineTooLong => (1009, "line_too_long"),
         EndReason::ProtocolError => (1007, "protocol_error"),
         EndReason::ResumeGone => (4410, "resume impossible"),
+        EndReason::WorkerStatus(status) => (4000 + status, "worker status"),
+        EndReason::WorkerUnreachable => (4502, "worker unreachable"),
         _ => (1000, reason.as_str()),
     };
     CloseWith { code, reason }
@@ -141,9 +145,9 @@ pub(crate) struct Opening {
     pub(crate) hosts: Arc<[String]>,
     pub(crate) config: Arc<PersistentConfig>,
     pub(crate) peer: SocketAddr,
-    pub(crate) worker: TcpStream,
-    /// Worker bytes read after the initial body: the start of its lines.
-    pub(crate) worker_leftover: BytesMut,
+    pub(crate) worker: WorkerSide,
+    /// Message mode: where requests go (for the final `close` event).
+    pub(crate) message: Option<Arc<MessageTarget>>,
     pub(crate) slot: SessionSlot,
     pub(crate) pin: WorkerPin,
     pub(crate) registry: Arc<Registry>,
@@ -223,9 +227,9 @@ struct Session {
     peer: SocketAddr,
     started: Instant,
     mailbox: Arc<Mailbox>,
-    worker: Option<TcpStream>,
-    worker_in: LineReader,
-    to_worker: BytesMut,
+    worker: Option<WorkerSide>,
+    /// Message mode: where `Session-Event: close` goes when the session ends.
+    message: Option<Arc<MessageTarget>>,
     /// Client lines delivered to the worker (`Session-Received`).
     delivered: u64,
     /// Worker lines not yet sent toward the client.
@@ -266,8 +270,6 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         mailbox: mailbox.clone(),
         max_line: opening.config.max_line,
     };
-    let mut worker_in = LineReader::new(opening.config.max_line);
-    worker_in.push(&opening.worker_leftover);
     let config = opening.config;
     let session = Session {
         id: opening.id,
@@ -276,8 +278,7 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         started: Instant::now(),
         mailbox,
         worker: Some(opening.worker),
-        worker_in,
-        to_worker: BytesMut::new(),
+        message: opening.message,
         delivered: 0,
         backlog: VecDeque::new(),
         backlog_bytes: 0,
@@ -315,6 +316,9 @@ impl Session {
         }
         self.mailbox.close();
         self.registry.remove(&self.id);
+        if let Some(target) = self.message.take() {
+            target.send_close();
+        }
         self.count_as(None);
         self.metrics.session_ended(reason.as_str());
         self.metrics.backlog_bytes(-(self.backlog_bytes as i64));
@@ -519,42 +523,23 @@ impl Session {
     }
 
     fn read_worker(&mut self, cx: &mut Context<'_>) -> Result<bool, EndReason> {
-        let mut moved = self.take_worker_lines()?;
-        let Some(worker) = &mut self.worker else {
-            return Ok(moved);
-        };
-        let limit = if self.link.is_some() {
-            ATTACHED_AHEAD
-        } else {
-            self.config.detached_backlog
-        };
-        if self.backlog_bytes >= limit || !self.worker_rate.allow(cx, self.registry.metrics()) {
-            return Ok(moved);
-        }
-        match poll_read_lines(worker, cx, &mut self.worker_in) {
-            Poll::Ready(Ok(n)) if n > 0 => {
-                moved = true;
-                self.take_worker_lines()?;
-            }
-            Poll::Ready(_) => {
-                // Worker end: whole lines are still owed, the rest is not
-                // a line (SPEC 2 "Worker end").
-                self.take_worker_lines()?;
-                self.worker_in.discard_partial();
-                self.worker_in.shrink();
-                self.worker = None;
-                moved = true;
-            }
-            Poll::Pending => self.worker_in.shrink(),
-        }
-        Ok(moved)
-    }
-
-    fn take_worker_lines(&mut self) -> Result<bool, EndReason> {
         let mut moved = false;
         loop {
-            match self.worker_in.next_line() {
-                Ok(Some(line)) => {
+            let Some(worker) = &mut self.worker else {
+                return Ok(moved);
+            };
+            let limit = if self.link.is_some() {
+                ATTACHED_AHEAD
+            } else {
+                self.config.detached_backlog
+            };
+            if self.backlog_bytes >= limit || !self.worker_rate.allow(cx, self.registry.metrics()) {
+                return Ok(moved);
+            }
+            match worker.poll_line(cx) {
+                Poll::Pending => return Ok(moved),
+                Poll::Ready(Ok(line)) => {
+                    moved = true;
                     self.stats.lines_to_client += 1;
                     self.stats.bytes_to_client += line.len() as u64;
                     self.worker_rate.note();
@@ -562,10 +547,19 @@ impl Session {
                     self.metrics.backlog_bytes(line.len() as i64);
                     self.backlog_bytes += line.len();
                     self.backlog.push_back(line);
-                    moved = true;
                 }
-                Ok(None) => return Ok(moved),
-                Err(_) => return Err(EndReason::LineTooLong),
+                Poll::Ready(Err(gone)) => {
+                    // The worker side is over; whole lines are still owed
+                    // to the client (SPEC 2 "Worker end", SPEC 6).
+                    self.worker = None;
+                    self.ending.get_or_insert(match gone {
+                        WorkerGone::Closed => EndReason::WorkerEnd,
+                        WorkerGone::Status(s) => EndReason::WorkerStatus(s),
+                        WorkerGone::Unreachable => EndReason::WorkerUnreachable,
+                        WorkerGone::LineTooLong => return Err(EndReason::LineTooLong),
+                    });
+                    return Ok(true);
+                }
             }
         }
     }
@@ -639,7 +633,7 @@ impl Session {
             let Some(link) = &mut self.link else {
                 return Ok(moved);
             };
-            if self.to_worker.len() >= TO_WORKER_HIGH
+            if !self.worker.as_ref().is_none_or(WorkerSide::can_take)
                 || !self.client_rate.allow(cx, self.registry.metrics())
             {
                 return Ok(moved);
@@ -649,13 +643,13 @@ impl Session {
                 Poll::Ready(ClientRead::Line(line)) => {
                     moved = true;
                     // After the worker's end, client lines have nowhere to go.
-                    if self.worker.is_some() {
+                    if let Some(worker) = &mut self.worker {
                         self.client_rate.note();
                         self.metrics.line(Direction::ToWorker, line.len());
                         self.stats.lines_to_worker += 1;
                         self.stats.bytes_to_worker += line.len() as u64;
                         self.delivered += 1;
-                        self.to_worker.extend_from_slice(&line);
+                        worker.deliver(&line);
                     }
                 }
                 Poll::Ready(ClientRead::Ack(n)) => {
@@ -685,29 +679,16 @@ impl Session {
 
     fn write_worker(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(worker) = &mut self.worker else {
-            if !self.to_worker.is_empty() {
-                self.to_worker = BytesMut::new();
-            }
             return false;
         };
-        let mut moved = false;
-        while !self.to_worker.is_empty() {
-            match Pin::new(&mut *worker).poll_write(cx, &self.to_worker) {
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    self.to_worker.advance(n);
-                    moved = true;
-                }
-                Poll::Ready(_) => {
-                    // The worker cannot take lines any more: its end.
-                    self.worker = None;
-                    return true;
-                }
-                Poll::Pending => return moved,
+        match worker.poll_send(cx) {
+            Ok(moved) => moved,
+            Err(_) => {
+                // The worker cannot take lines any more: its end.
+                self.worker = None;
+                self.ending.get_or_insert(EndReason::WorkerEnd);
+                true
             }
         }
-        if self.to_worker.capacity() > 0 {
-            self.to_worker = BytesMut::new();
-        }
-        moved
     }
 }

@@ -1,0 +1,303 @@
+//! The worker side of a session, whatever the mode (SPEC 2, SPEC 6). The
+//! session task only asks it for worker lines and gives it client lines:
+//!
+//! - stream mode keeps the worker's connection as a line channel;
+//! - message mode turns client lines into `POST`s to the pinned worker
+//!   (`Session-Event: message`), one in flight at a time, and reads the
+//!   lines of each answer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+use http_body::Body as _;
+use tether_wire::LineReader;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use super::link::poll_read_lines;
+use crate::body::Body;
+use crate::config::OriginUrl;
+use crate::forward::{UpstreamError, Upstreams};
+
+/// Client lines queued for the worker before the task stops reading the
+/// client.
+const TO_WORKER_HIGH: usize = 64 * 1024;
+
+static SESSION_EVENT: HeaderName = HeaderName::from_static("session-event");
+
+/// Why the worker side is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkerGone {
+    /// Stream mode: the worker closed or reset its connection.
+    Closed,
+    /// Message mode: a non-2xx answer.
+    Status(u16),
+    /// Message mode: the worker could not be reached.
+    Unreachable,
+    /// A worker line over `max_line`.
+    LineTooLong,
+}
+
+pub(crate) enum WorkerSide {
+    Stream(StreamSide),
+    Message(MessageSide),
+}
+
+impl WorkerSide {
+    /// The next whole worker line (LF included). After `Err` the side is
+    /// over; whole lines that came before it were all returned first.
+    pub(crate) fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, WorkerGone>> {
+        match self {
+            WorkerSide::Stream(s) => s.poll_line(cx),
+            WorkerSide::Message(m) => m.poll_line(cx),
+        }
+    }
+
+    /// Whether more client lines may be queued now (backpressure).
+    pub(crate) fn can_take(&self) -> bool {
+        match self {
+            WorkerSide::Stream(s) => s.out.len() < TO_WORKER_HIGH,
+            WorkerSide::Message(m) => m.queued.len() < TO_WORKER_HIGH,
+        }
+    }
+
+    /// Queues one client line: from here it is delivered (SPEC 4).
+    pub(crate) fn deliver(&mut self, line: &[u8]) {
+        match self {
+            WorkerSide::Stream(s) => s.out.extend_from_slice(line),
+            WorkerSide::Message(m) => m.queued.extend_from_slice(line),
+        }
+    }
+
+    /// Moves queued client lines on; `Ok(true)` if anything moved.
+    pub(crate) fn poll_send(&mut self, cx: &mut Context<'_>) -> Result<bool, WorkerGone> {
+        match self {
+            WorkerSide::Stream(s) => s.poll_send(cx),
+            // Message mode sends from `poll_line`, which also reads the
+            // answers: one request in flight per session.
+            WorkerSide::Message(_) => Ok(false),
+        }
+    }
+}
+
+/// Stream mode: the worker's connection after its persistent answer.
+pub(crate) struct StreamSide {
+    stream: TcpStream,
+    input: LineReader,
+    out: BytesMut,
+    eof: bool,
+}
+
+impl StreamSide {
+    /// `leftover`: worker bytes read past the initial body.
+    pub(crate) fn new(stream: TcpStream, leftover: &[u8], max_line: usize) -> StreamSide {
+        let mut input = LineReader::new(max_line);
+        input.push(leftover);
+        StreamSide {
+            stream,
+            input,
+            out: BytesMut::new(),
+            eof: false,
+        }
+    }
+
+    fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, WorkerGone>> {
+        loop {
+            match self.input.next_line() {
+                Ok(Some(line)) => return Poll::Ready(Ok(line)),
+                Ok(None) => {}
+                Err(_) => return Poll::Ready(Err(WorkerGone::LineTooLong)),
+            }
+            if self.eof {
+                return Poll::Ready(Err(WorkerGone::Closed));
+            }
+            match poll_read_lines(&mut self.stream, cx, &mut self.input) {
+                Poll::Ready(Ok(n)) if n > 0 => {}
+                Poll::Ready(_) => {
+                    // Bytes after the worker's last LF are not a line.
+                    self.input.discard_partial();
+                    self.input.shrink();
+                    self.eof = true;
+                }
+                Poll::Pending => {
+                    self.input.shrink();
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Result<bool, WorkerGone> {
+        let mut moved = false;
+        while !self.out.is_empty() {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    self.out.advance(n);
+                    moved = true;
+                }
+                Poll::Ready(_) => return Err(WorkerGone::Closed),
+                Poll::Pending => return Ok(moved),
+            }
+        }
+        if self.out.capacity() > 0 {
+            self.out = BytesMut::new();
+        }
+        Ok(moved)
+    }
+}
+
+/// Where a message-mode session's requests go, and what they carry.
+pub(crate) struct MessageTarget {
+    pub(crate) upstreams: Upstreams,
+    pub(crate) worker: OriginUrl,
+    /// Path and query of the opening request.
+    pub(crate) target: String,
+    /// The opening request's end-to-end fields (Host, cookies, ...), its
+    /// forwarding fields and `SessionID`; not its body's fields.
+    pub(crate) headers: HeaderMap,
+}
+
+impl MessageTarget {
+    /// The fields a message-mode request keeps from the opening one
+    /// (SPEC 6): all but the body's own, which each request sets.
+    pub(crate) fn template(mut headers: HeaderMap) -> HeaderMap {
+        for name in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::TRANSFER_ENCODING,
+            header::EXPECT,
+        ] {
+            headers.remove(name);
+        }
+        headers
+    }
+
+    fn request(&self, event: &'static str, body: Bytes) -> Request<Body> {
+        let mut req = Request::new(if body.is_empty() {
+            Body::Empty
+        } else {
+            Body::full(body)
+        });
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self
+            .target
+            .parse()
+            .unwrap_or_else(|_| "/".parse().expect("a path"));
+        let h = req.headers_mut();
+        *h = self.headers.clone();
+        h.insert(&SESSION_EVENT, HeaderValue::from_static(event));
+        if event == "message" {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
+        req
+    }
+
+    /// `Session-Event: close`, once, whatever ended the session; its
+    /// answer is ignored.
+    pub(crate) fn send_close(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let req = self.request("close", Bytes::new());
+            if let Ok(resp) = self.upstreams.send(&self.worker, req).await {
+                let mut body = resp.into_body();
+                while let Some(Ok(_)) =
+                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                {
+                }
+            }
+        });
+    }
+}
+
+type Pending = Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send>>;
+
+/// Message mode: client lines become `POST`s; answers' lines come back.
+pub(crate) struct MessageSide {
+    target: Arc<MessageTarget>,
+    /// Client lines for the next request.
+    queued: BytesMut,
+    in_flight: Option<Pending>,
+    /// The body of a 2xx answer being read.
+    answer: Option<Body>,
+    input: LineReader,
+    gone: Option<WorkerGone>,
+}
+
+impl MessageSide {
+    pub(crate) fn new(target: Arc<MessageTarget>, max_line: usize) -> MessageSide {
+        MessageSide {
+            target,
+            queued: BytesMut::new(),
+            in_flight: None,
+            answer: None,
+            input: LineReader::new(max_line),
+            gone: None,
+        }
+    }
+
+    fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, WorkerGone>> {
+        loop {
+            match self.input.next_line() {
+                Ok(Some(line)) => return Poll::Ready(Ok(line)),
+                Ok(None) => {}
+                Err(_) => return Poll::Ready(Err(WorkerGone::LineTooLong)),
+            }
+            if let Some(gone) = self.gone {
+                return Poll::Ready(Err(gone));
+            }
+            if let Some(body) = &mut self.answer {
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            self.input.push(data);
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        // A final line without LF gets one (SPEC 6).
+                        if self.input.pending_partial() > 0 {
+                            self.input.push(b"\n");
+                        }
+                        self.answer = None;
+                        self.input.shrink();
+                    }
+                    Poll::Ready(Some(Err(_))) => self.gone = Some(WorkerGone::Unreachable),
+                    Poll::Pending => return Poll::Pending,
+                }
+                continue;
+            }
+            if let Some(pending) = &mut self.in_flight {
+                match pending.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(resp)) if resp.status().is_success() => {
+                        self.answer = Some(resp.into_body());
+                    }
+                    // A non-2xx answer's body is discarded.
+                    Poll::Ready(Ok(resp)) => {
+                        self.gone = Some(WorkerGone::Status(resp.status().as_u16()))
+                    }
+                    Poll::Ready(Err(_)) => self.gone = Some(WorkerGone::Unreachable),
+                }
+                self.in_flight = None;
+                continue;
+            }
+            if self.queued.is_empty() {
+                return Poll::Pending;
+            }
+            let batch = self.queued.split().freeze();
+            self.queued = BytesMut::new();
+            let target = self.target.clone();
+            self.in_flight = Some(Box::pin(async move {
+                let req = target.request("message", batch);
+                target.upstreams.send(&target.worker, req).await
+            }));
+        }
+    }
+}

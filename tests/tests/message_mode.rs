@@ -1,0 +1,185 @@
+//! Message mode (SPEC 6) with real Apache + PHP: a plain PHP script serves a
+//! persistent session through `Session-Event: open`, `message` and `close`
+//! requests, answering with chunked bodies.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tether_tests::apache::Apache;
+use tether_tests::session::{open_with, resume_ok, session_vhost, End, HOST, WAIT};
+use tether_tests::{wait_for, RawConn, Tether};
+
+const CHAT: &str = r#"<?php
+$event = $_SERVER['HTTP_SESSION_EVENT'] ?? '-';
+$sid = $_SERVER['HTTP_SESSIONID'] ?? '-';
+$type = $_SERVER['CONTENT_TYPE'] ?? '-';
+$user = $_COOKIE['user'] ?? '-';
+$uri = $_SERVER['REQUEST_URI'];
+file_put_contents(__DIR__ . '/events.log',
+    "$event $sid {$_SERVER['REQUEST_METHOD']} $uri type=$type user=$user\n", FILE_APPEND | LOCK_EX);
+if ($event === 'open') {
+    header('Connection-Type: Persistent');
+    echo "welcome $user\n";
+    flush();
+    exit;
+}
+if ($event === 'message') {
+    $body = file_get_contents('php://input');
+    foreach (explode("\n", rtrim($body, "\n")) as $line) {
+        file_put_contents(__DIR__ . '/events.log', "line $sid $line\n", FILE_APPEND | LOCK_EX);
+        if ($line === 'fail') { http_response_code(500); echo "not for the client\n"; exit; }
+        if ($line === 'partial') { echo "partial-without-lf"; flush(); continue; }
+        echo "php says: $line\n";
+        flush();
+    }
+    exit;
+}
+if ($event === 'close') { exit; }
+http_response_code(400);
+"#;
+
+fn start() -> (Apache, Tether) {
+    let apache = Apache::start(
+        "<FilesMatch \"\\.pphp$\">\n    SetHandler application/x-httpd-php\n</FilesMatch>\n",
+    );
+    apache.put_file("chat.pphp", CHAT.as_bytes());
+    std::fs::write(apache.root().join("events.log"), "").unwrap();
+    tether_tests::set_mode(&apache.root().join("events.log"), 0o666);
+    let url = format!("http://{}", apache.addr());
+    let tether = Tether::start(&Tether::config(
+        "",
+        &[session_vhost(
+            HOST,
+            &url,
+            std::slice::from_ref(&url),
+            "mode = \"message\"\nresume_grace = \"30s\"",
+        )],
+    ));
+    (apache, tether)
+}
+
+fn events(apache: &Apache) -> Vec<String> {
+    std::fs::read_to_string(apache.root().join("events.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn metrics(t: &Tether) -> String {
+    let admin: SocketAddr = t.admin_addr().expect("admin");
+    RawConn::connect(admin)
+        .request("GET", "/metrics", "admin", &[], b"")
+        .body_text()
+}
+
+#[test]
+fn a_php_script_serves_a_session_through_events() {
+    let (apache, tether) = start();
+    let mut s = open_with(
+        tether.addr(),
+        HOST,
+        "/chat.pphp?room=1",
+        &[("Cookie", "user=ana")],
+    )
+    .unwrap_or_else(|r| panic!("not persistent: {}{}", r.head_text(), r.body_text()));
+    assert_eq!(
+        s.initial, b"welcome ana\n",
+        "the chunked open answer is the initial body"
+    );
+    assert_eq!(s.head.header("content-length"), Some("12"));
+
+    s.chan.send(b"hello\n");
+    assert_eq!(s.chan.line(), "php says: hello\n");
+    s.chan.send(b"a\nb\npartial\n");
+    assert_eq!(s.chan.line(), "php says: a\n");
+    assert_eq!(s.chan.line(), "php says: b\n");
+    assert_eq!(
+        s.chan.line(),
+        "partial-without-lf\n",
+        "a final line without LF gets one"
+    );
+
+    // A drop and a resume: the PHP script notices nothing.
+    let sid = s.sid.clone();
+    s.chan.reset();
+    let mut s = resume_ok(tether.addr(), "/chat.pphp?room=1", &sid, 4);
+    assert_eq!(s.head.header("session-received"), Some("4"));
+    s.chan.send(b"again\n");
+    assert_eq!(s.chan.line(), "php says: again\n");
+
+    // A non-2xx answer ends the session: remaining lines, then EOF.
+    s.chan.send(b"fail\n");
+    let (lines, end) = s.chan.lines_until_end(WAIT);
+    assert!(
+        lines.is_empty(),
+        "the failed answer's body is discarded: {lines:?}"
+    );
+    assert_eq!(end, End::Eof);
+    wait_for("the close event", WAIT, || {
+        events(&apache)
+            .iter()
+            .any(|e| e.starts_with("close "))
+            .then_some(())
+    });
+
+    let ev = events(&apache);
+    let opens: Vec<_> = ev.iter().filter(|e| e.starts_with("open ")).collect();
+    let messages: Vec<_> = ev.iter().filter(|e| e.starts_with("message ")).collect();
+    let closes: Vec<_> = ev.iter().filter(|e| e.starts_with("close ")).collect();
+    assert_eq!(opens.len(), 1, "{ev:?}");
+    assert_eq!(closes.len(), 1, "close is sent once: {ev:?}");
+    assert!(!messages.is_empty(), "{ev:?}");
+    for m in messages.iter().chain(closes.iter()) {
+        assert!(m.contains(&sid), "every request carries the SessionID: {m}");
+        assert!(
+            m.contains("POST /chat.pphp?room=1 "),
+            "to the opening path and query: {m}"
+        );
+        assert!(
+            m.contains("user=ana"),
+            "with the opening request's cookies: {m}"
+        );
+    }
+    for m in &messages {
+        assert!(m.contains("type=text/plain; charset=utf-8"), "{m}");
+    }
+    let lines: Vec<_> = ev.iter().filter(|e| e.starts_with("line ")).collect();
+    let got: Vec<&str> = lines
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        ["hello", "a", "b", "partial", "again", "fail"],
+        "each line once, in order"
+    );
+
+    let m = metrics(&tether);
+    assert!(
+        m.contains(&format!(
+            "tether_sessions_ended_total{{vhost=\"{HOST}\",reason=\"worker_status\"}} 1"
+        )),
+        "{m}"
+    );
+}
+
+#[test]
+fn an_unreachable_worker_ends_the_session() {
+    let (apache, tether) = start();
+    let mut s = open_with(tether.addr(), HOST, "/chat.pphp", &[])
+        .unwrap_or_else(|r| panic!("not persistent: {}", r.head_text()));
+    s.chan.send(b"hello\n");
+    assert_eq!(s.chan.line(), "php says: hello\n");
+    drop(apache);
+    s.chan.send(b"anyone?\n");
+    let (_, end) = s.chan.lines_until_end(Duration::from_secs(30));
+    assert_eq!(end, End::Eof);
+    let m = metrics(&tether);
+    assert!(
+        m.contains(&format!(
+            "tether_sessions_ended_total{{vhost=\"{HOST}\",reason=\"worker_unreachable\"}} 1"
+        )),
+        "{m}"
+    );
+}
