@@ -638,8 +638,11 @@ impl Session {
             {
                 return Ok(moved);
             }
+            let queued = link.pending();
             match link.poll_line(cx) {
-                Poll::Pending => return Ok(moved),
+                // A pong queued while reading must go out now, not with the
+                // next line.
+                Poll::Pending => return Ok(moved || link.pending() > queued),
                 Poll::Ready(ClientRead::Line(line)) => {
                     moved = true;
                     // After the worker's end, client lines have nowhere to go.

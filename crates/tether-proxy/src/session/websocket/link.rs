@@ -17,6 +17,9 @@ use super::frame::{self, Frame};
 use crate::session::link::{poll_read_with, ClientIo, ClientRead, CloseWith, NotUtf8};
 
 const PING_EVERY: Duration = Duration::from_secs(15);
+/// The largest control record a client may send; records are not lines,
+/// so `max_line` does not bound them.
+const MAX_CONTROL: usize = 1024;
 const DEAD_AFTER: Duration = Duration::from_secs(30);
 
 pub(crate) struct WsLink {
@@ -78,7 +81,7 @@ impl WsLink {
     /// The next whole data message, answering pings on the way.
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<(u8, Bytes), ClientRead>> {
         loop {
-            match frame::decode(&mut self.input, self.max_line) {
+            match frame::decode(&mut self.input, self.max_line.max(MAX_CONTROL)) {
                 Err(e) if e.code == frame::CLOSE_TOO_BIG => {
                     return Poll::Ready(Err(ClientRead::TooLong))
                 }
@@ -133,7 +136,7 @@ impl WsLink {
                 let Some((opcode, mut bytes)) = self.message.take() else {
                     return Some(Err(protocol("continuation without a message")));
                 };
-                if bytes.len() + f.payload.len() > self.max_line {
+                if bytes.len() + f.payload.len() > self.max_line.max(MAX_CONTROL) {
                     return Some(Err(ClientRead::TooLong));
                 }
                 bytes.extend_from_slice(&f.payload);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use tether_wire::{encode_open, ClientControl};
+use tether_wire::{encode_open, BadControl, ClientControl};
 
 pub(crate) use self::handshake::{is_websocket, offers_persistent};
 pub(crate) use self::link::WsLink;
@@ -124,6 +124,12 @@ pub(crate) async fn run(io: Box<dyn ClientIo>, input: BytesMut, up: WsUpgrade) {
                 gen: resumed.gen,
                 link: Box::new(Link::WebSocket(link)),
             });
+        }
+        // A SessionID that is not one is a resume that cannot be served,
+        // like any unknown id (SPEC 4: the one 410).
+        Err(BadControl::BadSessionId) => {
+            up.vhost.metrics.resume(ResumeResult::Gone);
+            link.close(close(4410, "resume impossible")).await
         }
         _ => link.close(close(4400, "bad control record")).await,
     }
