@@ -16,9 +16,26 @@ use tether_client::{ClientConfig, Session};
 use tether_tests::session::{session_vhost, start_tether, LineWorker};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_line_worker");
-const SESSIONS: usize = 20;
-const LINES: u64 = 1000;
-const DROPS_PER_SESSION: usize = 10;
+/// Scale, overridable for a longer soak: `TETHER_FAULT_SESSIONS`,
+/// `TETHER_FAULT_LINES`, `TETHER_FAULT_DROPS` (per session).
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn session_count() -> usize {
+    knob("TETHER_FAULT_SESSIONS", 20) as usize
+}
+
+fn lines() -> u64 {
+    knob("TETHER_FAULT_LINES", 1000)
+}
+
+fn drops_per_session() -> usize {
+    knob("TETHER_FAULT_DROPS", 10) as usize
+}
 
 /// xorshift64*: deterministic, no crate needed.
 struct Rng(u64);
@@ -76,8 +93,8 @@ async fn run_session(url: String, mut rng: Rng) -> (Figures, Session) {
         ..Figures::default()
     };
     let mut drop_at = BTreeSet::new();
-    while drop_at.len() < DROPS_PER_SESSION {
-        drop_at.insert(rng.below(2 * LINES));
+    while drop_at.len() < drops_per_session() {
+        drop_at.insert(rng.below(2 * lines()));
     }
     let mut step = 0u64;
     let mut maybe_drop = |s: &mut Session, f: &mut Figures| {
@@ -89,8 +106,8 @@ async fn run_session(url: String, mut rng: Rng) -> (Figures, Session) {
     };
     let mut next_send = 1u64;
     let mut expected = 1u64;
-    while next_send <= LINES {
-        let batch = (1 + rng.below(8)).min(LINES - next_send + 1);
+    while next_send <= lines() {
+        let batch = (1 + rng.below(8)).min(lines() - next_send + 1);
         for _ in 0..batch {
             maybe_drop(&mut s, &mut f);
             s.send_line(format!("c{next_send}").as_bytes())
@@ -138,7 +155,7 @@ fn concurrent_sessions_survive_random_resets_exactly_once_in_order() {
 /// also catch worker lines in flight and queued while detached.
 #[test]
 fn concurrent_sessions_with_worker_clocked_lines_survive_random_resets() {
-    run(&format!("/numbered.pphp?every_ms=1&n={LINES}"));
+    run(&format!("/numbered.pphp?every_ms=1&n={}", lines()));
 }
 
 fn run(path: &str) {
@@ -155,7 +172,7 @@ fn run(path: &str) {
         .expect("runtime");
 
     let mut master = Rng::new(seed);
-    let tasks: Vec<_> = (0..SESSIONS)
+    let tasks: Vec<_> = (0..session_count())
         .map(|_| rt.spawn(run_session(url.clone(), Rng::new(master.next()))))
         .collect();
     let mut figures = Vec::new();
@@ -188,9 +205,12 @@ fn run(path: &str) {
             f.sid,
             f.disorder
         );
-        assert_eq!(f.received, LINES, "seed {seed}: {}", f.sid);
+        assert_eq!(f.received, lines(), "seed {seed}: {}", f.sid);
     }
-    assert_eq!(total(|f| f.drops), (SESSIONS * DROPS_PER_SESSION) as u64);
+    assert_eq!(
+        total(|f| f.drops),
+        (session_count() * drops_per_session()) as u64
+    );
 
     // The worker side, before the clients close: one connection per
     // session, client lines in order so far, no EOF yet.
@@ -211,11 +231,11 @@ fn run(path: &str) {
             f.sid
         );
     }
-    // That the worker read all LINES client lines is checked at its EOF
+    // That the worker read all lines() client lines is checked at its EOF
     // after the close: with worker-clocked lines the client's last lines may
     // still be on their way (or resent by the close's sync) at this point.
 
-    // Close: every session ends with the worker having read LINES lines.
+    // Close: every session ends with the worker having read lines() lines.
     rt.block_on(async {
         for s in sessions {
             tokio::time::timeout(Duration::from_secs(30), s.close())
@@ -227,7 +247,7 @@ fn run(path: &str) {
     for f in &figures {
         let eof = worker.wait_eof(&f.sid);
         assert!(
-            eof.starts_with(&format!("eof {} {LINES}", f.sid)),
+            eof.starts_with(&format!("eof {} {}", f.sid, lines())),
             "seed {seed}: {eof}"
         );
     }
