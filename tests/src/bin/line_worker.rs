@@ -42,7 +42,8 @@
 //! - `/flood.pphp[?size=S]`: persistent; writes lines of size S (default 64)
 //!   forever, as fast as the socket accepts them. Progress is logged every
 //!   50 ms while it changes as `wrote <sid> <lines> <bytes>`.
-//! - `/end.pphp?n=N[&size=S]`: persistent; writes lines 1..=N then closes the
+//! - `/end.pphp?n=N[&size=S][&delay_ms=D]`: persistent; (waits D ms, then)
+//!   writes lines 1..=N then closes the
 //!   connection (worker end).
 //! - `/bigbody.pphp?n=N`: persistent with an N-byte initial body of
 //!   `PATTERN`, then echoes like `/echo.pphp`.
@@ -630,11 +631,12 @@ impl Session {
 enum Pump {
     /// Writes happen only as replies (echo, numbered in reply mode).
     None,
-    /// Lines 1..=n of `size`, then end when `close`.
+    /// Lines 1..=n of `size` (after `delay`), then end when `close`.
     Count {
         n: u64,
         size: usize,
         close: bool,
+        delay: Duration,
     },
     /// `w<i>` every `every`, at most `n`, then end when `close`.
     Ticks {
@@ -701,6 +703,7 @@ fn run_session(
                 n: req.param("n").unwrap_or(0),
                 size: size(0),
                 close: req.flag("close"),
+                delay: Duration::ZERO,
             },
             OnLine::Record,
         ),
@@ -709,6 +712,7 @@ fn run_session(
                 n: req.param("n").unwrap_or(0),
                 size: size(0),
                 close: true,
+                delay: Duration::from_millis(req.param("delay_ms").unwrap_or(0)),
             },
             OnLine::Record,
         ),
@@ -803,7 +807,13 @@ fn spawn_pump(session: &Arc<Session>, pump: Pump) -> Option<thread::JoinHandle<(
                 }
             }
         }),
-        Pump::Count { n, size, close } => thread::spawn(move || {
+        Pump::Count {
+            n,
+            size,
+            close,
+            delay,
+        } => thread::spawn(move || {
+            thread::sleep(delay);
             for i in 1..=n {
                 if !s.write_line(&numbered_line(i, size)) {
                     return;

@@ -309,10 +309,10 @@ where
             .extensions_mut()
             .remove::<AnsweredBy>()
             .map_or_else(|| self.rt.unrouted.clone(), |a| a.0);
-        if let Some(up) = resp.extensions_mut().remove::<WsUpgrade>() {
+        let switching = |this: &Self| {
             answered_by.response(101, started.elapsed());
             gateway::log_access(
-                self.info.peer,
+                this.info.peer,
                 method.as_str(),
                 &String::from_utf8_lossy(&head.target),
                 101,
@@ -320,19 +320,13 @@ where
                 started.elapsed(),
                 true,
             );
+        };
+        if let Some(up) = resp.extensions_mut().remove::<WsUpgrade>() {
+            switching(self);
             return Next::WebSocket(resp, up);
         }
         if head.upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            answered_by.response(101, started.elapsed());
-            gateway::log_access(
-                self.info.peer,
-                method.as_str(),
-                &String::from_utf8_lossy(&head.target),
-                101,
-                0,
-                started.elapsed(),
-                true,
-            );
+            switching(self);
             return Next::Upgrade(resp);
         }
         if let Some(handoff) = resp.extensions_mut().remove::<Handoff>() {

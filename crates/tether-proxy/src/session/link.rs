@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use tether_wire::LineReader;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -71,6 +71,27 @@ pub(crate) fn poll_read_with<R: AsyncRead + Unpin + ?Sized>(
             Poll::Pending => Poll::Pending,
         }
     })
+}
+
+/// Writes what `io` takes of `out`; `Ready(Ok(()))` when some progress was
+/// made. An emptied buffer gives its memory back (idle links hold none).
+pub(crate) fn poll_write_out<W: AsyncWrite + Unpin + ?Sized>(
+    io: &mut W,
+    cx: &mut Context<'_>,
+    out: &mut BytesMut,
+) -> Poll<io::Result<()>> {
+    match Pin::new(io).poll_write(cx, out) {
+        Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+        Poll::Ready(Ok(n)) => {
+            out.advance(n);
+            if out.is_empty() {
+                *out = BytesMut::new();
+            }
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 /// [`poll_read_with`] into a line reader.

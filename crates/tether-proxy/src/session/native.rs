@@ -5,11 +5,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tether_wire::LineReader;
 use tokio::io::AsyncWrite;
 
-use super::link::{poll_read_lines, ClientIo, ClientRead};
+use super::link::{poll_read_lines, poll_write_out, ClientIo, ClientRead};
 
 pub(crate) struct NativeLink {
     io: Box<dyn ClientIo>,
@@ -63,18 +63,7 @@ impl NativeLink {
     }
 
     pub(crate) fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.io).poll_write(cx, &self.out) {
-            Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(n)) => {
-                self.out.advance(n);
-                if self.out.is_empty() {
-                    self.out = BytesMut::new();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        poll_write_out(&mut self.io, cx, &mut self.out)
     }
 
     pub(crate) fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -8,13 +8,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tether_wire::ClientControl;
 use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
 use super::frame::{self, Frame};
-use crate::session::link::{poll_read_with, ClientIo, ClientRead, CloseWith, NotUtf8};
+use crate::session::link::{
+    poll_read_with, poll_write_out, ClientIo, ClientRead, CloseWith, NotUtf8,
+};
 
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// The largest control record a client may send; records are not lines,
@@ -205,18 +207,7 @@ impl WsLink {
     }
 
     pub(crate) fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.io).poll_write(cx, &self.out) {
-            Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(n)) => {
-                self.out.advance(n);
-                if self.out.is_empty() {
-                    self.out = BytesMut::new();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        poll_write_out(&mut self.io, cx, &mut self.out)
     }
 
     /// Writes everything queued; used before the link joins a session.
