@@ -590,3 +590,28 @@ fn sessions_stay_pinned_to_their_worker_across_resumes() {
         assert_eq!(other.conns(sid), 0, "{sid} reached the other worker");
     }
 }
+
+#[test]
+fn after_delete_a_resume_is_gone_even_while_the_old_connection_drains() {
+    // SPEC 2 "Explicit end": the session ends at DELETE; its attached
+    // connection still gets what is left, but it is no longer live: a
+    // resume gets the 410 of SPEC 4, not a takeover. The attached client
+    // here does not read, so the gateway is still draining to it.
+    let (worker, tether) = setup("");
+    let addr = tether.addr();
+    let admin = tether.admin_addr().expect("admin");
+    let o = open(addr, "/flood.pphp?size=512");
+    let sid = o.sid.clone();
+    tether_tests::wait_for("output waiting for the client", WAIT, || {
+        let m = tether_tests::raw_http::get(admin, "admin", "/metrics").body_text();
+        m.lines()
+            .find(|l| l.starts_with("tether_backlog_bytes{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .filter(|b| *b > 0.0)
+            .map(|_| ())
+    });
+    assert_eq!(delete(addr, HOST, "/flood.pphp", &sid).status, 204);
+    gone(resume(addr, "/flood.pphp", &sid, 0), "after DELETE");
+    worker.wait_eof(&sid);
+    drop(o);
+}

@@ -469,6 +469,10 @@ impl Session {
             Command::End { reply } => {
                 self.worker = None;
                 self.ending = Some(EndReason::ClientEnd);
+                // Ended now: an attached client still gets its lines, but
+                // no request can reach the session any more (a resume gets
+                // the 410 of SPEC 4).
+                self.mailbox.close();
                 let _ = reply.send(());
                 if self.link.is_none() {
                     return Err(EndReason::ClientEnd);
@@ -506,6 +510,7 @@ impl Session {
             Command::Shutdown => {
                 self.worker = None;
                 self.ending = Some(EndReason::Shutdown);
+                self.mailbox.close();
                 if self.link.is_none() {
                     return Err(EndReason::Shutdown);
                 }
