@@ -263,6 +263,18 @@ for (const [name, WebSocket] of IMPLEMENTATIONS) {
       await assert.rejects(again.next(100), /timeout/, 'no line is resent when ending');
     });
 
+    test('close() before any session exists closes at once', async () => {
+      const s = open();
+      const conn = await gw.accept();
+      assert.equal(await conn.record(), '');
+      const closing = once(s, 'close');
+      s.close();
+      assert.equal((await closing).code, 1000);
+      assert.equal(s.readyState, 'closed');
+      assert.equal(await s.read(), null);
+      await conn.closed;
+    });
+
     test('a failure at open (4503) closes with the code and an error, no reconnect', async () => {
       const s = open();
       const conn = await gw.accept();
