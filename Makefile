@@ -1,11 +1,25 @@
 # Shared build dir when CARGO_TARGET_DIR is set; cargo's default otherwise.
 CARGO ?= cargo
 
-.PHONY: test deps build lint fmt demo bench bench-tools
+.PHONY: test deps build js-test js-deps lint fmt demo bench bench-tools
 
 ## test: install missing test dependencies, build every binary, run all tests
 test: deps build
 	$(CARGO) test --workspace
+	$(MAKE) --no-print-directory js-test
+
+## js-test: HTTPSocket's tests (clients/js): unit tests against a fake gateway,
+## then end to end in Chromium against target/debug/tether (run `build` first)
+js-test: js-deps
+	cd clients/js && node --test
+
+# npm ci only when node_modules is missing or was installed from another lock.
+js-deps:
+	@cd clients/js && if cmp -s package-lock.json node_modules/.installed-lock; then \
+		echo "js-deps: clients/js/node_modules up to date"; \
+	else \
+		npm ci --no-audit --no-fund && cp package-lock.json node_modules/.installed-lock; \
+	fi
 
 ## deps: the Debian packages the integration tests need (only missing ones)
 deps:

@@ -3,7 +3,7 @@
 # are missing; does nothing (not even `apt-get update`) when all are there.
 set -euo pipefail
 
-PACKAGES=(nginx-light apache2 libapache2-mod-php haproxy wrk curl python3-websockets)
+PACKAGES=(nginx-light apache2 libapache2-mod-php haproxy wrk curl python3-websockets chromium)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

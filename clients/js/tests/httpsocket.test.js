@@ -1,0 +1,373 @@
+// Unit tests of HTTPSocket against a scripted fake gateway (test/fake-gateway.js).
+// They run once with the `ws` package's client and, where Node has one
+// (Node >= 22, or 20 with --experimental-websocket), once with Node's own
+// browser-compatible WebSocket.
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { WebSocket as WsWebSocket } from 'ws';
+
+import { HTTPSocket } from '../httpsocket.js';
+import { startFakeGateway, once } from './fake-gateway.js';
+
+const SID = 'abcdefghijklmnopqrstuv';
+const IMPLEMENTATIONS = [['ws', WsWebSocket]];
+if (typeof globalThis.WebSocket === 'function') IMPLEMENTATIONS.push(['node', globalThis.WebSocket]);
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+for (const [name, WebSocket] of IMPLEMENTATIONS) {
+  describe(`HTTPSocket (${name} WebSocket)`, () => {
+    let gw;
+    const sockets = [];
+    const open = (options = {}) => {
+      const s = new HTTPSocket(gw.url, { WebSocket, initialDelay: 10, maxDelay: 50, ...options });
+      sockets.push(s);
+      return s;
+    };
+    /** A socket whose new session was opened by the fake gateway. */
+    const opened = async (options, openArgs = {}) => {
+      const s = open(options);
+      const conn = await gw.accept();
+      assert.equal(conn.protocol, 'persistent');
+      assert.equal(await conn.record(), '', 'a new session starts with an empty control record');
+      const opening = once(s, 'open');
+      conn.open({ sid: SID, ...openArgs });
+      await opening;
+      return { s, conn };
+    };
+
+    before(async () => {
+      gw = await startFakeGateway();
+    });
+    after(async () => {
+      for (const s of sockets) s.close();
+      await gw.close();
+    });
+
+    test('URL schemes: http(s) map to ws(s), others are refused', () => {
+      const mk = (u) => {
+        const s = new HTTPSocket(u, { WebSocket: class { close() {} } });
+        s.close();
+        return s;
+      };
+      assert.equal(mk('http://127.0.0.1:1/a.pphp?x=1').url, 'ws://127.0.0.1:1/a.pphp?x=1');
+      assert.equal(mk('https://127.0.0.1:1/a.pphp').url, 'wss://127.0.0.1:1/a.pphp');
+      assert.equal(mk('wss://127.0.0.1:1/a.pphp').url, 'wss://127.0.0.1:1/a.pphp');
+      assert.throws(() => mk('ftp://127.0.0.1/a'), SyntaxError);
+    });
+
+    test('open with an initial body, then lines both ways', async () => {
+      const s = open();
+      const conn = await gw.accept();
+      assert.equal(conn.path, '/chat.pphp');
+      assert.equal(await conn.record(), '');
+      s.send('queued before open');
+      const opening = once(s, 'open');
+      conn.open({ sid: SID, status: 201, initial: 'hello ü\nsecond line of the body\n' });
+      const detail = await opening;
+      assert.deepEqual(detail, { sessionId: SID, status: 201, initialBody: 'hello ü\nsecond line of the body\n' });
+      assert.equal(s.readyState, 'open');
+      assert.equal(s.sessionId, SID);
+      assert.equal(s.status, 201);
+      assert.equal(s.initialBody, 'hello ü\nsecond line of the body\n');
+      assert.equal(s.received, 0, 'the initial body is not counted');
+      assert.equal(await conn.line(), 'queued before open');
+      s.send('hi');
+      assert.equal(await conn.line(), 'hi');
+      const events = [];
+      s.addEventListener('line', (e) => events.push(e.detail));
+      conn.sendLine('one');
+      conn.sendLine('two ✓');
+      assert.equal(await s.read(), 'one');
+      assert.equal(await s.read(), 'two ✓');
+      assert.deepEqual(events, ['one', 'two ✓']);
+      assert.equal(s.received, 2);
+    });
+
+    test('send refuses LF, non-strings, and lines after close()', async () => {
+      const { s, conn } = await opened();
+      assert.throws(() => s.send('a\nb'), TypeError);
+      assert.throws(() => s.send(42), TypeError);
+      s.close();
+      assert.throws(() => s.send('late'), /closed/);
+      assert.equal((await conn.closed).code, 1000);
+    });
+
+    test('reads pending before lines arrive resolve in order; later lines are queued', async () => {
+      const { s, conn } = await opened();
+      const early = [s.read(), s.read(), s.read()];
+      for (const l of ['a', 'b', 'c', 'd', 'e']) conn.sendLine(l);
+      assert.deepEqual(await Promise.all(early), ['a', 'b', 'c']);
+      await sleep(50);
+      assert.equal(await s.read(), 'd');
+      assert.equal(await s.read(), 'e');
+    });
+
+    test('acks the received count within a second while lines arrive', async () => {
+      const { conn } = await opened();
+      for (let i = 1; i <= 5; i++) conn.sendLine(`l${i}`);
+      const sentAt = Date.now();
+      assert.equal(await conn.record(2000), 'ack=5');
+      assert.ok(Date.now() - sentAt <= 1000, `ack after ${Date.now() - sentAt} ms`);
+      conn.sendLine('l6');
+      assert.equal(await conn.record(2000), 'ack=6');
+      // no new lines: no more acks
+      await assert.rejects(conn.next(1200), /timeout/);
+    });
+
+    test('on<event> properties are listeners, one each', async () => {
+      const s = open();
+      const conn = await gw.accept();
+      await conn.record();
+      const seen = [];
+      s.onopen = () => seen.push('first');
+      s.onopen = (e) => seen.push(`open ${e.detail.sessionId}`);
+      s.online = (e) => seen.push(`line ${e.detail}`);
+      assert.equal(typeof s.onopen, 'function');
+      const lined = once(s, 'line');
+      conn.open({ sid: SID });
+      conn.sendLine('x');
+      await lined;
+      assert.deepEqual(seen, [`open ${SID}`, 'line x']);
+      s.online = null;
+      assert.equal(s.online, null);
+    });
+
+    test('a dropped connection resumes with its count and resends after the gateway count', async () => {
+      const { s, conn } = await opened();
+      const lines = [];
+      s.addEventListener('line', (e) => lines.push(e.detail));
+      s.send('c1');
+      s.send('c2');
+      s.send('c3');
+      assert.equal(await conn.line(), 'c1');
+      assert.equal(await conn.line(), 'c2');
+      assert.equal(await conn.line(), 'c3');
+      conn.sendLine('w1');
+      conn.sendLine('w2');
+      await once(s, 'line');
+      while (s.received < 2) await once(s, 'line');
+      const reconnecting = once(s, 'reconnecting');
+      await conn.drop();
+      const r = await reconnecting;
+      assert.equal(r.attempt, 1);
+      assert.equal(r.code, 1006);
+      assert.equal(s.readyState, 'reconnecting');
+      s.send('c4'); // queued while reconnecting
+
+      const again = await gw.accept();
+      assert.equal(await again.record(), `sid=${SID}&received=2`);
+      const resumed = once(s, 'resumed');
+      // the gateway delivered c1 and c2 only (c3 was lost in the drop)
+      again.open({ sid: SID, received: 2 });
+      assert.deepEqual(await resumed, { sessionId: SID, received: 2, resent: 2 });
+      assert.equal(await again.line(), 'c3');
+      assert.equal(await again.line(), 'c4');
+      again.sendLine('w3');
+      s.send('c5');
+      assert.equal(await again.line(), 'c5');
+      assert.equal(await s.read(), 'w1');
+      assert.equal(await s.read(), 'w2');
+      assert.equal(await s.read(), 'w3');
+      assert.deepEqual(lines, ['w1', 'w2', 'w3']);
+
+      // a second drop: the resend buffer was trimmed to the gateway's count
+      await again.drop();
+      const third = await gw.accept();
+      assert.equal(await third.record(), `sid=${SID}&received=3`);
+      third.open({ sid: SID, received: 5 });
+      await once(s, 'resumed');
+      s.send('c6');
+      assert.equal(await third.line(), 'c6', 'nothing before c6 is resent: the gateway has c1..c5');
+    });
+
+    test('a resume answered with a count the client cannot match fails loudly', async () => {
+      const { s, conn } = await opened();
+      s.send('c1');
+      await conn.line();
+      await conn.drop();
+      const again = await gw.accept();
+      await again.record();
+      const closing = once(s, 'close');
+      again.open({ sid: SID, received: 7 });
+      const detail = await closing;
+      assert.equal(detail.code, 1002);
+      assert.match(detail.error, /gateway counts 7/);
+      assert.equal((await again.closed).code, 1000, 'the useless session is ended');
+    });
+
+    test('1012 (gateway restarting) reconnects; the 4410 that follows is sessionlost', async () => {
+      const { s, conn } = await opened();
+      const reading = s.read();
+      await conn.close(1012, 'restarting');
+      const again = await gw.accept();
+      assert.equal(await again.record(), `sid=${SID}&received=0`);
+      const lost = once(s, 'sessionlost');
+      again.close(4410, 'resume impossible');
+      assert.deepEqual(await lost, { code: 4410, reason: 'resume impossible' });
+      assert.equal(s.readyState, 'closed');
+      await assert.rejects(reading, (e) => e.code === 4410);
+      assert.equal(await gw.connectsWithin(200), false, 'no reconnection after 4410');
+      assert.throws(() => s.send('x'), /closed/);
+    });
+
+    test('4409 (taken over) closes without reconnecting', async () => {
+      const { s, conn } = await opened();
+      let lost = false;
+      s.addEventListener('sessionlost', () => (lost = true));
+      const closing = once(s, 'close');
+      conn.close(4409, 'taken over');
+      assert.deepEqual(await closing, { code: 4409, reason: 'taken over' });
+      assert.equal(await gw.connectsWithin(200), false, 'no reconnection after 4409');
+      assert.equal(lost, false);
+      await assert.rejects(s.read(), (e) => e.code === 4409);
+    });
+
+    test('1000 from the gateway ends the session: remaining lines, then read() gives null', async () => {
+      const { s, conn } = await opened();
+      conn.sendLine('last');
+      const closing = once(s, 'close');
+      conn.close(1000);
+      assert.equal((await closing).code, 1000);
+      assert.equal(await s.read(), 'last');
+      assert.equal(await s.read(), null);
+      assert.equal(await gw.connectsWithin(200), false);
+    });
+
+    test('close() sends close 1000 and emits close', async () => {
+      const { s, conn } = await opened();
+      const pending = s.read();
+      const closing = once(s, 'close');
+      s.close();
+      assert.equal(s.readyState, 'closing');
+      assert.equal((await conn.closed).code, 1000);
+      assert.equal((await closing).code, 1000);
+      assert.equal(await pending, null);
+      assert.equal(s.readyState, 'closed');
+    });
+
+    test('close() while reconnecting resumes once only to end the session', async () => {
+      const { s, conn } = await opened({ initialDelay: 10000, maxDelay: 10000 });
+      await conn.drop();
+      await sleep(20);
+      assert.equal(s.readyState, 'reconnecting');
+      s.send('discarded');
+      s.close();
+      const again = await gw.accept();
+      assert.equal(await again.record(), `sid=${SID}&received=0`);
+      const closing = once(s, 'close');
+      again.open({ sid: SID, received: 0 });
+      assert.equal((await again.closed).code, 1000);
+      assert.equal((await closing).code, 1000);
+      await assert.rejects(again.next(100), /timeout/, 'no line is resent when ending');
+    });
+
+    test('close() before any session exists closes at once', async () => {
+      const s = open();
+      const conn = await gw.accept();
+      assert.equal(await conn.record(), '');
+      const closing = once(s, 'close');
+      s.close();
+      assert.equal((await closing).code, 1000);
+      assert.equal(s.readyState, 'closed');
+      assert.equal(await s.read(), null);
+      await conn.closed;
+    });
+
+    test('a failure at open (4503) closes with the code and an error, no reconnect', async () => {
+      const s = open();
+      const conn = await gw.accept();
+      await conn.record();
+      const closing = once(s, 'close');
+      conn.close(4503, 'overloaded');
+      const detail = await closing;
+      assert.equal(detail.code, 4503);
+      assert.equal(detail.reason, 'overloaded');
+      assert.match(detail.error, /4503 overloaded/);
+      assert.equal(s.sessionId, null);
+      assert.equal(await gw.connectsWithin(200), false);
+    });
+
+    test('a drop before the initial body arrived loses the session (SPEC 2)', async () => {
+      const s = open();
+      const conn = await gw.accept();
+      await conn.record();
+      conn.sendRecord(`sid=${SID}&received=0&status=200&initial=10`);
+      const lost = once(s, 'sessionlost');
+      await sleep(20);
+      await conn.drop();
+      assert.match((await lost).reason, /initial body/);
+      assert.equal(await gw.connectsWithin(200), false);
+    });
+
+    test('_dropForTest detaches with 4000 and resumes', async () => {
+      const { s, conn } = await opened();
+      conn.sendLine('w1');
+      assert.equal(await s.read(), 'w1');
+      s._dropForTest();
+      assert.equal((await conn.closed).code, 4000);
+      const again = await gw.accept();
+      assert.equal(await again.record(), `sid=${SID}&received=1`);
+      const resumed = once(s, 'resumed');
+      again.open({ sid: SID, received: 0 });
+      await resumed;
+      again.sendLine('w2');
+      assert.equal(await s.read(), 'w2');
+    });
+
+    test('backoff gives up after maxAttempts: close for a session never opened', async () => {
+      const dead = await startFakeGateway();
+      const url = dead.url;
+      await dead.close();
+      const s = new HTTPSocket(url, { WebSocket, initialDelay: 5, maxDelay: 20, maxAttempts: 3 });
+      sockets.push(s);
+      const attempts = [];
+      s.addEventListener('reconnecting', (e) => attempts.push(e.detail.attempt));
+      const detail = await once(s, 'close');
+      assert.deepEqual(attempts, [1, 2, 3]);
+      assert.match(detail.error, /gave up after 3 attempts/);
+    });
+
+    test('backoff delays grow exponentially with jitter, capped by maxDelay', async () => {
+      const { s, conn } = await opened({ initialDelay: 100, maxDelay: 400 });
+      const delays = [];
+      s.addEventListener('reconnecting', (e) => {
+        delays.push(e.detail.delay);
+        if (delays.length === 4) s.close();
+      });
+      // refuse every resume at the TCP level: the fake gateway drops it
+      const refusing = (async () => {
+        for (;;) {
+          const c = await gw.accept(3000).catch(() => null);
+          if (!c) return;
+          await c.drop();
+        }
+      })();
+      await conn.drop();
+      await once(s, 'close', 5000);
+      await refusing;
+      assert.equal(delays.length, 4);
+      const ceilings = [100, 200, 400, 400];
+      delays.forEach((d, i) => assert.ok(d >= ceilings[i] / 2 && d <= ceilings[i], `delay ${i}: ${d}`));
+    });
+
+    test('a resend buffer over maxUnackedBytes resyncs quietly', async () => {
+      const { s, conn } = await opened({ maxUnackedBytes: 20 });
+      let noisy = 0;
+      s.addEventListener('reconnecting', () => noisy++);
+      s.addEventListener('resumed', () => noisy++);
+      s.send('0123456789');
+      s.send('0123456789'); // 22 bytes with LFs: resync
+      assert.equal(await conn.line(), '0123456789');
+      assert.equal(await conn.line(), '0123456789');
+      assert.equal((await conn.closed).code, 4000);
+      const again = await gw.accept();
+      assert.equal(await again.record(), `sid=${SID}&received=0`);
+      again.open({ sid: SID, received: 2 });
+      s.send('after');
+      assert.equal(await again.line(), 'after');
+      assert.equal(noisy, 0);
+    });
+  });
+}
