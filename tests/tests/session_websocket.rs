@@ -972,7 +972,11 @@ fn other_close_codes_and_drops_detach() {
     let sid = s.sid.clone();
     s.ws.send_text("a");
     assert_eq!(text(&mut s.ws), "1 a");
-    close_and_wait(s.ws, 4000);
+    assert_eq!(
+        close_and_wait(s.ws, 4000),
+        Some(4000),
+        "RFC 6455 §5.5.1: the close is answered, with the client's code"
+    );
     let (mut ws, m) = ws_resume_ok(addr, "/echo.pphp", &sid, 1);
     assert_eq!(m, 1, "close 4000 detached");
     ws.send_text("b");

@@ -197,6 +197,16 @@ impl Link {
         }
     }
 
+    /// Lets go of a link its client left (detach): nothing more is sent
+    /// but what is queued already (a WebSocket's answer to the client's
+    /// close).
+    pub(crate) fn release(self) {
+        match self {
+            Link::Native(_) => {}
+            Link::WebSocket(l) => l.release(),
+        }
+    }
+
     /// Closes now, without waiting: a WebSocket gets its close frame if the
     /// socket takes it at once (takeover 4409, errors); then the
     /// connection is dropped.

@@ -668,6 +668,9 @@ impl Session {
                         .replay_bytes(self.replay.held_bytes() as i64 - held as i64);
                 }
                 Poll::Ready(ClientRead::Gone) => {
+                    if let Some(link) = self.link.take() {
+                        link.release();
+                    }
                     self.detached();
                     return Ok(true);
                 }

@@ -127,13 +127,25 @@ impl WsLink {
                 None
             }
             frame::OP_PONG => None,
-            frame::OP_CLOSE => Some(Err(
-                if frame::close_code(&f.payload) == frame::CLOSE_NORMAL {
-                    ClientRead::End
-                } else {
-                    ClientRead::Gone
-                },
-            )),
+            frame::OP_CLOSE => {
+                let code = frame::close_code(&f.payload);
+                if code == frame::CLOSE_NORMAL {
+                    return Some(Err(ClientRead::End));
+                }
+                // Any other close detaches (SPEC 3); the close is answered
+                // with the client's own code, as RFC 6455 §5.5.1 asks
+                // (1005, "no status", is not sent on the wire: 1000 then).
+                if !self.close_sent {
+                    let echo = if code == 1005 {
+                        frame::CLOSE_NORMAL
+                    } else {
+                        code
+                    };
+                    frame::encode_close(&mut self.out, echo, "");
+                    self.close_sent = true;
+                }
+                Some(Err(ClientRead::Gone))
+            }
             frame::OP_CONTINUATION => {
                 let Some((opcode, mut bytes)) = self.message.take() else {
                     return Some(Err(protocol("continuation without a message")));
@@ -244,6 +256,14 @@ impl WsLink {
             frame::encode_close(&mut self.out, close.code, close.reason);
             self.close_sent = true;
         }
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = self.poll_write_some(&mut cx);
+        let _ = Pin::new(&mut self.io).poll_shutdown(&mut cx);
+    }
+
+    /// Lets go of a link the client left: what is queued (a close answer)
+    /// goes out if the socket takes it at once, nothing more is added.
+    pub(crate) fn release(mut self) {
         let mut cx = Context::from_waker(Waker::noop());
         let _ = self.poll_write_some(&mut cx);
         let _ = Pin::new(&mut self.io).poll_shutdown(&mut cx);
