@@ -393,7 +393,7 @@ pub(crate) async fn open_session(
             ));
         }
     };
-    let Opening2 {
+    let AcceptedAnswer {
         status,
         headers,
         initial,
@@ -429,7 +429,7 @@ pub(crate) async fn open_session(
 }
 
 /// A worker's persistent answer, ready to become a session.
-struct Opening2 {
+struct AcceptedAnswer {
     status: StatusCode,
     headers: HeaderMap,
     initial: Bytes,
@@ -438,7 +438,7 @@ struct Opening2 {
 }
 
 enum Answer {
-    Persistent(Opening2),
+    Persistent(AcceptedAnswer),
     Plain(Response<Body>),
 }
 
@@ -465,7 +465,7 @@ async fn open_stream(
             initial,
             stream,
             leftover,
-        } => Answer::Persistent(Opening2 {
+        } => Answer::Persistent(AcceptedAnswer {
             status,
             headers,
             initial,
@@ -527,7 +527,7 @@ async fn open_message(
         target,
         headers: template,
     });
-    Ok(Answer::Persistent(Opening2 {
+    Ok(Answer::Persistent(AcceptedAnswer {
         status: parts.status,
         headers,
         initial,
