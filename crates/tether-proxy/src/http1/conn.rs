@@ -250,9 +250,13 @@ where
                 (Body::Channel(body), Some(BodyPump::new(sender, None)))
             }
         };
-        // Kept (a cheap clone) to count a refusal made here for the vhost
-        // the request was for.
-        let host = head.headers.get(header::HOST).cloned();
+        // Kept to count, for the vhost the request was for, what this loop
+        // answers itself about a body (100 Continue, a bad chunk); bodyless
+        // requests, the common case, skip the clone.
+        let host = match head.framing {
+            Framing::None | Framing::Length(0) => None,
+            _ => head.headers.get(header::HOST).cloned(),
+        };
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
         *req.uri_mut() = uri;
