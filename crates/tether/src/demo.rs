@@ -5,7 +5,8 @@
 //!
 //! - the **demo origin**, a legacy web server in miniature: a friendly HTML
 //!   page at `/` that explains tether and how to open a persistent session,
-//!   and `/hello.txt`;
+//!   `/hello.txt`, and `/httpsocket.js` (the browser library, so that the
+//!   page can open a session over WebSocket);
 //! - the **demo worker**, a stream worker (SPEC 2) for `/chat.pphp`: it
 //!   answers `Connection-Type: Persistent` with a welcome line as the initial
 //!   body, echoes every client line as `#<n> you said: <line>` and writes
@@ -289,6 +290,9 @@ async fn respond(
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
+/// The browser library, served by the demo origin so that the page can open
+/// a session over WebSocket through tether.
+const HTTPSOCKET_JS: &str = include_str!("../../../clients/js/httpsocket.js");
 
 async fn origin_page(write: &mut OwnedWriteHalf, req: &Request) -> io::Result<()> {
     if req.method != "GET" && req.method != "HEAD" {
@@ -306,6 +310,16 @@ async fn origin_page(write: &mut OwnedWriteHalf, req: &Request) -> io::Result<()
                 "200 OK",
                 "text/html; charset=utf-8",
                 page.as_bytes(),
+            )
+            .await
+        }
+        "/httpsocket.js" => {
+            respond(
+                write,
+                req,
+                "200 OK",
+                "text/javascript; charset=utf-8",
+                HTTPSOCKET_JS.as_bytes(),
             )
             .await
         }
@@ -401,7 +415,7 @@ fn html_escape(s: &str) -> String {
 
 fn index_html(host: &str) -> String {
     format!(
-        r#"<!doctype html>
+        r##"<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -430,6 +444,37 @@ tether. So did <a href="/hello.txt">/hello.txt</a>.</p>
 <p>Type a line and press Enter: the worker answers <code>#1 you said: ...</code>.
 Every 10 seconds it also writes a <code>tick</code> line.</p>
 
+<h2>Try it in this page</h2>
+<p>This page opens a session over WebSocket with the
+<a href="/httpsocket.js"><code>HTTPSocket</code></a> library. Send a line, then
+drop the connection: the library resumes and nothing is lost or repeated.</p>
+<div id="log" style="height:12em; overflow-y:auto; border:1px solid #ccc; padding:0.5em; font-family:monospace; white-space:pre-wrap"></div>
+<form id="say"><input id="line" autocomplete="off" placeholder="type a line" style="width:60%">
+<button>send</button> <button type="button" id="drop">drop the connection</button></form>
+<script type="module">
+import {{ HTTPSocket }} from "/httpsocket.js";
+const out = document.getElementById("log");
+const log = (text) => {{
+  const row = document.createElement("div");
+  row.textContent = text;
+  out.appendChild(row);
+  out.scrollTop = out.scrollHeight;
+}};
+const socket = new HTTPSocket(location.origin + "/chat.pphp");
+socket.addEventListener("open", (e) => log("# open: " + (e.detail.initialBody || "").trim()));
+socket.addEventListener("line", (e) => log(e.detail));
+socket.addEventListener("reconnecting", () => log("# connection lost, reconnecting"));
+socket.addEventListener("resumed", () => log("# resumed: nothing lost"));
+socket.addEventListener("sessionlost", () => log("# session lost"));
+socket.addEventListener("close", () => log("# session closed"));
+document.getElementById("say").addEventListener("submit", (e) => {{
+  e.preventDefault();
+  const input = document.getElementById("line");
+  if (input.value) {{ socket.send(input.value); input.value = ""; }}
+}});
+document.getElementById("drop").addEventListener("click", () => socket._dropForTest());
+</script>
+
 <h2>See resume at work</h2>
 <p>Cut the connection while the session runs (suspend the client, or drop the
 network for a moment): the client reconnects with its <code>SessionID</code> and
@@ -443,7 +488,7 @@ try it by hand to see the answer head:</p>
 <p>Metrics are on the admin listener at <code>/metrics</code>.</p>
 </body>
 </html>
-"#
+"##
     )
 }
 
@@ -524,6 +569,24 @@ mod tests {
         assert_eq!(status, 404);
         assert_eq!(header(&h, "connection"), Some("close"));
         assert_eq!(c.line().await, "", "closed after Connection: close");
+    }
+
+    #[tokio::test]
+    async fn origin_serves_the_browser_library_the_page_uses() {
+        let demo = start_demo_servers().await.unwrap();
+        let mut c = Client::connect(demo.origin).await;
+        c.send("GET / HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
+        let (_, _, page) = c.response().await;
+        assert!(page.contains(r#"import { HTTPSocket } from "/httpsocket.js";"#));
+        c.send("GET /httpsocket.js HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            .await;
+        let (status, h, body) = c.response().await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            header(&h, "content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
+        assert!(body.contains("export class HTTPSocket"));
     }
 
     #[tokio::test]
