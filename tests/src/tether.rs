@@ -121,6 +121,27 @@ impl Tether {
         self.admin
     }
 
+    /// Waits until tether has installed its SIGHUP and SIGTERM handlers
+    /// (read from `/proc/PID/status`), so that a signal sent next cannot
+    /// kill it by the default action.
+    pub fn wait_signal_handlers(&self) {
+        const HUP: u64 = 1 << 0;
+        const TERM: u64 = 1 << 14;
+        let pid = self.pid();
+        crate::wait_for(
+            "tether's SIGHUP and SIGTERM handlers",
+            STARTUP_TIMEOUT,
+            || {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let mask = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())?;
+                (mask & (HUP | TERM) == HUP | TERM).then_some(())
+            },
+        );
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.pid()
     }

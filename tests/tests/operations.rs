@@ -63,26 +63,10 @@ fn plain_vhost(hosts: &[&str], origin: &str) -> String {
     )
 }
 
-/// Waits until tether has installed its SIGHUP and SIGTERM handlers
-/// (`SigCgt` of `/proc/PID/status`): a signal sent earlier would kill it
-/// with the default action instead of testing it.
-fn wait_signal_handlers(pid: u32) {
-    const HUP: u64 = 1 << 0;
-    const TERM: u64 = 1 << 14;
-    wait_for("tether's SIGHUP and SIGTERM handlers", WAIT, || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let mask = status
-            .lines()
-            .find_map(|l| l.strip_prefix("SigCgt:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())?;
-        (mask & (HUP | TERM) == HUP | TERM).then_some(())
-    });
-}
-
 /// Starts tether on `text` and waits until it is ready for signals.
 fn start(text: &str) -> Tether {
     let tether = Tether::start(text);
-    wait_signal_handlers(tether.pid());
+    tether.wait_signal_handlers();
     let admin = tether.admin_addr().expect("admin_listen");
     wait_for("/readyz 200 after the start", WAIT, || {
         (try_get(admin, "admin", "/readyz").map(|r| r.status) == Some(200)).then_some(())

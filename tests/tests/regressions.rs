@@ -83,25 +83,10 @@ fn config(server: &str, vhosts: &[String]) -> String {
     c
 }
 
-/// Waits until tether has installed its SIGHUP and SIGTERM handlers (a
-/// signal sent earlier would kill it with the default action).
-fn wait_signal_handlers(pid: u32) {
-    const HUP: u64 = 1 << 0;
-    const TERM: u64 = 1 << 14;
-    wait_for("tether's SIGHUP and SIGTERM handlers", WAIT, || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let mask = status
-            .lines()
-            .find_map(|l| l.strip_prefix("SigCgt:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())?;
-        (mask & (HUP | TERM) == HUP | TERM).then_some(())
-    });
-}
-
 /// Starts tether on `text` and waits until it handles signals.
 fn start(text: &str) -> Tether {
     let tether = Tether::start(text);
-    wait_signal_handlers(tether.pid());
+    tether.wait_signal_handlers();
     tether
 }
 

@@ -281,19 +281,6 @@ fn worker_headers(worker: &LineWorker, sid: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Waits until tether has installed its SIGTERM handler.
-fn wait_signal_handlers(pid: u32) {
-    const TERM: u64 = 1 << 14;
-    wait_for("tether's SIGTERM handler", WAIT, || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let mask = status
-            .lines()
-            .find_map(|l| l.strip_prefix("SigCgt:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())?;
-        (mask & TERM == TERM).then_some(())
-    });
-}
-
 // ---------------------------------------------------------------- handshake
 
 #[test]
@@ -1067,7 +1054,7 @@ fn push_api_lines_are_text_frames_and_its_delete_closes_with_1000() {
 #[test]
 fn sigterm_closes_websocket_sessions_with_1012() {
     let (worker, mut tether) = setup("");
-    wait_signal_handlers(tether.pid());
+    tether.wait_signal_handlers();
     let mut s = ws_open(tether.addr(), "/echo.pphp?initial=0");
     s.ws.send_text("a");
     assert_eq!(text(&mut s.ws), "1 a");
