@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod descriptors;
 pub mod forward;
 pub mod gateway;
 mod h2;

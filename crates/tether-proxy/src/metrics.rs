@@ -30,7 +30,7 @@ pub const END_REASONS: [&str; 10] = [
     "admin",
     "shutdown",
 ];
-pub const LIMIT_KINDS: [&str; 8] = [
+pub const LIMIT_KINDS: [&str; 11] = [
     "connections",
     "connections_per_ip",
     "sessions",
@@ -39,6 +39,9 @@ pub const LIMIT_KINDS: [&str; 8] = [
     "header_timeout",
     "idle_timeout",
     "line_rate",
+    "upstream_connections",
+    "worker_sessions",
+    "body_timeout",
 ];
 
 /// `tether_limits_hit_total{kind}`.
@@ -52,6 +55,12 @@ pub enum Limit {
     HeaderTimeout,
     IdleTimeout,
     LineRate,
+    /// `max_upstream_connections` of one origin or worker (docs/security.md).
+    UpstreamConnections,
+    /// `max_sessions_per_worker` on every worker of a vhost.
+    WorkerSessions,
+    /// A request body that made no progress for `idle_timeout`.
+    BodyTimeout,
 }
 
 /// `tether_resumes_total{result}`.
@@ -207,7 +216,7 @@ pub struct Metrics {
     // load) and at scrape time.
     vhosts: Mutex<BTreeMap<String, Arc<VhostMetrics>>>,
     listeners: Mutex<BTreeMap<String, Arc<AtomicI64>>>,
-    limits: [AtomicU64; 8],
+    limits: [AtomicU64; LIMIT_KINDS.len()],
     reloads_ok: AtomicU64,
     reloads_error: AtomicU64,
     affinity_entries: AtomicI64,

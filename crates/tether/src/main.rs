@@ -94,6 +94,10 @@ fn main() -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
+            let limit = tether_proxy::descriptors::open_files_limit();
+            for warning in config::warnings(&config, limit) {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             println!("{}: ok ({})", path.display(), summary(&config));
             ExitCode::SUCCESS
         }
@@ -114,6 +118,10 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     tracing::info!(file = %path.display(), "configuration loaded ({})", summary(&config));
+    let limit = tether_proxy::descriptors::raise_open_files_limit();
+    for warning in config::warnings(&config, limit) {
+        tracing::warn!(file = %path.display(), "{warning}");
+    }
     report(serve(config, path))
 }
 

@@ -185,6 +185,13 @@ impl Checker<'_> {
             }
         };
         match parsed.map(usize::try_from) {
+            Ok(Ok(n)) if n as u64 > MAX_SIZE => {
+                self.error(
+                    f.at,
+                    format!("{key} of {n} bytes is more than tether can hold per connection or session; at most 1GiB"),
+                );
+                default
+            }
             Ok(Ok(n)) if n as u64 >= min => n,
             Ok(Ok(n)) => {
                 let least = if min == 1 {
@@ -234,6 +241,10 @@ impl Checker<'_> {
         }
     }
 }
+
+/// No size setting may exceed this: buffers of that size per connection or
+/// session cannot work, and the replay index counts in 32 bits.
+const MAX_SIZE: u64 = 1 << 30;
 
 pub(super) fn spanned<T>(value: T, at: usize) -> Spanned<T> {
     Spanned { value, at }

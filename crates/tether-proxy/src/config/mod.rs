@@ -10,6 +10,7 @@ mod parse;
 mod types;
 mod values;
 mod vhost;
+mod warnings;
 
 #[cfg(test)]
 mod tests;
@@ -17,3 +18,4 @@ mod tests;
 pub use error::{ConfigError, ConfigErrors};
 pub use parse::{load, parse};
 pub use types::*;
+pub use warnings::{descriptors_needed, warnings};

@@ -10,6 +10,7 @@
 //! configuration file.
 
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -34,6 +35,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "max_connections",
     "max_connections_per_ip",
     "drain_timeout",
+    "max_upstream_connections",
 ];
 pub(super) const VHOST_KEYS: &[&str] = &["hosts", "origin", "tls", "persistent"];
 pub(super) const TLS_KEYS: &[&str] = &["cert", "key"];
@@ -52,7 +54,12 @@ pub(super) const PERSISTENT_KEYS: &[&str] = &[
     "max_sessions_per_ip",
     "max_lines_per_second",
     "allowed_origins",
+    "max_sessions_per_worker",
+    "unused_grace",
 ];
+
+/// The largest configuration file read: far above any real one.
+const MAX_FILE_BYTES: u64 = 4 << 20;
 
 /// Parses and validates `text`; `file_name` is used in error messages and
 /// its directory anchors relative certificate paths.
@@ -65,12 +72,25 @@ pub fn parse(file_name: &str, text: &str) -> Result<Config, ConfigErrors> {
 /// is not UTF-8, is reported as a single error.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| ConfigError {
+    let cannot_read = |message: String| ConfigError {
         file: name.clone(),
         line: 1,
         column: 1,
-        message: format!("cannot read the configuration file: {e}"),
-    })?;
+        message,
+    };
+    // Read one byte past the cap, so that `/dev/zero` or a log file given
+    // by mistake is refused instead of filling memory.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| cannot_read(format!("cannot read the configuration file: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(cannot_read(format!(
+            "the configuration file is larger than {} MiB; is it the right file?",
+            MAX_FILE_BYTES >> 20
+        ))
+        .into());
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
         let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
@@ -364,6 +384,12 @@ impl<'t> Checker<'t> {
             u64::MAX,
         );
         out.drain_timeout = self.duration(sec, "drain_timeout", d.drain_timeout, true);
+        out.max_upstream_connections = self.count(
+            sec,
+            "max_upstream_connections",
+            d.max_upstream_connections,
+            u64::MAX,
+        );
         out
     }
 

@@ -588,6 +588,7 @@ max_header_bytes = 16384
 max_connections = 100
 max_connections_per_ip = 10
 drain_timeout = "0s"
+max_upstream_connections = 64
 
 [[vhost]]
 hosts = ["Chat.Example.TEST", "*"]
@@ -612,6 +613,8 @@ max_sessions = 7
 max_sessions_per_ip = 3
 max_lines_per_second = 42
 allowed_origins = ["HTTPS://App.Example.Test", "http://localhost:3000"]
+max_sessions_per_worker = 12
+unused_grace = "1s"
 
 [[vhost]]
 hosts = ["plain.test"]
@@ -637,6 +640,7 @@ enabled = false
             max_connections: 100,
             max_connections_per_ip: 10,
             drain_timeout: Duration::ZERO,
+            max_upstream_connections: 64,
         }
     );
     let chat_origin = origin("origin.test", 80, "http://Origin.Test/", "Origin.Test");
@@ -674,6 +678,8 @@ enabled = false
                 "https://app.example.test".to_string(),
                 "http://localhost:3000".to_string(),
             ],
+            max_sessions_per_worker: 12,
+            unused_grace: Duration::from_secs(1),
         }),
     };
     assert_eq!(config.vhosts[0], expected_chat);
@@ -790,4 +796,59 @@ fn the_documented_examples_agree_with_the_code() {
     let errors = parse("broken.toml", &broken).unwrap_err().to_string();
     assert_eq!(errors.lines().collect::<Vec<_>>(), expected);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn absurd_sizes_and_huge_files_are_refused() {
+    let text = cat(&[VH, "[vhost.persistent]\ndetached_backlog = \"2GiB\"\n"]);
+    let errs = parse("t.toml", &text).unwrap_err().to_string();
+    assert!(
+        errs.contains("t.toml:5:20: detached_backlog of 2147483648 bytes"),
+        "{errs}"
+    );
+
+    // `/dev/zero` would never end; the cap answers at once.
+    let errs = load(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(errs.contains("larger than 4 MiB"), "{errs}");
+}
+
+#[test]
+fn hardening_keys_have_defaults_and_parse() {
+    let c = parse("t.toml", VH).unwrap();
+    assert_eq!(c.server.max_upstream_connections, 1024);
+    let text = cat(&[
+        "[server]\nmax_upstream_connections = 8\n",
+        VH,
+        "[vhost.persistent]\nmax_sessions_per_worker = 3\nunused_grace = \"5s\"\n",
+    ]);
+    let c = parse("t.toml", &text).unwrap();
+    assert_eq!(c.server.max_upstream_connections, 8);
+    let p = c.vhosts[0].persistent.as_ref().unwrap();
+    assert_eq!(p.max_sessions_per_worker, 3);
+    assert_eq!(p.unused_grace, Duration::from_secs(5));
+    let d = parse("t.toml", &cat(&[VH, "[vhost.persistent]\n"])).unwrap();
+    let p = d.vhosts[0].persistent.as_ref().unwrap();
+    assert_eq!(p.max_sessions_per_worker, 10_000);
+    assert_eq!(p.unused_grace, Duration::from_secs(30));
+}
+
+#[test]
+fn risky_settings_are_warned_about() {
+    let quiet = parse("t.toml", VH).unwrap();
+    assert!(warnings(&quiet, Some(1 << 20)).is_empty());
+    let text = cat(&[
+        "[server]\nadmin_listen = \"0.0.0.0:9900\"\nadmin_token = \"short\"\n",
+        VH,
+    ]);
+    let loud = parse("t.toml", &text).unwrap();
+    let w = warnings(&loud, Some(1024)).join("\n");
+    assert!(
+        w.contains("admin_listen 0.0.0.0:9900 is not a loopback address"),
+        "{w}"
+    );
+    assert!(w.contains("admin_token has 5 characters"), "{w}");
+    assert!(
+        w.contains("file descriptors, but this process may open 1024"),
+        "{w}"
+    );
 }

@@ -32,6 +32,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub drain_timeout: Duration,
+    /// Concurrent connections to one origin or worker URL (plain requests
+    /// and message-mode POSTs; stream sessions count against
+    /// `max_sessions_per_worker` instead).
+    pub max_upstream_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +53,7 @@ impl Default for ServerConfig {
             max_connections: 20_000,
             max_connections_per_ip: 2_000,
             drain_timeout: Duration::from_secs(30),
+            max_upstream_connections: 1024,
         }
     }
 }
@@ -114,6 +119,12 @@ pub struct PersistentConfig {
     pub max_lines_per_second: u32,
     /// Lower-cased `scheme://host[:port]` values.
     pub allowed_origins: Vec<String>,
+    /// Live sessions pinned to one worker; when every worker is full a new
+    /// session gets `503` (the workers are not down).
+    pub max_sessions_per_worker: usize,
+    /// The grace of a session whose channel never carried a line (at most
+    /// `resume_grace`): open-and-drop costs a worker little.
+    pub unused_grace: Duration,
 }
 
 impl PersistentConfig {
@@ -134,6 +145,8 @@ impl PersistentConfig {
             max_sessions_per_ip: 1_000,
             max_lines_per_second: 10_000,
             allowed_origins: Vec::new(),
+            max_sessions_per_worker: 10_000,
+            unused_grace: Duration::from_secs(30),
         }
     }
 }

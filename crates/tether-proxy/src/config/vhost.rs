@@ -282,6 +282,13 @@ impl Checker<'_> {
         out.max_sessions = self.count(sec, "max_sessions", d.max_sessions, u64::MAX);
         out.max_sessions_per_ip =
             self.count(sec, "max_sessions_per_ip", d.max_sessions_per_ip, u64::MAX);
+        out.max_sessions_per_worker = self.count(
+            sec,
+            "max_sessions_per_worker",
+            d.max_sessions_per_worker,
+            u64::MAX,
+        );
+        out.unused_grace = self.duration(sec, "unused_grace", d.unused_grace, true);
         out.max_lines_per_second = self.count(
             sec,
             "max_lines_per_second",
