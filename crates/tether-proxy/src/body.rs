@@ -5,8 +5,10 @@
 //! HTTP/2 client, or a channel fed by the HTTP/1 connection task that reads
 //! the client's body as the origin takes it.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -30,6 +32,98 @@ pub enum Body {
     Full(Option<Bytes>),
     Incoming(hyper::body::Incoming),
     Channel(ChannelBody),
+    /// An upstream's answer, holding its place under
+    /// `max_upstream_connections` until the body ends or is dropped.
+    Upstream(hyper::body::Incoming, UpstreamPermit),
+    /// A request body on its way upstream, watched for its end and stalls.
+    Watched(Box<WatchedBody>),
+}
+
+/// One place among an upstream's `max_upstream_connections`.
+pub type UpstreamPermit = tokio::sync::OwnedSemaphorePermit;
+
+/// How a watched request body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Every frame went upstream (or the upstream dropped the body).
+    Complete,
+    /// No frame arrived from the client within the stall time.
+    Stalled,
+}
+
+/// A request body that says when it is over, so that the wait for the
+/// answer head (`origin_response_timeout`) starts at the end of the body
+/// (SPEC 5), and that ends with an error when the client stops sending.
+pub struct WatchedBody {
+    inner: Body,
+    ended: Option<oneshot::Sender<BodyEnd>>,
+    stall: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The upstream asked for a frame that has not come yet: the stall
+    /// runs from that ask, never while the upstream itself is slow.
+    waiting: bool,
+}
+
+impl WatchedBody {
+    pub fn wrap(inner: Body, stall: Duration) -> (Body, oneshot::Receiver<BodyEnd>) {
+        let (tx, rx) = oneshot::channel();
+        let body = WatchedBody {
+            inner,
+            ended: Some(tx),
+            stall,
+            timer: Box::pin(tokio::time::sleep(stall)),
+            waiting: false,
+        };
+        (Body::Watched(Box::new(body)), rx)
+    }
+
+    fn end(&mut self, how: BodyEnd) {
+        if let Some(tx) = self.ended.take() {
+            let _ = tx.send(how);
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.waiting {
+            self.waiting = true;
+            let until = tokio::time::Instant::now() + self.stall;
+            self.timer.as_mut().reset(until);
+        }
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready() {
+            self.waiting = false;
+        }
+        match polled {
+            Poll::Ready(None) => {
+                self.end(BodyEnd::Complete);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if frame.is_trailers() || self.inner.is_end_stream() {
+                    self.end(BodyEnd::Complete);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.end(BodyEnd::Complete);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => {
+                if self.timer.as_mut().poll(cx).is_ready() {
+                    self.end(BodyEnd::Stalled);
+                    return Poll::Ready(Some(Err(ClientBodyError::Stalled.into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        // Dropped by the upstream client: nothing more will be sent.
+        self.end(BodyEnd::Complete);
+    }
 }
 
 impl Body {
@@ -45,6 +139,8 @@ impl std::fmt::Debug for Body {
             Body::Full(_) => "full",
             Body::Incoming(_) => "incoming",
             Body::Channel(_) => "channel",
+            Body::Upstream(..) => "upstream",
+            Body::Watched(_) => "watched",
         };
         write!(f, "Body({kind})")
     }
@@ -97,7 +193,10 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Incoming(b) | Body::Upstream(b, _) => {
+                Pin::new(b).poll_frame(cx).map_err(Into::into)
+            }
+            Body::Watched(w) => w.poll_frame(cx),
             Body::Channel(c) => {
                 if let Some(demand) = c.demand.take() {
                     let _ = demand.send(());
@@ -111,7 +210,8 @@ impl HttpBody for Body {
         match self {
             Body::Empty => true,
             Body::Full(d) => d.is_none(),
-            Body::Incoming(b) => b.is_end_stream(),
+            Body::Incoming(b) | Body::Upstream(b, _) => b.is_end_stream(),
+            Body::Watched(w) => w.inner.is_end_stream(),
             Body::Channel(c) => c.length == Some(0),
         }
     }
@@ -120,7 +220,8 @@ impl HttpBody for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-            Body::Incoming(b) => b.size_hint(),
+            Body::Incoming(b) | Body::Upstream(b, _) => b.size_hint(),
+            Body::Watched(w) => w.inner.size_hint(),
             Body::Channel(c) => c.length.map_or_else(SizeHint::new, SizeHint::with_exact),
         }
     }

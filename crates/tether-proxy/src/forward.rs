@@ -4,17 +4,24 @@
 //! keep-alive connections to an origin are reused across them. Errors say
 //! which side failed and map to exactly one status and one metric kind.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use http_body::Body as _;
+use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection};
+use tokio::sync::Semaphore;
 
 use http::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::Body;
+use crate::body::{Body, BodyEnd, UpstreamPermit, WatchedBody};
 use crate::config::{OriginUrl, ServerConfig};
+use crate::http1::answer;
 
 /// How an upstream (origin or worker) failed; also the metric label `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +34,12 @@ pub enum UpstreamError {
     Timeout,
     /// An answer the gateway cannot use.
     Protocol,
+    /// Every one of the upstream's `max_upstream_connections` stayed busy
+    /// for `origin_connect_timeout`: 503, a limit, not an upstream error.
+    Saturated,
+    /// The client's body stopped coming (no byte for `idle_timeout`): 408,
+    /// the client's fault, not the upstream's.
+    ClientStalled,
 }
 
 impl UpstreamError {
@@ -36,12 +49,21 @@ impl UpstreamError {
             UpstreamError::Reset => "reset",
             UpstreamError::Timeout => "timeout",
             UpstreamError::Protocol => "protocol",
+            UpstreamError::Saturated => "saturated",
+            UpstreamError::ClientStalled => "client_stalled",
         }
+    }
+
+    /// Whether `tether_upstream_errors_total` counts it (SPEC 9 kinds).
+    pub fn is_upstream_fault(self) -> bool {
+        !matches!(self, UpstreamError::Saturated | UpstreamError::ClientStalled)
     }
 
     pub fn status(self) -> StatusCode {
         match self {
             UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Saturated => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::ClientStalled => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -76,11 +98,42 @@ impl UpstreamError {
     }
 }
 
+/// The most of an upstream's answer buffered for a client that reads
+/// slowly: beyond it, the upstream connection is read only as the client
+/// takes bytes (hyper's read buffer; its floor is 8 KiB plus a head).
+const MAX_UPSTREAM_BUFFER: usize = 64 * 1024;
+
 /// The pooled client to origins.
 #[derive(Clone)]
 pub struct Upstreams {
     client: Client<HttpConnector, Body>,
     response_timeout: Duration,
+    connect_timeout: Duration,
+    /// A client body that sends nothing this long ends the exchange (408).
+    body_stall: Duration,
+    limits: Arc<UpstreamLimits>,
+}
+
+/// `max_upstream_connections` per upstream authority: requests in flight
+/// (one connection each on HTTP/1.1), so that one client's fan-out, e.g.
+/// many HTTP/2 streams, cannot open connections without bound.
+struct UpstreamLimits {
+    max: usize,
+    // Touched once per request to find the semaphore; never held across
+    // an await.
+    by_upstream: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl UpstreamLimits {
+    fn semaphore(&self, authority: &str) -> Arc<Semaphore> {
+        let mut map = self.by_upstream.lock().expect("upstream limits lock");
+        if let Some(s) = map.get(authority) {
+            return s.clone();
+        }
+        let s = Arc::new(Semaphore::new(self.max));
+        map.insert(authority.to_owned(), s.clone());
+        s
+    }
 }
 
 impl Upstreams {
@@ -92,17 +145,27 @@ impl Upstreams {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
+            .pool_max_idle_per_host(server.max_upstream_connections.min(256))
+            .http1_max_buf_size(MAX_UPSTREAM_BUFFER)
             .set_host(false)
             .build(connector);
         Upstreams {
             client,
             response_timeout: server.origin_response_timeout,
+            connect_timeout: server.origin_connect_timeout,
+            body_stall: server.idle_timeout,
+            limits: Arc::new(UpstreamLimits {
+                max: server.max_upstream_connections,
+                by_upstream: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
     /// Sends `req` (its URI still in origin-form) to `upstream` and waits for
-    /// the answer head at most `origin_response_timeout`.
+    /// the answer head at most `origin_response_timeout` after the request
+    /// body ended. The answer's framing is checked (SPEC 5): one that could
+    /// split the client's response stream is refused as `Protocol` and its
+    /// connection is never reused.
     pub async fn send(
         &self,
         upstream: &OriginUrl,
@@ -120,14 +183,91 @@ impl Upstreams {
             .build()
             .map_err(|_| UpstreamError::Protocol)?;
         *req.version_mut() = http::Version::HTTP_11;
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(e)) => {
-                let kind = UpstreamError::classify(&e);
-                tracing::debug!(upstream = %upstream.as_written, error = %e, ?kind, "upstream failed");
-                Err(kind)
+        let asked_upgrade = asks_upgrade(&req);
+        let to_head = req.method() == http::Method::HEAD;
+
+        let semaphore = self.limits.semaphore(&upstream.authority);
+        let permit = match semaphore.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                match tokio::time::timeout(self.connect_timeout, semaphore.acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        tracing::warn!(upstream = %upstream.as_written, "max_upstream_connections reached");
+                        return Err(UpstreamError::Saturated);
+                    }
+                }
             }
-            Ok(Ok(resp)) => Ok(resp.map(Body::Incoming)),
+        };
+
+        let captured = capture_connection(&mut req);
+        let mut body_end = None;
+        if !req.body().is_end_stream() {
+            let body = std::mem::replace(req.body_mut(), Body::Empty);
+            let (watched, ended) = WatchedBody::wrap(body, self.body_stall);
+            *req.body_mut() = watched;
+            body_end = Some(ended);
+        }
+        let answer = self.client.request(req);
+        tokio::pin!(answer);
+        // The response timer starts when the body is over (SPEC 5); an
+        // origin may also answer before it read the whole body.
+        if let Some(ended) = body_end {
+            tokio::select! {
+                r = &mut answer => return self.check(upstream, r, &captured, permit, to_head, asked_upgrade),
+                how = ended => if how == Ok(BodyEnd::Stalled) {
+                    return Err(UpstreamError::ClientStalled);
+                },
+            }
+        }
+        match tokio::time::timeout(self.response_timeout, answer).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(r) => self.check(upstream, r, &captured, permit, to_head, asked_upgrade),
         }
     }
+
+    fn check(
+        &self,
+        upstream: &OriginUrl,
+        answer: Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+        captured: &CaptureConnection,
+        permit: UpstreamPermit,
+        to_head: bool,
+        asked_upgrade: bool,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let resp = match answer {
+            Ok(resp) => resp,
+            Err(e) => {
+                let kind = UpstreamError::classify(&e);
+                tracing::debug!(upstream = %upstream.as_written, error = %e, ?kind, "upstream failed");
+                return Err(kind);
+            }
+        };
+        match answer::framing(resp.status(), resp.headers(), to_head, asked_upgrade) {
+            Ok(framing) => {
+                let (mut parts, body) = resp.into_parts();
+                answer::normalize(parts.status, &mut parts.headers, framing);
+                Ok(Response::from_parts(parts, Body::Upstream(body, permit)))
+            }
+            Err(why) => {
+                if let Some(conn) = captured.connection_metadata().as_ref() {
+                    conn.poison();
+                }
+                tracing::warn!(upstream = %upstream.as_written, status = resp.status().as_u16(), why, "upstream answer refused");
+                Err(UpstreamError::Protocol)
+            }
+        }
+    }
+}
+
+/// `Connection: upgrade` with an `Upgrade` field: the request asks to
+/// switch protocols, so a `101` may answer it.
+fn asks_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(http::header::UPGRADE)
+        && req
+            .headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|t| crate::http1::trim(t).eq_ignore_ascii_case(b"upgrade"))
 }

@@ -13,9 +13,9 @@ use http::{Request, Response, StatusCode, Version};
 
 use crate::body::Body;
 use crate::config::{Config, ServerConfig};
-use crate::forward::Upstreams;
+use crate::forward::{UpstreamError, Upstreams};
 use crate::headers;
-use crate::metrics::{Metrics, VhostMetrics};
+use crate::metrics::{Limit, Metrics, VhostMetrics};
 use crate::router::{host_without_port, Routes, Vhost};
 use crate::session::{self, websocket, Registry};
 
@@ -76,12 +76,20 @@ pub async fn handle(rt: Arc<Runtime>, conn: ConnInfo, req: Request<Body>) -> Res
 async fn route(
     rt: &Arc<Runtime>,
     conn: ConnInfo,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> (Arc<VhostMetrics>, Response<Body>) {
     // HTTP/2 carries the host in :authority; HTTP/1.1 in Host.
     let host: Option<String> = match req.headers().get(header::HOST) {
-        Some(h) => h.to_str().ok().map(str::to_owned),
-        None => req.uri().authority().map(|a| a.as_str().to_owned()),
+        Some(h) => match h.to_str() {
+            Ok(h) if headers::valid_host(h) => Some(h.to_owned()),
+            _ => return (rt.unrouted.clone(), bad_host()),
+        },
+        None => match req.uri().authority() {
+            Some(a) if !headers::valid_host(a.as_str()) => {
+                return (rt.unrouted.clone(), bad_host())
+            }
+            a => a.map(|a| a.as_str().to_owned()),
+        },
     };
     let Some(vhost) = rt.routes.find(host.as_deref()).cloned() else {
         return (
@@ -101,8 +109,22 @@ async fn route(
             text_response(StatusCode::BAD_REQUEST, "CONNECT is not served\n"),
         );
     }
+    let h = req.headers_mut();
+    headers::drop_underscored(h);
+    if req.version() == Version::HTTP_2 {
+        headers::join_cookies(req.headers_mut());
+    }
     let resp = forward(rt, &vhost, host, conn, req).await;
     (metrics, resp)
+}
+
+/// `400` for a `Host` (or `:authority`) that is not `host[:port]`: it is
+/// never forwarded, whatever vhost it might fall to.
+fn bad_host() -> Response<Body> {
+    let mut resp = text_response(StatusCode::BAD_REQUEST, "invalid Host\n");
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 async fn forward(
@@ -162,16 +184,20 @@ async fn forward(
             h.insert(header::HOST, v);
         }
     }
+    // A request without Host (HTTP/1.0, or HTTP/2 without :authority)
+    // names the upstream, as its URL does.
+    if !h.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&upstream.authority) {
+            h.insert(header::HOST, v);
+        }
+    }
     match rt.upstreams.send(upstream, req).await {
         Ok(mut resp) => {
             let relayed_upgrade = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             headers::strip_hop_by_hop(resp.headers_mut(), relayed_upgrade);
             resp
         }
-        Err(e) => {
-            vhost.metrics.upstream_error(e.as_str());
-            text_response(e.status(), upstream_failure_text(e.status()))
-        }
+        Err(e) => upstream_failure(rt, vhost, e),
     }
 }
 
@@ -192,12 +218,37 @@ fn is_upgrade(req: &Request<Body>) -> bool {
             .any(|t| crate::http1::trim(t).eq_ignore_ascii_case(b"upgrade"))
 }
 
-fn upstream_failure_text(status: StatusCode) -> &'static str {
-    if status == StatusCode::GATEWAY_TIMEOUT {
-        "the origin server did not answer in time\n"
-    } else {
-        "the origin server could not be reached or failed to answer\n"
+/// The answer to a failed upstream exchange, counted where it belongs:
+/// an upstream error, a limit (503), or the client's stalled body (408).
+pub(crate) fn upstream_failure(rt: &Runtime, vhost: &Vhost, e: UpstreamError) -> Response<Body> {
+    let text = match e {
+        UpstreamError::Timeout => "the origin server did not answer in time\n",
+        UpstreamError::Saturated => {
+            rt.metrics.limit_hit(Limit::UpstreamConnections);
+            "the origin server is busy; try again soon\n"
+        }
+        UpstreamError::ClientStalled => {
+            rt.metrics.limit_hit(Limit::BodyTimeout);
+            "the request body stopped arriving\n"
+        }
+        _ => "the origin server could not be reached or failed to answer\n",
+    };
+    if e.is_upstream_fault() {
+        vhost.metrics.upstream_error(e.as_str());
     }
+    let mut resp = text_response(e.status(), text);
+    match e {
+        UpstreamError::Saturated => {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        UpstreamError::ClientStalled => {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    resp
 }
 
 /// The access log line of one answered request (SPEC 8), whatever the

@@ -20,10 +20,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
 use crate::gateway::{self, ConnInfo, Runtime};
+use crate::listener::{ConnLimits, ConnPermit};
 use crate::metrics::Limit;
 
 /// How long a connection told GOAWAY may take to close by itself.
 const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Per-stream bytes hyper buffers toward a client before it stops polling
+/// the answer body.
+const H2_SEND_BUFFER: usize = 64 * 1024;
 
 /// The client preface every HTTP/2 connection starts with.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -51,6 +56,7 @@ pub(crate) async fn serve<IO>(
     rt: Arc<Runtime>,
     info: ConnInfo,
     drain: CancellationToken,
+    limits: Arc<ConnLimits>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -63,16 +69,39 @@ pub(crate) async fn serve<IO>(
         let activity = activity.clone();
         let rt = rt.clone();
         service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            activity.open.fetch_add(1, Ordering::AcqRel);
+            let concurrent = activity.open.fetch_add(1, Ordering::AcqRel);
             activity.seen_any.store(true, Ordering::Release);
             activity.changed.notify_one();
+            // The connection's place covers its first stream; each stream
+            // beyond it takes a place of the address's own (SPEC 7 limits,
+            // issue: streams fanned out to the origin).
+            let extra = (concurrent > 0).then(|| {
+                limits.try_acquire_stream(info.peer.ip(), rt.server.max_connections_per_ip)
+            });
             let guard = StreamGuard(activity.clone());
             let rt = rt.clone();
             async move {
                 let started = Instant::now();
                 let method = req.method().clone();
                 let target = req.uri().path_and_query().map(|p| p.as_str().to_owned());
-                let mut resp = gateway::handle(rt.clone(), info, req.map(Body::Incoming)).await;
+                let (mut resp, stream_place) = match extra {
+                    Some(None) => {
+                        rt.metrics.limit_hit(Limit::ConnectionsPerIp);
+                        let mut resp = gateway::text_response(
+                            http::StatusCode::SERVICE_UNAVAILABLE,
+                            "too many connections; try again soon\n",
+                        );
+                        resp.headers_mut().insert(
+                            http::header::RETRY_AFTER,
+                            http::HeaderValue::from_static("1"),
+                        );
+                        (resp, None)
+                    }
+                    place => (
+                        gateway::handle(rt.clone(), info, req.map(Body::Incoming)).await,
+                        place.flatten(),
+                    ),
+                };
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                     // No upgrades over HTTP/2 (RFC 8441 is not offered).
                     resp = gateway::text_response(
@@ -86,6 +115,7 @@ pub(crate) async fn serve<IO>(
                     .map_or_else(|| rt.unrouted.clone(), |a| a.0);
                 let finished = Finished {
                     _guard: guard,
+                    _place: stream_place,
                     metrics: answered_by,
                     peer: info.peer,
                     method,
@@ -101,6 +131,9 @@ pub(crate) async fn serve<IO>(
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_header_list_size(rt.server.max_header_bytes as u32)
+        // A client that does not read holds at most this much of an
+        // answer per stream in tether (then the origin is read slower).
+        .max_send_buf_size(H2_SEND_BUFFER)
         .serve_connection(TokioIo::new(Prefixed { prefix, io }), service);
     tokio::pin!(conn);
     let server = &rt.server;
@@ -157,6 +190,7 @@ struct StreamBody {
 
 struct Finished {
     _guard: StreamGuard,
+    _place: Option<ConnPermit>,
     metrics: Arc<crate::metrics::VhostMetrics>,
     peer: std::net::SocketAddr,
     method: http::Method,

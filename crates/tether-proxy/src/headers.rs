@@ -74,6 +74,81 @@ pub(crate) fn strip_answer_session_fields(headers: &mut HeaderMap) {
     }
 }
 
+/// Drops every field whose name holds `_` (SPEC 5, as nginx does): CGI
+/// and PHP map `-` and `_` to the same variable, so `X_Forwarded_For` or
+/// `Session_Event` could pass for the fields the gateway sets.
+pub(crate) fn drop_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// Joins the `cookie` crumbs of an HTTP/2 request into one field with
+/// `; ` (RFC 9113 §8.2.3) before it goes to an HTTP/1.1 upstream.
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Whether a `Host` value is `host[:port]` (RFC 9110 §7.2): a name of
+/// letters, digits, `-`, `.`, `_`, `~`, or a bracketed IPv6 literal, and a
+/// port of at most five digits up to 65535. Userinfo, spaces, commas and
+/// slashes are refused (SPEC 5): they would reach the origin verbatim.
+pub(crate) fn valid_host(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some(end) = rest.find(']') else {
+            return false;
+        };
+        let literal = &rest[..end];
+        if literal.is_empty()
+            || !literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        match &rest[end + 1..] {
+            "" => ("x", None),
+            p => match p.strip_prefix(':') {
+                Some(port) => ("x", Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match value.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let port_ok = port.is_none_or(|p| {
+        p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().map_or(p.is_empty(), |n| n <= 65535)
+    });
+    host_ok && port_ok
+}
+
 /// Sets the forwarding fields of SPEC 5 on a request bound upstream.
 pub(crate) fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, https: bool, host: &str) {
     let ip = HeaderValue::from_str(&client.to_string()).expect("an IP is a valid value");
@@ -135,6 +210,45 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-bar"));
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in ["a.test", "a.test:80", "A.Test.", "[::1]", "[::1]:8080", "127.0.0.1:1", "a.test:"] {
+            assert!(valid_host(ok), "refused {ok:?}");
+        }
+        for bad in [
+            "a.test, evil.test",
+            "a.test evil",
+            "user@a.test",
+            "a.test:99999",
+            "a.test:8o",
+            "a.test:123456",
+            "a.test/x",
+            "",
+            "[::1",
+            "[::1]x",
+            "[zz]",
+            "a.test:80:80",
+        ] {
+            assert!(!valid_host(bad), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn underscores_and_cookie_crumbs() {
+        let mut h = HeaderMap::new();
+        h.insert("x_forwarded_for", "6.6.6.6".parse().unwrap());
+        h.insert("session_event", "close".parse().unwrap());
+        h.insert("x-ok", "1".parse().unwrap());
+        drop_underscored(&mut h);
+        assert_eq!(h.len(), 1);
+        let mut h = HeaderMap::new();
+        h.append("cookie", "a=1".parse().unwrap());
+        h.append("cookie", "b=2".parse().unwrap());
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
     }
 
     #[test]

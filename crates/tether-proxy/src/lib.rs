@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod body;
+mod client_addr;
 pub mod config;
 pub mod descriptors;
 pub mod forward;

@@ -52,6 +52,9 @@ pub(crate) enum LimitHit {
 pub(crate) struct ConnPermit {
     limits: Arc<ConnLimits>,
     ip: IpAddr,
+    /// Counted in `max_connections` too (a connection; an HTTP/2 stream
+    /// counts per address only).
+    in_total: bool,
 }
 
 impl ConnLimits {
@@ -61,6 +64,7 @@ impl ConnLimits {
         max_total: usize,
         max_per_ip: usize,
     ) -> Result<ConnPermit, LimitHit> {
+        let ip = crate::client_addr::limit_key(ip);
         if self.total.fetch_add(1, Ordering::AcqRel) >= max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(LimitHit::Connections);
@@ -76,6 +80,29 @@ impl ConnLimits {
         Ok(ConnPermit {
             limits: self.clone(),
             ip,
+            in_total: true,
+        })
+    }
+
+    /// A place for one more concurrent HTTP/2 stream from `ip` beyond its
+    /// connection's first: each stream may cost an upstream connection,
+    /// so streams count against `max_connections_per_ip` like connections.
+    pub(crate) fn try_acquire_stream(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        max_per_ip: usize,
+    ) -> Option<ConnPermit> {
+        let ip = crate::client_addr::limit_key(ip);
+        let mut per_ip = self.per_ip.lock().expect("limits lock");
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(ConnPermit {
+            limits: self.clone(),
+            ip,
+            in_total: false,
         })
     }
 }
@@ -90,7 +117,9 @@ impl Drop for ConnPermit {
             }
         }
         drop(per_ip);
-        self.limits.total.fetch_sub(1, Ordering::AcqRel);
+        if self.in_total {
+            self.limits.total.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -173,10 +202,10 @@ pub(crate) async fn accept_loop(
                 continue;
             };
             ctx.tracker
-                .spawn(serve_tls(counted, peer, rt, server, drain));
+                .spawn(serve_tls(counted, peer, rt, server, drain, ctx.limits.clone()));
         } else {
             ctx.tracker
-                .spawn(serve_connection(counted, peer, rt, drain));
+                .spawn(serve_connection(counted, peer, rt, drain, ctx.limits.clone()));
         }
     }
 }
@@ -238,6 +267,7 @@ async fn serve_tls(
     rt: Arc<Runtime>,
     tls: Arc<ServerConfig>,
     drain: CancellationToken,
+    limits: Arc<ConnLimits>,
 ) {
     let accepted = Instant::now();
     let _ = stream.io.set_nodelay(true);
@@ -259,7 +289,7 @@ async fn serve_tls(
     };
     let info = ConnInfo { peer, https: true };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        h2::serve(stream, BytesMut::new(), accepted, rt, info, drain).await;
+        h2::serve(stream, BytesMut::new(), accepted, rt, info, drain, limits).await;
     } else {
         Http1Conn::serve(stream, BytesMut::new(), accepted, rt, info, drain).await;
     }
@@ -281,6 +311,7 @@ async fn serve_connection(
     peer: SocketAddr,
     rt: Arc<Runtime>,
     drain: CancellationToken,
+    limits: Arc<ConnLimits>,
 ) {
     let accepted = Instant::now();
     let _ = stream.io.set_nodelay(true);
@@ -304,7 +335,7 @@ async fn serve_connection(
         }
     }
     if buf.starts_with(h2::PREFACE) {
-        h2::serve(stream, buf, accepted, rt, info, drain).await;
+        h2::serve(stream, buf, accepted, rt, info, drain, limits).await;
     } else {
         Http1Conn::serve(stream, buf, accepted, rt, info, drain).await;
     }

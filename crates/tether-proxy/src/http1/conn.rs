@@ -150,6 +150,13 @@ where
                         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                         "the request has too many header fields\n",
                     ),
+                    Err(HeadError::Unsupported(why)) => {
+                        tracing::debug!(peer = %self.info.peer, why, "refused request head");
+                        HeadRead::Refuse(
+                            StatusCode::NOT_IMPLEMENTED,
+                            "the request uses a transfer coding this server does not support\n",
+                        )
+                    }
                     Err(HeadError::Malformed(why)) => {
                         tracing::debug!(peer = %self.info.peer, why, "refused request head");
                         HeadRead::Refuse(
@@ -210,6 +217,25 @@ where
             }
             _ => {}
         }
+        self.answer_and_close(metrics, status, text).await;
+    }
+
+    /// `408` for a request body that stopped arriving (limit `body_timeout`).
+    async fn body_stalled(&mut self, host: Option<&HeaderValue>) {
+        tracing::debug!(peer = %self.info.peer, "request body stalled");
+        self.rt.metrics.limit_hit(Limit::BodyTimeout);
+        let metrics = self.vhost_metrics(host);
+        self.answer_and_close(
+            &metrics,
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stopped arriving\n",
+        )
+        .await;
+    }
+
+    /// Writes a gateway's own error answer, counted and logged; the caller
+    /// closes the connection after it.
+    async fn answer_and_close(&mut self, metrics: &VhostMetrics, status: StatusCode, text: &str) {
         metrics.response(status.as_u16(), Duration::ZERO);
         gateway::log_access(
             self.info.peer,
@@ -285,6 +311,10 @@ where
                             tracing::debug!(peer = %self.info.peer, why, "bad chunk in request body");
                             let metrics = self.vhost_metrics(host.as_ref());
                             self.refuse_for(&metrics, StatusCode::BAD_REQUEST, "malformed chunked body\n").await;
+                            return Next::Close;
+                        }
+                        Err(ClientBodyError::Stalled) => {
+                            self.body_stalled(host.as_ref()).await;
                             return Next::Close;
                         }
                         Err(_) => return Next::Close,
@@ -387,6 +417,14 @@ where
                     }
                     Some(Err(e)) => {
                         tracing::debug!(peer = %self.info.peer, error = %e, "upstream body failed mid-way");
+                        if !head_flushed && framing != OutFraming::UntilClose {
+                            // Nothing went out yet: a bad chunk or a cut
+                            // body is still a clean 502 (SPEC 5).
+                            self.out.clear();
+                            answered_by.upstream_error(upstream_body_error_kind(&*e));
+                            self.answer_and_close(&answered_by, StatusCode::BAD_GATEWAY, "the origin server sent a broken answer\n").await;
+                            return Next::Close;
+                        }
                         write_failed = true;
                         break;
                     }
@@ -414,6 +452,9 @@ where
                             self.out.clear();
                             let metrics = self.vhost_metrics(host.as_ref());
                             self.refuse_for(&metrics, StatusCode::BAD_REQUEST, "malformed chunked body\n").await;
+                        } else if !head_flushed && matches!(e, ClientBodyError::Stalled) {
+                            self.out.clear();
+                            self.body_stalled(host.as_ref()).await;
                         }
                         // Otherwise the answer has started: the only way
                         // left to say the request was bad is to close.
@@ -526,6 +567,12 @@ where
     /// After a `101` from the origin: write it, then relay bytes both ways.
     async fn relay_upgrade(mut self, resp: Response<Body>) {
         let (mut parts, body) = resp.into_parts();
+        // The relayed connection keeps its place under
+        // `max_upstream_connections` for as long as it lives.
+        let (body, _permit) = match body {
+            Body::Upstream(incoming, permit) => (Body::Incoming(incoming), Some(permit)),
+            other => (other, None),
+        };
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -556,4 +603,25 @@ where
         drop(self.buf);
         let _ = super::relay::relay(&mut client, &mut upstream).await;
     }
+}
+
+/// The `kind` of an upstream body that failed before any byte of its
+/// answer was written: a framing error is `protocol`, a cut is `reset`.
+fn upstream_body_error_kind(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => "protocol",
+                _ => "reset",
+            };
+        }
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_parse() {
+                return "protocol";
+            }
+        }
+        source = err.source();
+    }
+    "reset"
 }

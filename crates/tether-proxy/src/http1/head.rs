@@ -22,6 +22,8 @@ pub(crate) enum HeadError {
     Malformed(&'static str),
     /// 431: too many header lines (size is checked by the reader).
     TooLarge,
+    /// 501: a transfer coding the gateway does not decode (RFC 9112 §6.1).
+    Unsupported(&'static str),
 }
 
 /// How the request body is delimited on the client connection.
@@ -102,6 +104,7 @@ fn parse_with<'b>(
         _ => Version::HTTP_11,
     };
     let target = Bytes::copy_from_slice(req.path.unwrap_or("").as_bytes());
+    check_target(&method, &target)?;
 
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     let mut lengths: Option<u64> = None;
@@ -156,6 +159,13 @@ fn parse_with<'b>(
                 "Transfer-Encoding is not chunked last",
             ));
         }
+        // `gzip, chunked`: the origin would get the body with the outer
+        // coding stripped off its label (only `chunked` is forwarded).
+        if codings.len() > 1 {
+            return Err(HeadError::Unsupported(
+                "a transfer coding other than chunked",
+            ));
+        }
         Framing::Chunked
     } else {
         match lengths {
@@ -202,6 +212,28 @@ fn parse_with<'b>(
         keep_alive,
         upgrade,
     })
+}
+
+/// The request-target forms a gateway serves (RFC 9112 §3.2): origin-form,
+/// absolute-form with `http` or `https`, and `*` for OPTIONS only; the
+/// authority-form belongs to CONNECT, which is refused anyway.
+fn check_target(method: &Method, target: &[u8]) -> Result<(), HeadError> {
+    if target == b"*" {
+        return if method == Method::OPTIONS {
+            Ok(())
+        } else {
+            Err(HeadError::Malformed("asterisk-form target without OPTIONS"))
+        };
+    }
+    if target.starts_with(b"/") {
+        return Ok(());
+    }
+    let scheme_end = target.windows(3).position(|w| w == b"://");
+    match scheme_end.map(|end| &target[..end]) {
+        Some(s) if s.eq_ignore_ascii_case(b"http") || s.eq_ignore_ascii_case(b"https") => Ok(()),
+        Some(_) => Err(HeadError::Malformed("absolute-form target with a foreign scheme")),
+        None => Err(HeadError::Malformed("authority-form or relative target")),
+    }
 }
 
 fn parse_length(v: &[u8]) -> Result<u64, HeadError> {
@@ -275,8 +307,12 @@ mod tests {
         assert_eq!(h.framing, Framing::Length(5));
         let h = head("POST / HTTP/1.1\nHost: x\nContent-Length: 5\nContent-Length: 5\n\n").unwrap();
         assert_eq!(h.framing, Framing::Length(5));
-        let h = head("POST / HTTP/1.1\nHost: x\nTransfer-Encoding: gzip, chunked\n\n").unwrap();
-        assert_eq!(h.framing, Framing::Chunked);
+        assert!(matches!(
+            head("POST / HTTP/1.1\nHost: x\nTransfer-Encoding: gzip, chunked\n\n"),
+            Err(HeadError::Unsupported(_))
+        ));
+        assert!(head("OPTIONS * HTTP/1.1\nHost: x\n\n").is_ok());
+        assert!(head("GET HTTP://a.test/x HTTP/1.1\nHost: a.test\n\n").is_ok());
         let h = head("POST / HTTP/1.1\nHost: x\nContent-Length: 0\n\n").unwrap();
         assert_eq!(h.framing, Framing::Length(0));
     }
@@ -304,6 +340,10 @@ mod tests {
             "GET / HTTP/1.1\nHost: x\nHost: y\n\n",
             "GET / HTTP/2.0\nHost: x\n\n",
             "GET /\nHost: x\n\n",
+            "GET a.test:80 HTTP/1.1\nHost: a.test\n\n",
+            "GET * HTTP/1.1\nHost: a.test\n\n",
+            "GET ftp://a.test/ HTTP/1.1\nHost: a.test\n\n",
+            "GET a.test/x HTTP/1.1\nHost: a.test\n\n",
         ] {
             assert!(refused(raw), "not refused: {raw:?}");
         }

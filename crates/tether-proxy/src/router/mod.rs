@@ -91,7 +91,11 @@ impl Routes {
 
     /// The vhost for a `Host` value (any case, port ignored).
     pub fn find(&self, host: Option<&str>) -> Option<&Arc<Vhost>> {
-        host.map(host_without_port)
+        // `a.test.` is the same name as `a.test` (SPEC 5).
+        host.map(|h| {
+            let h = host_without_port(h);
+            h.strip_suffix('.').filter(|h| !h.is_empty()).unwrap_or(h)
+        })
             .and_then(|h| {
                 if h.bytes().any(|b| b.is_ascii_uppercase()) {
                     self.by_host.get(&h.to_ascii_lowercase())

@@ -65,7 +65,8 @@ impl Worker {
     }
 
     /// Counts one more session pinned here until the guard drops.
-    pub(crate) fn pin(self: &Arc<Self>) -> WorkerPin {
+    #[cfg(test)]
+    fn pin(self: &Arc<Self>) -> WorkerPin {
         self.sessions.fetch_add(1, Ordering::AcqRel);
         WorkerPin(self.clone())
     }
@@ -135,6 +136,36 @@ impl Workers {
     }
 }
 
+/// Why no worker could take a new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoWorker {
+    /// Every worker is down: 502 (SPEC 2 step 5).
+    Down,
+    /// Every worker that is up holds `max_sessions_per_worker`: 503. A
+    /// full worker is healthy and is never marked down for it.
+    Full,
+}
+
+impl Workers {
+    /// Picks the worker for a new session as [`Workers::pick`] does and
+    /// takes its place there at once, so that concurrent opens never pin
+    /// more than `max_per_worker` sessions to one worker.
+    pub(crate) fn claim(&self, id: &SessionId, max_per_worker: usize) -> Result<WorkerPin, NoWorker> {
+        let mut up: Vec<&Arc<Worker>> = self.list.iter().filter(|w| w.is_up()).collect();
+        if up.is_empty() {
+            return Err(NoWorker::Down);
+        }
+        up.sort_by_key(|w| (w.sessions(), std::cmp::Reverse(rendezvous(id, &w.url))));
+        for w in up {
+            if w.sessions.fetch_add(1, Ordering::AcqRel) < max_per_worker {
+                return Ok(WorkerPin(w.clone()));
+            }
+            w.sessions.fetch_sub(1, Ordering::AcqRel);
+        }
+        Err(NoWorker::Full)
+    }
+}
+
 fn rendezvous(id: &SessionId, url: &OriginUrl) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     id.as_str().hash(&mut h);
@@ -192,6 +223,21 @@ mod tests {
             counts[(w.url.port - 1) as usize] += 1;
         }
         assert!(counts.iter().all(|&c| c > 40), "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn full_workers_are_skipped_and_not_down() {
+        let workers = workers(&[url(1), url(2)]);
+        let a = workers.claim(&id(1), 1).unwrap();
+        let b = workers.claim(&id(2), 1).unwrap();
+        assert!(!Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(workers.claim(&id(3), 1).unwrap_err(), NoWorker::Full);
+        assert!(workers.iter().all(|w| w.is_up() && w.sessions() == 1));
+        drop(a);
+        assert!(workers.claim(&id(3), 1).is_ok());
+        workers.list[0].mark_down();
+        workers.list[1].mark_down();
+        assert_eq!(workers.claim(&id(4), 9).unwrap_err(), NoWorker::Down);
     }
 
     #[tokio::test]

@@ -35,7 +35,7 @@ pub use link::ClientIo;
 pub use registry::Registry;
 
 use self::balance::Worker;
-use self::balance::{WorkerPool, Workers};
+use self::balance::{NoWorker, WorkerPool, Workers};
 use self::link::Link;
 use self::native::NativeLink;
 use self::registry::{Refusal, SessionHandle};
@@ -46,7 +46,7 @@ use crate::body::Body;
 use crate::config::{PersistentConfig, SessionMode};
 use crate::gateway::{text_response, ConnInfo, Runtime};
 use crate::headers;
-use crate::metrics::ResumeResult;
+use crate::metrics::{Limit, ResumeResult};
 use crate::router::Vhost;
 
 /// The persistent side of a vhost, compiled from its config.
@@ -109,6 +109,12 @@ pub(crate) async fn handle(
             "a native persistent session needs HTTP/1.1; browsers use the WebSocket transport\n",
         );
     }
+    if let Some(refusal) = origin_refusal(req.headers(), &route.config, conn) {
+        if req.headers().contains_key(&headers::SESSION_ID) && req.method() != Method::DELETE {
+            vhost.metrics.resume(ResumeResult::BadRequest);
+        }
+        return refusal;
+    }
     let sid = req.headers().get(&headers::SESSION_ID).cloned();
     let explicit_end = req.method() == Method::DELETE && sid.is_some();
     let metrics = &vhost.metrics;
@@ -151,6 +157,34 @@ pub(crate) async fn handle(
         return resp;
     }
     open(rt, vhost, route, conn, req).await
+}
+
+/// SPEC 7 (v1.2): a candidate whose `Origin` fails the rule of SPEC 3 gets
+/// `403`, so that a cross-site page cannot open or resume a session with
+/// the user's cookies (`Accept: application/x-persistent` is a
+/// CORS-safelisted value); two `Origin`, `SessionID` or `Session-Received`
+/// fields are ambiguous: `400`. Nothing reaches a worker either way.
+pub(crate) fn origin_refusal(
+    h: &HeaderMap,
+    config: &PersistentConfig,
+    conn: ConnInfo,
+) -> Option<Response<Body>> {
+    let twice = |name: &HeaderName| h.get_all(name).iter().nth(1).is_some();
+    if twice(&header::ORIGIN) || twice(&headers::SESSION_ID) || twice(&headers::SESSION_RECEIVED) {
+        return Some(text_response(
+            StatusCode::BAD_REQUEST,
+            "Origin, SessionID and Session-Received may each appear once\n",
+        ));
+    }
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = h.get(header::ORIGIN).map(HeaderValue::as_bytes);
+    if websocket::origin_allowed(origin, host, conn.https, &config.allowed_origins) {
+        return None;
+    }
+    Some(text_response(
+        StatusCode::FORBIDDEN,
+        "this page's origin may not open a session here\n",
+    ))
 }
 
 fn capable(req: &Request<Body>, config: &PersistentConfig) -> bool {
@@ -345,12 +379,24 @@ pub(crate) async fn open_session(
         }
     };
     let id = mint();
-    let Some(worker) = route.workers.pick(&id) else {
-        return Err(NotOpened::Refused(
-            StatusCode::BAD_GATEWAY,
-            "no worker is up to serve this session\n",
-        ));
+    let pin = match route.workers.claim(&id, config.max_sessions_per_worker) {
+        Ok(pin) => pin,
+        Err(NoWorker::Down) => {
+            return Err(NotOpened::Refused(
+                StatusCode::BAD_GATEWAY,
+                "no worker is up to serve this session\n",
+            ))
+        }
+        Err(NoWorker::Full) => {
+            rt.metrics.limit_hit(Limit::WorkerSessions);
+            tracing::warn!(vhost = vhost.label(), "every worker holds max_sessions_per_worker sessions");
+            return Err(NotOpened::Refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every worker is busy; try again soon\n",
+            ));
+        }
     };
+    let worker = pin.0.clone();
 
     let host = req
         .headers()
@@ -378,7 +424,9 @@ pub(crate) async fn open_session(
             if e.connecting {
                 worker.mark_down();
             }
-            vhost.metrics.upstream_error(e.kind.as_str());
+            if e.kind.is_upstream_fault() {
+                vhost.metrics.upstream_error(e.kind.as_str());
+            }
             tracing::warn!(worker = %worker.url.as_written, kind = e.kind.as_str(), "session open failed");
             // A worker that cannot be reached when a session opens: 502
             // (SPEC 4 "Pinning"), whatever the kind of failure.
@@ -412,7 +460,7 @@ pub(crate) async fn open_session(
         worker: side,
         message,
         slot,
-        pin: worker.pin(),
+        pin,
         registry: rt.sessions.clone(),
         metrics: vhost.metrics.clone(),
     });

@@ -98,6 +98,7 @@ impl Registry {
         max_sessions: usize,
         max_per_ip: usize,
     ) -> Result<SessionSlot, Refusal> {
+        let ip = crate::client_addr::limit_key(ip);
         let counts = self
             .counts
             .lock()

@@ -286,7 +286,10 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         link: None,
         gen: 0,
         awaiting: Some(0),
-        grace: Some(Box::pin(tokio::time::sleep(config.resume_grace))),
+        // Nothing carried yet: the short grace of an unused session.
+        grace: Some(Box::pin(tokio::time::sleep(
+            config.resume_grace.min(config.unused_grace),
+        ))),
         write_stall: None,
         ending: None,
         close_with: None,
@@ -387,9 +390,10 @@ impl Session {
             }
         }
         if self.link.is_none() {
+            let grace_time = self.grace_time();
             let grace = self
                 .grace
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.config.resume_grace)));
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(grace_time)));
             if grace.as_mut().poll(cx).is_ready() {
                 return Err(if self.worker.is_none() {
                     self.finish_reason()
@@ -524,7 +528,19 @@ impl Session {
         self.link = None;
         self.count_as(Some(SessionState::Detached));
         self.write_stall = None;
-        self.grace = Some(Box::pin(tokio::time::sleep(self.config.resume_grace)));
+        self.grace = Some(Box::pin(tokio::time::sleep(self.grace_time())));
+    }
+
+    /// `resume_grace`, or `unused_grace` when that is shorter and the
+    /// channel never carried a line: an open-and-drop costs the attacker
+    /// nothing, so it may hold a worker connection only briefly.
+    fn grace_time(&self) -> std::time::Duration {
+        let used = self.stats.lines_to_worker > 0 || self.stats.lines_to_client > 0;
+        if used {
+            self.config.resume_grace
+        } else {
+            self.config.resume_grace.min(self.config.unused_grace)
+        }
     }
 
     fn read_worker(&mut self, cx: &mut Context<'_>) -> Result<bool, EndReason> {

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use crate::body::{Body, ChannelBody};
 use crate::forward::UpstreamError;
 use crate::headers;
+use crate::http1::answer::{self, AnswerFraming};
 use crate::http1::pump::{BodyPump, PumpEvent};
 
 /// Most header lines accepted in a worker's answer.
@@ -212,8 +213,17 @@ async fn read_answer(
         && headers
             .get(&headers::CONNECTION_TYPE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"persistent"));
-    let length = content_length(&headers)?;
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    // The same rules as any upstream answer (SPEC 5): two framings, a
+    // coding other than chunked or differing lengths are never relayed.
+    let framing = answer::framing(status, &headers, is_head, false).map_err(|why| {
+        tracing::warn!(status = status.as_u16(), why, "worker answer refused");
+        UpstreamError::Protocol
+    })?;
+    let (length, chunked) = match framing {
+        AnswerFraming::Length(n) => (Some(n), false),
+        AnswerFraming::Chunked => (None, true),
+        AnswerFraming::None | AnswerFraming::UntilClose => (None, false),
+    };
     if persistent {
         if chunked {
             return Err(UpstreamError::Protocol);
@@ -250,8 +260,8 @@ async fn read_answer(
     }
 
     // A plain answer: relay it, body streamed by a small task.
-    let bodyless =
-        is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let bodyless = framing == AnswerFraming::None;
+    answer::normalize(status, &mut headers, framing);
     headers::strip_hop_by_hop(&mut headers, false);
     headers::strip_answer_session_fields(&mut headers);
     let pump = if bodyless || length == Some(0) {
@@ -309,19 +319,4 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, UpstreamError> {
         headers.append(name, value);
     }
     Ok(Some((Head { status, headers }, used)))
-}
-
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, UpstreamError> {
-    let mut found: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        let n: u64 = std::str::from_utf8(v.as_bytes())
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or(UpstreamError::Protocol)?;
-        if found.is_some_and(|f| f != n) {
-            return Err(UpstreamError::Protocol);
-        }
-        found = Some(n);
-    }
-    Ok(found)
 }

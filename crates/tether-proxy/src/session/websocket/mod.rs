@@ -31,6 +31,8 @@ use crate::router::Vhost;
 
 /// What the connection needs to run the session side of an accepted
 /// upgrade; rides in the `101` answer's extensions.
+pub(crate) use handshake::origin_allowed;
+
 #[derive(Clone)]
 pub(crate) struct WsUpgrade {
     rt: Arc<Runtime>,
@@ -50,13 +52,8 @@ pub(crate) fn accept(
     req: &Request<Body>,
 ) -> Response<Body> {
     let headers = req.headers();
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
-    if !handshake::origin_allowed(origin, host, conn.https, &route.config.allowed_origins) {
-        return text_response(
-            StatusCode::FORBIDDEN,
-            "this page's origin may not open a session here\n",
-        );
+    if let Some(refusal) = super::origin_refusal(headers, &route.config, conn) {
+        return refusal;
     }
     let Some(key) = handshake::client_key(headers) else {
         return text_response(StatusCode::BAD_REQUEST, "malformed WebSocket handshake\n");
