@@ -140,3 +140,36 @@ fn over_the_connection_limit_tls_closes_without_a_handshake() {
         "{metrics}"
     );
 }
+
+/// A key that parses but belongs to another certificate would make every
+/// handshake fail: `tether check` refuses it (exit 1) and `tether run`
+/// does not start (exit 64), naming the key's line.
+#[test]
+fn a_key_of_another_certificate_is_refused_by_check_and_run() {
+    let dir = tether_tests::temp_dir();
+    let file = dir.path().join("mismatch.toml");
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{}\"]\ntls_listen = [\"127.0.0.1:{}\"]\nadmin_listen = \"127.0.0.1:{}\"\n\
+         [[vhost]]\nhosts = [\"a.test\"]\norigin = \"http://127.0.0.1:9\"\n[vhost.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        free_port(),
+        free_port(),
+        free_port(),
+        testdata("cert.pem"),
+        testdata("other-key.pem"),
+    );
+    std::fs::write(&file, text).unwrap();
+    for (command, status) in [("check", 1), ("run", 64)] {
+        let out = Command::new(tether_tests::tether::tether_bin())
+            .args([command, "-c"])
+            .arg(&file)
+            .output()
+            .expect("run tether");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{command}: {stderr}");
+        assert!(
+            stderr.contains("mismatch.toml:10:7: the private key")
+                && stderr.contains("does not belong to the certificate"),
+            "{command}: {stderr}"
+        );
+    }
+}

@@ -32,6 +32,9 @@ mod tests {
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(limit_key(v4), v4);
         assert_eq!(limit_key("::ffff:192.0.2.7".parse().unwrap()), v4);
-        assert_eq!(limit_key("::1".parse().unwrap()), "::".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            limit_key("::1".parse().unwrap()),
+            "::".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -56,7 +56,10 @@ impl UpstreamError {
 
     /// Whether `tether_upstream_errors_total` counts it (SPEC 9 kinds).
     pub fn is_upstream_fault(self) -> bool {
-        !matches!(self, UpstreamError::Saturated | UpstreamError::ClientStalled)
+        !matches!(
+            self,
+            UpstreamError::Saturated | UpstreamError::ClientStalled
+        )
     }
 
     pub fn status(self) -> StatusCode {

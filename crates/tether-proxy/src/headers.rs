@@ -144,7 +144,9 @@ pub(crate) fn valid_host(value: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
     let port_ok = port.is_none_or(|p| {
-        p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().map_or(p.is_empty(), |n| n <= 65535)
+        p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().map_or(p.is_empty(), |n| n <= 65535)
     });
     host_ok && port_ok
 }
@@ -214,7 +216,15 @@ mod tests {
 
     #[test]
     fn host_values() {
-        for ok in ["a.test", "a.test:80", "A.Test.", "[::1]", "[::1]:8080", "127.0.0.1:1", "a.test:"] {
+        for ok in [
+            "a.test",
+            "a.test:80",
+            "A.Test.",
+            "[::1]",
+            "[::1]:8080",
+            "127.0.0.1:1",
+            "a.test:",
+        ] {
             assert!(valid_host(ok), "refused {ok:?}");
         }
         for bad in [

@@ -201,11 +201,22 @@ pub(crate) async fn accept_loop(
                 // No vhost has a certificate: nothing to handshake with.
                 continue;
             };
-            ctx.tracker
-                .spawn(serve_tls(counted, peer, rt, server, drain, ctx.limits.clone()));
+            ctx.tracker.spawn(serve_tls(
+                counted,
+                peer,
+                rt,
+                server,
+                drain,
+                ctx.limits.clone(),
+            ));
         } else {
-            ctx.tracker
-                .spawn(serve_connection(counted, peer, rt, drain, ctx.limits.clone()));
+            ctx.tracker.spawn(serve_connection(
+                counted,
+                peer,
+                rt,
+                drain,
+                ctx.limits.clone(),
+            ));
         }
     }
 }

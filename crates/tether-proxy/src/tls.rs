@@ -44,6 +44,12 @@ pub fn check_pem(path: &Path, kind: PemKind) -> Result<(), String> {
     }
 }
 
+/// Checks that the private key of `tls` belongs to its certificate (the
+/// first of the chain); the error is a sentence for `tether check`.
+pub fn check_pair(tls: &TlsConfig) -> Result<(), String> {
+    certified_key(tls).map(|_| ())
+}
+
 fn certified_key(tls: &TlsConfig) -> Result<Arc<CertifiedKey>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
         .and_then(|i| i.collect())
@@ -52,7 +58,19 @@ fn certified_key(tls: &TlsConfig) -> Result<Arc<CertifiedKey>, String> {
         .map_err(|e| format!("{}: {e}", tls.key.display()))?;
     let signing = provider::sign::any_supported_type(&key)
         .map_err(|e| format!("{}: {e}", tls.key.display()))?;
-    Ok(Arc::new(CertifiedKey::new(certs, signing)))
+    let certified = CertifiedKey::new(certs, signing);
+    match certified.keys_match() {
+        // A signer that cannot tell its public key is not a mismatch.
+        Ok(())
+        | Err(tokio_rustls::rustls::Error::InconsistentKeys(
+            tokio_rustls::rustls::InconsistentKeys::Unknown,
+        )) => Ok(Arc::new(certified)),
+        Err(_) => Err(format!(
+            "the private key {} does not belong to the certificate {}",
+            tls.key.display(),
+            tls.cert.display()
+        )),
+    }
 }
 
 /// Picks a vhost's certificate by the client's SNI name; without a name

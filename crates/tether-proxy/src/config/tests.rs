@@ -852,3 +852,27 @@ fn risky_settings_are_warned_about() {
         "{w}"
     );
 }
+
+#[test]
+fn a_key_of_another_certificate_is_refused() {
+    let dir = cert_dir();
+    std::fs::write(
+        dir.join("other-key.pem"),
+        include_str!("../../testdata/other-key.pem"),
+    )
+    .unwrap();
+    let text = cat(&[
+        TLS_SERVER,
+        VH,
+        "[vhost.tls]\ncert = \"cert.pem\"\nkey = \"other-key.pem\"\n",
+    ]);
+    let errs = parse_in_dir(&dir, &text).unwrap_err().to_string();
+    assert!(errs.contains(":8:7: the private key "), "{errs}");
+    assert!(
+        errs.contains("does not belong to the certificate"),
+        "{errs}"
+    );
+    // The matching pair still loads.
+    assert!(parse_in_dir(&dir, &cat(&[TLS_SERVER, VH, TLS_TABLE])).is_ok());
+    std::fs::remove_dir_all(&dir).ok();
+}

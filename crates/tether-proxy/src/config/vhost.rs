@@ -1,6 +1,6 @@
 //! `[[vhost]]` and its `[vhost.tls]` and `[vhost.persistent]` tables.
 
-use crate::tls::{check_pem, PemKind};
+use crate::tls::{check_pair, check_pem, PemKind};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -117,10 +117,18 @@ impl Checker<'_> {
         self.unknown_keys(sec, TLS_KEYS);
         let cert = self.readable_file(sec, "cert", "certificate");
         let key = self.readable_file(sec, "key", "private key");
-        Some(TlsConfig {
+        let tls = TlsConfig {
             cert: cert?,
             key: key?,
-        })
+        };
+        // A key that parses but belongs to another certificate would fail
+        // every handshake on the listener: refused like a bad file.
+        if let Err(why) = check_pair(&tls) {
+            let at = sec.field("key").map_or(sec.at, |f| f.at);
+            self.error(at, why);
+            return None;
+        }
+        Some(tls)
     }
 
     /// A file that must exist and be readable; its content is the TLS

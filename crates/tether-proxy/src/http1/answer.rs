@@ -83,9 +83,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
             if part.is_empty() || part.len() > 18 || !part.iter().all(u8::is_ascii_digit) {
                 return Err("bad Content-Length");
             }
-            let n = part
-                .iter()
-                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
             if found.is_some_and(|f| f != n) {
                 return Err("differing Content-Length values");
             }
@@ -140,7 +138,10 @@ mod tests {
             &[("transfer-encoding", "identity")],
             &[("transfer-encoding", "gzip, chunked")],
             &[("transfer-encoding", "chunked, gzip")],
-            &[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
             &[("transfer-encoding", "chunked,")],
             &[("content-length", "5"), ("content-length", "6")],
             &[("content-length", "5, 6")],
@@ -151,20 +152,38 @@ mod tests {
             assert!(check(200, pairs).is_err(), "relayed: {pairs:?}");
         }
         assert!(check(101, &[]).is_err());
-        assert!(framing(StatusCode::SWITCHING_PROTOCOLS, &HeaderMap::new(), false, true).is_ok());
+        assert!(framing(
+            StatusCode::SWITCHING_PROTOCOLS,
+            &HeaderMap::new(),
+            false,
+            true
+        )
+        .is_ok());
     }
 
     #[test]
     fn sound_answers_pass() {
-        assert_eq!(check(200, &[("content-length", "5")]), Ok(AnswerFraming::Length(5)));
+        assert_eq!(
+            check(200, &[("content-length", "5")]),
+            Ok(AnswerFraming::Length(5))
+        );
         assert_eq!(
             check(200, &[("content-length", "5"), ("content-length", "5")]),
             Ok(AnswerFraming::Length(5))
         );
-        assert_eq!(check(200, &[("transfer-encoding", "Chunked")]), Ok(AnswerFraming::Chunked));
+        assert_eq!(
+            check(200, &[("transfer-encoding", "Chunked")]),
+            Ok(AnswerFraming::Chunked)
+        );
         assert_eq!(check(200, &[]), Ok(AnswerFraming::UntilClose));
-        assert_eq!(check(204, &[("content-length", "7")]), Ok(AnswerFraming::None));
-        assert_eq!(check(304, &[("content-length", "7")]), Ok(AnswerFraming::None));
+        assert_eq!(
+            check(204, &[("content-length", "7")]),
+            Ok(AnswerFraming::None)
+        );
+        assert_eq!(
+            check(304, &[("content-length", "7")]),
+            Ok(AnswerFraming::None)
+        );
     }
 
     #[test]

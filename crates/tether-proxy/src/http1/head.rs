@@ -231,7 +231,9 @@ fn check_target(method: &Method, target: &[u8]) -> Result<(), HeadError> {
     let scheme_end = target.windows(3).position(|w| w == b"://");
     match scheme_end.map(|end| &target[..end]) {
         Some(s) if s.eq_ignore_ascii_case(b"http") || s.eq_ignore_ascii_case(b"https") => Ok(()),
-        Some(_) => Err(HeadError::Malformed("absolute-form target with a foreign scheme")),
+        Some(_) => Err(HeadError::Malformed(
+            "absolute-form target with a foreign scheme",
+        )),
         None => Err(HeadError::Malformed("authority-form or relative target")),
     }
 }

@@ -96,14 +96,14 @@ impl Routes {
             let h = host_without_port(h);
             h.strip_suffix('.').filter(|h| !h.is_empty()).unwrap_or(h)
         })
-            .and_then(|h| {
-                if h.bytes().any(|b| b.is_ascii_uppercase()) {
-                    self.by_host.get(&h.to_ascii_lowercase())
-                } else {
-                    self.by_host.get(h)
-                }
-            })
-            .or(self.fallback.as_ref())
+        .and_then(|h| {
+            if h.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.by_host.get(&h.to_ascii_lowercase())
+            } else {
+                self.by_host.get(h)
+            }
+        })
+        .or(self.fallback.as_ref())
     }
 }
 

@@ -150,7 +150,11 @@ impl Workers {
     /// Picks the worker for a new session as [`Workers::pick`] does and
     /// takes its place there at once, so that concurrent opens never pin
     /// more than `max_per_worker` sessions to one worker.
-    pub(crate) fn claim(&self, id: &SessionId, max_per_worker: usize) -> Result<WorkerPin, NoWorker> {
+    pub(crate) fn claim(
+        &self,
+        id: &SessionId,
+        max_per_worker: usize,
+    ) -> Result<WorkerPin, NoWorker> {
         let mut up: Vec<&Arc<Worker>> = self.list.iter().filter(|w| w.is_up()).collect();
         if up.is_empty() {
             return Err(NoWorker::Down);

@@ -389,7 +389,10 @@ pub(crate) async fn open_session(
         }
         Err(NoWorker::Full) => {
             rt.metrics.limit_hit(Limit::WorkerSessions);
-            tracing::warn!(vhost = vhost.label(), "every worker holds max_sessions_per_worker sessions");
+            tracing::warn!(
+                vhost = vhost.label(),
+                "every worker holds max_sessions_per_worker sessions"
+            );
             return Err(NotOpened::Refused(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "every worker is busy; try again soon\n",
