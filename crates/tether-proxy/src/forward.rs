@@ -1,13 +1,14 @@
 //! The plain reverse proxy: a pooled HTTP/1.1 client to origins (SPEC 5).
 //!
-//! One `Upstreams` client is shared by every vhost and outlives reloads, so
-//! keep-alive connections to an origin are reused across them. Errors say
-//! which side failed and map to exactly one status and one metric kind.
+//! One `Upstreams` client per config load is shared by every vhost; a
+//! reload builds a new one (its timeouts and `max_upstream_connections`
+//! may have changed) and requests in flight finish on the old one. Errors
+//! say which side failed and map to exactly one status and one metric kind.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http_body::Body as _;
@@ -129,7 +130,10 @@ struct UpstreamLimits {
 
 impl UpstreamLimits {
     fn semaphore(&self, authority: &str) -> Arc<Semaphore> {
-        let mut map = self.by_upstream.lock().expect("upstream limits lock");
+        let mut map = self
+            .by_upstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = map.get(authority) {
             return s.clone();
         }

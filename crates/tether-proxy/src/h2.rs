@@ -1,5 +1,6 @@
-//! HTTP/2 client connections (cleartext with prior knowledge; over TLS by
-//! ALPN later), served by hyper with the same gateway service as HTTP/1.
+//! HTTP/2 client connections (cleartext with prior knowledge, or over TLS
+//! chosen by ALPN), served by hyper with the same gateway service as
+//! HTTP/1.
 //!
 //! SPEC 5 timers for HTTP/2: no complete HEADERS within
 //! `header_read_timeout` of the accept, or no open stream for

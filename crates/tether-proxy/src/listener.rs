@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -69,7 +69,7 @@ impl ConnLimits {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(LimitHit::Connections);
         }
-        let mut per_ip = self.per_ip.lock().expect("limits lock");
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
         let n = per_ip.entry(ip).or_insert(0);
         if *n >= max_per_ip {
             drop(per_ip);
@@ -93,7 +93,7 @@ impl ConnLimits {
         max_per_ip: usize,
     ) -> Option<ConnPermit> {
         let ip = crate::client_addr::limit_key(ip);
-        let mut per_ip = self.per_ip.lock().expect("limits lock");
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
         let n = per_ip.entry(ip).or_insert(0);
         if *n >= max_per_ip {
             return None;
@@ -109,7 +109,11 @@ impl ConnLimits {
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        let mut per_ip = self.limits.per_ip.lock().expect("limits lock");
+        let mut per_ip = self
+            .limits
+            .per_ip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -120,6 +124,31 @@ impl Drop for ConnPermit {
         if self.in_total {
             self.limits.total.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic elsewhere while the counts were locked must not turn every
+    /// later connection close into a second panic (an abort in `Drop`).
+    #[test]
+    fn a_poisoned_count_lock_is_still_released() {
+        let limits = Arc::new(ConnLimits::default());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let permit = limits.try_acquire(ip, 10, 10).unwrap();
+        let poisoner = limits.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poisoner.per_ip.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(limits.per_ip.is_poisoned());
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(permit)));
+        assert!(dropped.is_ok(), "dropping a permit panicked");
+        assert_eq!(limits.total.load(Ordering::Acquire), 0);
+        assert!(limits.try_acquire(ip, 10, 10).is_ok());
     }
 }
 

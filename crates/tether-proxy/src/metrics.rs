@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Upper bounds of `tether_request_duration_seconds`, in seconds.
@@ -226,7 +226,7 @@ impl Metrics {
     /// The families of a vhost label (`""` for answers before a vhost is
     /// known), made on first use.
     pub fn vhost(&self, label: &str) -> Arc<VhostMetrics> {
-        let mut vhosts = self.vhosts.lock().expect("metrics lock");
+        let mut vhosts = self.vhosts.lock().unwrap_or_else(PoisonError::into_inner);
         vhosts
             .entry(label.to_owned())
             .or_insert_with(|| {
@@ -242,7 +242,7 @@ impl Metrics {
     pub fn listener(&self, addr: &str) -> Arc<AtomicI64> {
         self.listeners
             .lock()
-            .expect("metrics lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .entry(addr.to_owned())
             .or_default()
             .clone()
@@ -270,7 +270,7 @@ impl Metrics {
         let vhosts: Vec<Arc<VhostMetrics>> = self
             .vhosts
             .lock()
-            .expect("metrics lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .values()
             .cloned()
             .collect();
@@ -355,7 +355,12 @@ impl Metrics {
             "gauge",
             "Open client connections, by listener.",
         );
-        for (addr, g) in self.listeners.lock().expect("metrics lock").iter() {
+        for (addr, g) in self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
             sample(
                 &mut out,
                 "tether_connections_active",

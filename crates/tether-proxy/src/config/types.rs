@@ -71,7 +71,8 @@ pub struct VhostConfig {
 impl VhostConfig {
     /// The metrics label of SPEC 9: the first entry of `hosts`.
     pub fn label(&self) -> &str {
-        &self.hosts[0]
+        // A validated vhost always has a host; a hand-built one may not.
+        self.hosts.first().map_or("", String::as_str)
     }
 }
 

@@ -565,7 +565,16 @@ where
     }
 
     /// After a `101` from the origin: write it, then relay bytes both ways.
-    async fn relay_upgrade(mut self, resp: Response<Body>) {
+    /// Only the sockets and unread bytes go on: the connection's `Runtime`
+    /// (a whole config load) is released, so that a WebSocket relayed for
+    /// hours does not keep old configurations alive across reloads.
+    async fn relay_upgrade(self, resp: Response<Body>) {
+        let Http1Conn {
+            reader,
+            mut writer,
+            buf,
+            ..
+        } = self;
         let (mut parts, body) = resp.into_parts();
         // The relayed connection keeps its place under
         // `max_upstream_connections` for as long as it lives.
@@ -585,7 +594,7 @@ where
             Some("upgrade"),
         );
         let resp = Response::from_parts(parts, body);
-        if self.writer.write_all(&head).await.is_err() {
+        if writer.write_all(&head).await.is_err() {
             return;
         }
         let upgraded = match hyper::upgrade::on(resp).await {
@@ -596,11 +605,11 @@ where
             }
         };
         let mut upstream = hyper_util::rt::TokioIo::new(upgraded);
-        let mut client = self.reader.unsplit(self.writer);
-        if !self.buf.is_empty() && upstream.write_all(&self.buf).await.is_err() {
+        let mut client = reader.unsplit(writer);
+        if !buf.is_empty() && upstream.write_all(&buf).await.is_err() {
             return;
         }
-        drop(self.buf);
+        drop(buf);
         let _ = super::relay::relay(&mut client, &mut upstream).await;
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tether_wire::SessionId;
@@ -98,7 +98,7 @@ pub struct WorkerPool {
 
 impl WorkerPool {
     fn get(&self, vhost: &str, url: &OriginUrl) -> Arc<Worker> {
-        let mut known = self.known.lock().expect("worker pool lock");
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         known.retain(|_, w| w.strong_count() > 0);
         let key = (vhost.to_owned(), url.as_written.clone());
         if let Some(w) = known.get(&key).and_then(Weak::upgrade) {

@@ -7,7 +7,7 @@
 //! enough and costs a few dozen bytes.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use super::task::Command;
@@ -33,7 +33,7 @@ impl Mailbox {
     /// Queues a command for the task; gives it back when the session has
     /// ended or too many are waiting.
     pub(crate) fn send(&self, cmd: Command) -> Result<(), Command> {
-        let mut inner = self.inner.lock().expect("mailbox lock");
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if inner.closed || inner.queue.len() >= MAX_QUEUED {
             return Err(cmd);
         }
@@ -47,7 +47,7 @@ impl Mailbox {
     }
 
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Command> {
-        let mut inner = self.inner.lock().expect("mailbox lock");
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(cmd) = inner.queue.pop_front() {
             if inner.queue.is_empty() {
                 inner.queue = VecDeque::new();
@@ -67,7 +67,7 @@ impl Mailbox {
     /// The session ended: later sends fail, and queued commands are
     /// dropped (their senders see the session as gone).
     pub(crate) fn close(&self) {
-        let mut inner = self.inner.lock().expect("mailbox lock");
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.closed = true;
         let queued = std::mem::take(&mut inner.queue);
         inner.waker = None;
@@ -76,6 +76,9 @@ impl Mailbox {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.inner.lock().expect("mailbox lock").closed
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed
     }
 }

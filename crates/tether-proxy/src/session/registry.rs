@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use moka::sync::Cache;
 use tether_wire::SessionId;
@@ -77,7 +77,11 @@ pub(crate) struct SessionSlot {
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        let mut per_ip = self.counts.per_ip.lock().expect("session counts lock");
+        let mut per_ip = self
+            .counts
+            .per_ip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -102,7 +106,7 @@ impl Registry {
         let counts = self
             .counts
             .lock()
-            .expect("session counts lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .entry(vhost.clone())
             .or_default()
             .clone();
@@ -111,7 +115,7 @@ impl Registry {
             self.metrics.limit_hit(Limit::Sessions);
             return Err(Refusal::Sessions);
         }
-        let mut per_ip = counts.per_ip.lock().expect("session counts lock");
+        let mut per_ip = counts.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
         let n = per_ip.entry(ip).or_insert(0);
         if *n >= max_per_ip {
             drop(per_ip);
@@ -129,7 +133,8 @@ impl Registry {
         self.cache.insert(handle.id.clone(), handle);
     }
 
-    /// The live session `id` of `vhost`, compared in constant time.
+    /// The live session `id` of `vhost`: found by hash, then compared in
+    /// constant time with the id as issued.
     pub(crate) fn find(&self, id: &SessionId, vhost: &Vhost) -> Option<SessionHandle> {
         let handle = self.cache.get(id)?;
         let same_id = handle.id.ct_eq(id);
@@ -138,7 +143,7 @@ impl Registry {
     }
 
     /// A live session by id alone (the push API is not bound to a vhost),
-    /// compared in constant time.
+    /// found by hash, then compared in constant time with the id as issued.
     pub(crate) fn find_any(&self, id: &SessionId) -> Option<SessionHandle> {
         let handle = self.cache.get(id)?;
         (handle.id.ct_eq(id) && !handle.mailbox.is_closed()).then_some(handle)
@@ -172,7 +177,7 @@ impl Registry {
     pub fn total_live(&self) -> usize {
         self.counts
             .lock()
-            .expect("session counts lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .values()
             .map(|c| c.live.load(Ordering::Acquire))
             .sum()
@@ -182,7 +187,7 @@ impl Registry {
     pub fn live(&self, vhost: &str) -> usize {
         self.counts
             .lock()
-            .expect("session counts lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .get(vhost)
             .map_or(0, |c| c.live.load(Ordering::Acquire))
     }
