@@ -20,8 +20,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
+use crate::conn_limits::{ConnLimits, ConnPermit};
 use crate::gateway::{self, ConnInfo, Runtime};
-use crate::listener::{ConnLimits, ConnPermit};
 use crate::metrics::Limit;
 
 /// How long a connection told GOAWAY may take to close by itself.

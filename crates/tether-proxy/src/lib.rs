@@ -16,6 +16,7 @@ pub mod admin;
 pub mod body;
 mod client_addr;
 pub mod config;
+mod conn_limits;
 pub mod descriptors;
 pub mod forward;
 pub mod gateway;

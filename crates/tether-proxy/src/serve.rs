@@ -16,9 +16,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::conn_limits::ConnLimits;
 use crate::forward::Upstreams;
 use crate::gateway::Runtime;
-use crate::listener::{self, Accepting, ConnLimits};
+use crate::listener::{self, Accepting};
 use crate::metrics::Metrics;
 use crate::session::Registry;
 
