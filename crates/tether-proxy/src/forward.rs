@@ -21,8 +21,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Body, BodyEnd, UpstreamPermit, WatchedBody};
+use crate::codec::answer;
 use crate::config::{OriginUrl, ServerConfig};
-use crate::http1::answer;
 
 /// How an upstream (origin or worker) failed; also the metric label `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,5 +276,5 @@ fn asks_upgrade<B>(req: &Request<B>) -> bool {
             .get_all(http::header::CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|t| crate::http1::trim(t).eq_ignore_ascii_case(b"upgrade"))
+            .any(|t| crate::codec::trim(t).eq_ignore_ascii_case(b"upgrade"))
 }

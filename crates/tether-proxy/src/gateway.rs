@@ -215,7 +215,7 @@ fn is_upgrade(req: &Request<Body>) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|t| crate::http1::trim(t).eq_ignore_ascii_case(b"upgrade"))
+            .any(|t| crate::codec::trim(t).eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// The answer to a failed upstream exchange, counted where it belongs:

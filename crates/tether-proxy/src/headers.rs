@@ -29,7 +29,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|t| HeaderName::from_bytes(crate::http1::trim(t)).ok())
+        .filter_map(|t| HeaderName::from_bytes(crate::codec::trim(t)).ok())
         .collect();
     for name in named {
         if keep_upgrade && name == header::UPGRADE {

@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod body;
 mod client_addr;
+mod codec;
 pub mod config;
 mod conn_limits;
 pub mod descriptors;
@@ -25,6 +26,7 @@ mod headers;
 mod http1;
 mod listener;
 pub mod metrics;
+mod pem;
 pub mod router;
 mod serve;
 pub mod session;

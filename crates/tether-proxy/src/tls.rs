@@ -4,74 +4,15 @@
 //! for new connections.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio_rustls::rustls::crypto::ring as provider;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
 
-use crate::config::{Config, TlsConfig};
-
-/// Which PEM a file must hold.
-#[derive(Debug, Clone, Copy)]
-pub enum PemKind {
-    Certificate,
-    PrivateKey,
-}
-
-/// Checks that `path` holds what a TLS listener will need; the error is a
-/// sentence for `tether check`.
-pub fn check_pem(path: &Path, kind: PemKind) -> Result<(), String> {
-    match kind {
-        PemKind::Certificate => match CertificateDer::pem_file_iter(path) {
-            Ok(iter) => {
-                let certs: Result<Vec<_>, _> = iter.collect();
-                match certs {
-                    Ok(c) if !c.is_empty() => Ok(()),
-                    Ok(_) => Err("it holds no PEM certificate".into()),
-                    Err(e) => Err(format!("it is not a PEM certificate file ({e})")),
-                }
-            }
-            Err(e) => Err(format!("it cannot be read as PEM ({e})")),
-        },
-        PemKind::PrivateKey => PrivateKeyDer::from_pem_file(path)
-            .map(|_| ())
-            .map_err(|e| format!("it holds no usable PEM private key ({e})")),
-    }
-}
-
-/// Checks that the private key of `tls` belongs to its certificate (the
-/// first of the chain); the error is a sentence for `tether check`.
-pub fn check_pair(tls: &TlsConfig) -> Result<(), String> {
-    certified_key(tls).map(|_| ())
-}
-
-fn certified_key(tls: &TlsConfig) -> Result<Arc<CertifiedKey>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
-        .and_then(|i| i.collect())
-        .map_err(|e| format!("{}: {e}", tls.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| format!("{}: {e}", tls.key.display()))?;
-    let signing = provider::sign::any_supported_type(&key)
-        .map_err(|e| format!("{}: {e}", tls.key.display()))?;
-    let certified = CertifiedKey::new(certs, signing);
-    match certified.keys_match() {
-        // A signer that cannot tell its public key is not a mismatch.
-        Ok(())
-        | Err(tokio_rustls::rustls::Error::InconsistentKeys(
-            tokio_rustls::rustls::InconsistentKeys::Unknown,
-        )) => Ok(Arc::new(certified)),
-        Err(_) => Err(format!(
-            "the private key {} does not belong to the certificate {}",
-            tls.key.display(),
-            tls.cert.display()
-        )),
-    }
-}
+use crate::config::Config;
+use crate::pem;
 
 /// Picks a vhost's certificate by the client's SNI name; without a name
 /// (or an unknown one) the `"*"` vhost's, else the first TLS vhost's.
@@ -100,7 +41,7 @@ pub fn server_config(config: &Config) -> Result<Option<Arc<ServerConfig>>, Strin
     };
     for vhost in &config.vhosts {
         let Some(tls) = &vhost.tls else { continue };
-        let key = certified_key(tls)?;
+        let key = pem::certified_key(&tls.cert, &tls.key)?;
         for host in &vhost.hosts {
             if host == "*" {
                 resolver.fallback = Some(key.clone());

@@ -6,6 +6,7 @@
 
 mod error;
 mod fields;
+pub mod glob;
 mod parse;
 mod types;
 mod values;
@@ -16,6 +17,7 @@ mod warnings;
 mod tests;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use glob::PathGlob;
 pub use parse::{load, parse};
 pub use types::*;
 pub use warnings::{descriptors_needed, warnings};

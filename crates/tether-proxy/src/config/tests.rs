@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use super::glob::PathGlob;
 use super::*;
-use crate::router::glob::PathGlob;
 
 /// A minimal valid vhost, three lines long.
 const VH: &str = "[[vhost]]\nhosts = [\"a.test\"]\norigin = \"http://127.0.0.1:8081\"\n";

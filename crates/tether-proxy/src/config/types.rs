@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::router::glob::PathGlob;
+use super::glob::PathGlob;
 
 /// The whole file, validated.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,14 +1,14 @@
 //! `[[vhost]]` and its `[vhost.tls]` and `[vhost.persistent]` tables.
 
-use crate::tls::{check_pair, check_pem, PemKind};
+use crate::pem::{check_pair, check_pem, PemKind};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::fields::{type_name, Section};
+use super::glob::PathGlob;
 use super::parse::{Checker, PERSISTENT_KEYS, TLS_KEYS, VHOST_KEYS};
 use super::types::{OriginUrl, PersistentConfig, SessionMode, TlsConfig, VhostConfig};
 use super::values;
-use crate::router::glob::PathGlob;
 
 impl Checker<'_> {
     // ---- [[vhost]] ----------------------------------------------------
@@ -123,7 +123,7 @@ impl Checker<'_> {
         };
         // A key that parses but belongs to another certificate would fail
         // every handshake on the listener: refused like a bad file.
-        if let Err(why) = check_pair(&tls) {
+        if let Err(why) = check_pair(&tls.cert, &tls.key) {
             let at = sec.field("key").map_or(sec.at, |f| f.at);
             self.error(at, why);
             return None;

@@ -19,10 +19,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::encode::{self, OutFraming};
-use super::head::{self, Framing, HeadError, RequestHead};
-use super::pump::{BodyPump, PumpEvent};
+use crate::body::pump::{BodyPump, PumpEvent};
 use crate::body::{Body, ChannelBody, ClientBodyError};
+use crate::codec::encode::{self, OutFraming};
+use crate::codec::head::{self, Framing, HeadError, RequestHead};
 use crate::gateway::{self, AnsweredBy, ConnInfo, Runtime};
 use crate::metrics::{Limit, VhostMetrics};
 use crate::session::websocket::{self, WsUpgrade};
@@ -377,7 +377,9 @@ where
             answered_by.response(resp.status().as_u16(), started.elapsed());
             return Next::Persistent(resp, handoff);
         }
-        let framing = encode::choose_framing(&method, version, &mut resp);
+        let exact = http_body::Body::size_hint(resp.body()).exact();
+        let status = resp.status();
+        let framing = encode::choose_framing(&method, version, status, resp.headers_mut(), exact);
         if framing == OutFraming::UntilClose {
             close = true;
         }

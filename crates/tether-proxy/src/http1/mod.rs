@@ -10,12 +10,5 @@
 //! these one branch instead of a fight with the library; hyper still serves
 //! HTTP/2 and is the client to every upstream.
 
-pub(crate) mod answer;
-mod chunked;
 pub(crate) mod conn;
-mod encode;
-mod head;
-pub(crate) mod pump;
 mod relay;
-
-pub(crate) use head::trim;

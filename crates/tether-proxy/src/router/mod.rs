@@ -5,8 +5,6 @@
 //! requests carry an `Arc<Vhost>`, so a reload never changes the vhost of a
 //! request (or a session) already under way.
 
-pub mod glob;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -15,11 +15,11 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::body::pump::{BodyPump, PumpEvent};
 use crate::body::{Body, ChannelBody};
+use crate::codec::answer::{self, AnswerFraming};
 use crate::forward::UpstreamError;
 use crate::headers;
-use crate::http1::answer::{self, AnswerFraming};
-use crate::http1::pump::{BodyPump, PumpEvent};
 
 /// Most header lines accepted in a worker's answer.
 const MAX_HEADERS: usize = 128;

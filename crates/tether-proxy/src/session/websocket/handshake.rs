@@ -3,7 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::http1::trim;
+use crate::codec::trim;
 
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// The subprotocol a client offers to get a persistent session.

@@ -64,7 +64,7 @@ pub(crate) fn accept(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&handshake::accept_key(crate::http1::trim(key.as_bytes())))
+        HeaderValue::from_str(&handshake::accept_key(crate::codec::trim(key.as_bytes())))
             .expect("base64 is a valid value"),
     );
     h.insert(

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::{mpsc, oneshot};
 
+pub(crate) mod pump;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a client body stopped before its end.

@@ -182,7 +182,7 @@ fn parse_trailers(block: &[u8]) -> Result<HeaderMap, BadChunk> {
             .position(|&b| b == b':')
             .ok_or(BadChunk("bad trailer"))?;
         let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| BadChunk("bad trailer"))?;
-        let value = HeaderValue::from_bytes(super::head::trim(&line[colon + 1..]))
+        let value = HeaderValue::from_bytes(super::trim(&line[colon + 1..]))
             .map_err(|_| BadChunk("bad trailer"))?;
         map.append(name, value);
     }

@@ -13,8 +13,8 @@ use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::chunked::{ChunkedDecoder, Piece};
-use crate::body::{BodySender, ClientBodyError};
+use super::{BodySender, ClientBodyError};
+use crate::codec::chunked::{ChunkedDecoder, Piece};
 
 /// Read-buffer growth step while reading a body.
 const READ_CHUNK: usize = 16 * 1024;

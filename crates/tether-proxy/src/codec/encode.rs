@@ -2,10 +2,7 @@
 
 use bytes::{BufMut, Bytes};
 use http::header::{self, HeaderMap};
-use http::{Method, Response, StatusCode, Version};
-use http_body::Body as _;
-
-use crate::body::Body;
+use http::{Method, StatusCode, Version};
 
 /// How a response body is delimited toward the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,14 +16,16 @@ pub(crate) enum OutFraming {
     UntilClose,
 }
 
-/// Decides the framing of `resp` and fills in `Content-Length` when the body
-/// knows its exact size.
+/// Decides the framing of an answer with `status` and `headers` to a
+/// `method` request, and fills in `Content-Length` when the body knows its
+/// exact size (`exact`).
 pub(crate) fn choose_framing(
     method: &Method,
     version: Version,
-    resp: &mut Response<Body>,
+    status: StatusCode,
+    headers: &mut HeaderMap,
+    exact: Option<u64>,
 ) -> OutFraming {
-    let status = resp.status();
     if method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -34,12 +33,11 @@ pub(crate) fn choose_framing(
     {
         return OutFraming::Bodyless;
     }
-    if resp.headers().contains_key(header::CONTENT_LENGTH) {
+    if headers.contains_key(header::CONTENT_LENGTH) {
         return OutFraming::Length;
     }
-    if let Some(n) = resp.body().size_hint().exact() {
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, header::HeaderValue::from(n));
+    if let Some(n) = exact {
+        headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(n));
         return OutFraming::Length;
     }
     if version == Version::HTTP_11 {
