@@ -13,11 +13,12 @@ use http::{Request, Response, StatusCode, Version};
 
 use crate::body::Body;
 use crate::config::{Config, ServerConfig};
+pub use crate::exchange::{text_response, ConnInfo};
 use crate::forward::{UpstreamError, Upstreams};
 use crate::headers;
 use crate::metrics::{Limit, Metrics, VhostMetrics};
 use crate::router::{host_without_port, Routes, Vhost};
-use crate::session::{self, websocket, Registry};
+use crate::session::{self, websocket, Registry, SessionEnv};
 
 /// Everything a request needs from one config load. Swapped whole on reload.
 pub struct Runtime {
@@ -26,6 +27,8 @@ pub struct Runtime {
     pub upstreams: Upstreams,
     /// Live sessions; shared by every config load.
     pub sessions: Arc<Registry>,
+    /// What the session layer uses of this load.
+    pub session_env: Arc<SessionEnv>,
     pub metrics: Arc<Metrics>,
     /// The families of answers given before a vhost is known (`vhost=""`).
     pub unrouted: Arc<VhostMetrics>,
@@ -40,7 +43,14 @@ impl Runtime {
         sessions: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Runtime {
+        let session_env = Arc::new(SessionEnv::new(
+            config.server.clone(),
+            upstreams.clone(),
+            sessions.clone(),
+            metrics.clone(),
+        ));
         Runtime {
+            session_env,
             server: config.server.clone(),
             routes: Routes::new(config, &metrics, sessions.workers()),
             upstreams,
@@ -53,13 +63,6 @@ impl Runtime {
             }),
         }
     }
-}
-
-/// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub https: bool,
 }
 
 /// Which vhost's families count an answer; rides in its extensions.
@@ -100,7 +103,7 @@ async fn route(
             ),
         );
     };
-    let metrics = vhost.metrics.clone();
+    let metrics = vhost.metrics().clone();
     if req.method() == http::Method::CONNECT {
         // HTTP/1 CONNECT never gets this far (the strict head refuses it);
         // over HTTP/2 it is refused here, never forwarded (SPEC 5).
@@ -157,11 +160,11 @@ async fn forward(
     if let Some(route) = &vhost.persistent {
         if route.matches(req.uri().path()) {
             if !upgrade {
-                return session::handle(rt, vhost, route, conn, req).await;
+                return session::handle(&rt.session_env, &vhost.scope, route, conn, req).await;
             }
             let h = req.headers();
             if websocket::is_websocket(h) && websocket::offers_persistent(h) {
-                return websocket::accept(rt, vhost, route, conn, &req);
+                return websocket::accept(&rt.session_env, &vhost.scope, route, conn, &req);
             }
             // A WebSocket that is not a persistent session goes to a worker
             // as an ordinary proxied WebSocket (SPEC 3).
@@ -234,7 +237,7 @@ pub(crate) fn upstream_failure(rt: &Runtime, vhost: &Vhost, e: UpstreamError) ->
         _ => "the origin server could not be reached or failed to answer\n",
     };
     if e.is_upstream_fault() {
-        vhost.metrics.upstream_error(e.as_str());
+        vhost.metrics().upstream_error(e.as_str());
     }
     let mut resp = text_response(e.status(), text);
     match e {
@@ -272,17 +275,4 @@ pub(crate) fn log_access(
         ms = took.as_millis() as u64,
         complete,
     );
-}
-
-/// A small plain-text answer written by the gateway itself.
-pub fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Body::full(text));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
-    resp
 }

@@ -19,6 +19,7 @@ mod codec;
 pub mod config;
 mod conn_limits;
 pub mod descriptors;
+pub mod exchange;
 pub mod forward;
 pub mod gateway;
 mod h2;

@@ -506,7 +506,7 @@ where
         self.rt
             .routes
             .find(host.and_then(|h| h.to_str().ok()))
-            .map_or_else(|| self.rt.unrouted.clone(), |v| v.metrics.clone())
+            .map_or_else(|| self.rt.unrouted.clone(), |v| v.metrics().clone())
     }
 
     async fn flush_out(&mut self, stall: Duration) -> bool {

@@ -11,17 +11,17 @@ use std::sync::Arc;
 use crate::config::{Config, VhostConfig};
 use crate::metrics::{Metrics, VhostMetrics, WorkerSample};
 use crate::session::balance::WorkerPool;
-use crate::session::PersistentRoute;
+use crate::session::{PersistentRoute, VhostScope};
 
 /// One virtual host, as compiled from its config.
 #[derive(Debug)]
 pub struct Vhost {
     pub config: VhostConfig,
-    /// `config.hosts`, shared with the sessions the vhost opens.
-    pub hosts: Arc<[String]>,
+    /// Label, hosts and metric families, shared with the sessions the
+    /// vhost opens.
+    pub scope: Arc<VhostScope>,
     /// Present when `[vhost.persistent]` is enabled.
     pub persistent: Option<PersistentRoute>,
-    pub metrics: Arc<VhostMetrics>,
 }
 
 impl Vhost {
@@ -31,7 +31,11 @@ impl Vhost {
 
     /// Whether `host` (lower-case, no port) names this vhost.
     pub fn serves(&self, host: &str) -> bool {
-        self.config.hosts.iter().any(|h| h == host)
+        self.scope.serves(host)
+    }
+
+    pub fn metrics(&self) -> &Arc<VhostMetrics> {
+        &self.scope.metrics
     }
 }
 
@@ -49,12 +53,15 @@ impl Routes {
         for vc in &config.vhosts {
             let vhost = Arc::new(Vhost {
                 config: vc.clone(),
-                hosts: vc.hosts.clone().into(),
+                scope: Arc::new(VhostScope {
+                    label: Arc::from(vc.label()),
+                    hosts: vc.hosts.clone().into(),
+                    metrics: metrics.vhost(vc.label()),
+                }),
                 persistent: vc
                     .persistent
                     .as_ref()
                     .map(|p| PersistentRoute::new(vc.label(), p, workers)),
-                metrics: metrics.vhost(vc.label()),
             });
             routes.all.push(vhost.clone());
             for host in &vc.hosts {

@@ -43,14 +43,59 @@ use self::task::{Command, Opening, Resumed};
 use self::worker::{OpenError, OpenLimits, WorkerAnswer};
 use self::worker_side::{MessageSide, MessageTarget, StreamSide, WorkerSide};
 use crate::body::Body;
+use crate::config::ServerConfig;
 use crate::config::{PersistentConfig, SessionMode};
-use crate::gateway::{text_response, ConnInfo, Runtime};
+use crate::exchange::{text_response, ConnInfo};
+use crate::forward::Upstreams;
 use crate::headers;
-use crate::metrics::{Limit, ResumeResult};
-use crate::router::Vhost;
+use crate::metrics::{Limit, Metrics, ResumeResult, VhostMetrics};
 
-/// The persistent side of a vhost, compiled from its config.
+/// What the session layer needs of a config load: the `[server]` limits and
+/// timers, the pooled upstream client (message mode), the live sessions
+/// and the metric families. Built once per load, shared by its requests.
+pub struct SessionEnv {
+    pub(crate) server: ServerConfig,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) sessions: Arc<Registry>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl SessionEnv {
+    pub fn new(
+        server: ServerConfig,
+        upstreams: Upstreams,
+        sessions: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> SessionEnv {
+        SessionEnv {
+            server,
+            upstreams,
+            sessions,
+            metrics,
+        }
+    }
+}
+
+/// A vhost as its sessions see it: the label its metrics carry, the hosts
+/// a session of it may be resumed on, and its metric families. A session
+/// keeps the scope it opened with across reloads (SPEC 8).
 #[derive(Debug)]
+pub struct VhostScope {
+    pub label: Arc<str>,
+    pub hosts: Arc<[String]>,
+    pub metrics: Arc<VhostMetrics>,
+}
+
+impl VhostScope {
+    /// Whether `host` (lower-case, no port) names this vhost.
+    pub fn serves(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h == host)
+    }
+}
+
+/// The persistent side of a vhost, compiled from its config; cheap to
+/// clone (a WebSocket upgrade carries it past the `101`).
+#[derive(Debug, Clone)]
 pub struct PersistentRoute {
     pub config: Arc<PersistentConfig>,
     pub workers: Arc<Workers>,
@@ -94,8 +139,8 @@ impl Handoff {
 
 /// Answers a persistent candidate.
 pub(crate) async fn handle(
-    rt: &Runtime,
-    vhost: &Arc<Vhost>,
+    env: &SessionEnv,
+    vhost: &Arc<VhostScope>,
     route: &PersistentRoute,
     conn: ConnInfo,
     req: Request<Body>,
@@ -125,7 +170,7 @@ pub(crate) async fn handle(
         return not_acceptable(&route.config);
     }
     if explicit_end {
-        let Some(handle) = sid.and_then(|v| lookup(rt, v.as_bytes(), vhost)) else {
+        let Some(handle) = sid.and_then(|v| lookup(env, v.as_bytes(), vhost)) else {
             return gone();
         };
         let (reply, done) = oneshot::channel();
@@ -148,7 +193,7 @@ pub(crate) async fn handle(
                 "a resume needs Session-Received: the number of lines the client received\n",
             );
         };
-        let resp = resume(rt, vhost, &route.config, sid.as_bytes(), received).await;
+        let resp = resume(env, vhost, &route.config, sid.as_bytes(), received).await;
         metrics.resume(if resp.status() == StatusCode::OK {
             ResumeResult::Ok
         } else {
@@ -156,7 +201,7 @@ pub(crate) async fn handle(
         });
         return resp;
     }
-    open(rt, vhost, route, conn, req).await
+    open(env, vhost, route, conn, req).await
 }
 
 /// SPEC 7 (v1.2): a candidate whose `Origin` fails the rule of SPEC 3 gets
@@ -229,21 +274,21 @@ fn with_retry_after(mut resp: Response<Body>) -> Response<Body> {
     resp
 }
 
-fn lookup(rt: &Runtime, raw: &[u8], vhost: &Vhost) -> Option<SessionHandle> {
+fn lookup(env: &SessionEnv, raw: &[u8], vhost: &VhostScope) -> Option<SessionHandle> {
     let id = SessionId::parse(raw).ok()?;
-    rt.sessions.find(&id, vhost)
+    env.sessions.find(&id, vhost)
 }
 
 /// A resume of `raw_id` at count `received` on `vhost`, whatever the
 /// transport: the session's handle and its answer, or `None` for the one
 /// "gone" of SPEC 4.
 pub(crate) async fn resume_session(
-    rt: &Runtime,
-    vhost: &Vhost,
+    env: &SessionEnv,
+    vhost: &VhostScope,
     raw_id: &[u8],
     received: u64,
 ) -> Option<(SessionHandle, Resumed)> {
-    let handle = lookup(rt, raw_id, vhost)?;
+    let handle = lookup(env, raw_id, vhost)?;
     let (reply, answer) = oneshot::channel();
     let cmd = Command::Resume { received, reply };
     handle.mailbox.send(cmd).ok()?;
@@ -254,13 +299,13 @@ pub(crate) async fn resume_session(
 }
 
 async fn resume(
-    rt: &Runtime,
-    vhost: &Vhost,
+    env: &SessionEnv,
+    vhost: &VhostScope,
     config: &PersistentConfig,
     raw_id: &[u8],
     received: u64,
 ) -> Response<Body> {
-    let Some((handle, resumed)) = resume_session(rt, vhost, raw_id, received).await else {
+    let Some((handle, resumed)) = resume_session(env, vhost, raw_id, received).await else {
         return gone();
     };
     let handoff = Handoff {
@@ -313,13 +358,13 @@ impl NotOpened {
 }
 
 async fn open(
-    rt: &Runtime,
-    vhost: &Arc<Vhost>,
+    env: &SessionEnv,
+    vhost: &Arc<VhostScope>,
     route: &PersistentRoute,
     conn: ConnInfo,
     req: Request<Body>,
 ) -> Response<Body> {
-    match open_session(rt, vhost, route, conn, req, Transport::Native).await {
+    match open_session(env, vhost, route, conn, req, Transport::Native).await {
         Ok(opened) => {
             let handoff = Handoff {
                 handle: opened.handle.clone(),
@@ -349,16 +394,16 @@ pub(crate) enum Transport {
 /// Opens a session on a worker (SPEC 2 step 5 and 6), whatever the
 /// transport: limits, a new SessionID, a worker, the forwarded request.
 pub(crate) async fn open_session(
-    rt: &Runtime,
-    vhost: &Arc<Vhost>,
+    env: &SessionEnv,
+    vhost: &Arc<VhostScope>,
     route: &PersistentRoute,
     conn: ConnInfo,
     mut req: Request<Body>,
     transport: Transport,
 ) -> Result<Opened, NotOpened> {
     let config = &route.config;
-    let label: Arc<str> = Arc::from(vhost.label());
-    let slot = match rt.sessions.admit(
+    let label = vhost.label.clone();
+    let slot = match env.sessions.admit(
         &label,
         conn.peer.ip(),
         config.max_sessions,
@@ -388,9 +433,9 @@ pub(crate) async fn open_session(
             ))
         }
         Err(NoWorker::Full) => {
-            rt.metrics.limit_hit(Limit::WorkerSessions);
+            env.metrics.limit_hit(Limit::WorkerSessions);
             tracing::warn!(
-                vhost = vhost.label(),
+                vhost = &*vhost.label,
                 "every worker holds max_sessions_per_worker sessions"
             );
             return Err(NotOpened::Refused(
@@ -418,8 +463,8 @@ pub(crate) async fn open_session(
     );
 
     let answer = match config.mode {
-        SessionMode::Stream => open_stream(rt, config, &worker, req).await,
-        SessionMode::Message => open_message(rt, config, &worker, req).await,
+        SessionMode::Stream => open_stream(env, config, &worker, req).await,
+        SessionMode::Message => open_message(env, config, &worker, req).await,
     };
     let answer = match answer {
         Ok(a) => a,
@@ -464,7 +509,7 @@ pub(crate) async fn open_session(
         message,
         slot,
         pin,
-        registry: rt.sessions.clone(),
+        registry: env.sessions.clone(),
         metrics: vhost.metrics.clone(),
     });
     vhost
@@ -496,15 +541,15 @@ enum Answer {
 /// Stream mode: the request on a connection of its own, kept as the line
 /// channel after a persistent answer.
 async fn open_stream(
-    rt: &Runtime,
+    env: &SessionEnv,
     config: &PersistentConfig,
     worker: &Worker,
     req: Request<Body>,
 ) -> Result<Answer, OpenError> {
     let limits = OpenLimits {
-        connect_timeout: rt.server.origin_connect_timeout,
-        response_timeout: rt.server.origin_response_timeout,
-        max_header_bytes: rt.server.max_header_bytes,
+        connect_timeout: env.server.origin_connect_timeout,
+        response_timeout: env.server.origin_response_timeout,
+        max_header_bytes: env.server.max_header_bytes,
         max_initial_body: config.max_initial_body,
     };
     let target = (worker.url.host.as_str(), worker.url.port);
@@ -530,7 +575,7 @@ async fn open_stream(
 /// through the pooled client; a persistent answer's body (chunked is fine
 /// here) is the initial body, and later lines go as `POST`s.
 async fn open_message(
-    rt: &Runtime,
+    env: &SessionEnv,
     config: &PersistentConfig,
     worker: &Worker,
     mut req: Request<Body>,
@@ -545,7 +590,7 @@ async fn open_message(
         HeaderName::from_static("session-event"),
         HeaderValue::from_static("open"),
     );
-    let mut resp = rt
+    let mut resp = env
         .upstreams
         .send(&worker.url, req)
         .await
@@ -573,7 +618,7 @@ async fn open_message(
     let mut headers = parts.headers;
     headers.remove(header::CONTENT_LENGTH);
     let message = Arc::new(MessageTarget {
-        upstreams: rt.upstreams.clone(),
+        upstreams: env.upstreams.clone(),
         worker: worker.url.clone(),
         target,
         headers: template,

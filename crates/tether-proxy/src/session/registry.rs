@@ -18,8 +18,8 @@ use tether_wire::SessionId;
 use super::balance::WorkerPool;
 use super::mailbox::Mailbox;
 use super::task::Command;
+use super::VhostScope;
 use crate::metrics::{Limit, Metrics};
-use crate::router::Vhost;
 
 /// What the affinity index maps a SessionID to: a way to talk to the
 /// session's task, and the vhost it is bound to.
@@ -135,7 +135,7 @@ impl Registry {
 
     /// The live session `id` of `vhost`: found by hash, then compared in
     /// constant time with the id as issued.
-    pub(crate) fn find(&self, id: &SessionId, vhost: &Vhost) -> Option<SessionHandle> {
+    pub(crate) fn find(&self, id: &SessionId, vhost: &VhostScope) -> Option<SessionHandle> {
         let handle = self.cache.get(id)?;
         let same_id = handle.id.ct_eq(id);
         let same_vhost = handle.hosts.iter().any(|h| vhost.serves(h));

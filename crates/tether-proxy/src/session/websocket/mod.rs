@@ -23,11 +23,12 @@ pub(crate) use self::link::WsLink;
 
 use super::link::{ClientIo, CloseWith, Link};
 use super::task::{Command, EndReason};
-use super::{open_session, resume_session, NotOpened, PersistentRoute, Transport};
+use super::{
+    open_session, resume_session, NotOpened, PersistentRoute, SessionEnv, Transport, VhostScope,
+};
 use crate::body::Body;
-use crate::gateway::{text_response, ConnInfo, Runtime};
+use crate::exchange::{text_response, ConnInfo};
 use crate::metrics::ResumeResult;
-use crate::router::Vhost;
 
 /// What the connection needs to run the session side of an accepted
 /// upgrade; rides in the `101` answer's extensions.
@@ -35,8 +36,9 @@ pub(crate) use handshake::origin_allowed;
 
 #[derive(Clone)]
 pub(crate) struct WsUpgrade {
-    rt: Arc<Runtime>,
-    vhost: Arc<Vhost>,
+    env: Arc<SessionEnv>,
+    vhost: Arc<VhostScope>,
+    route: PersistentRoute,
     conn: ConnInfo,
     uri: Uri,
     headers: HeaderMap,
@@ -45,8 +47,8 @@ pub(crate) struct WsUpgrade {
 /// Answers a persistent WebSocket upgrade: `403` for a foreign Origin,
 /// `400` for a malformed handshake, else `101` with the subprotocol.
 pub(crate) fn accept(
-    rt: &Arc<Runtime>,
-    vhost: &Arc<Vhost>,
+    env: &Arc<SessionEnv>,
+    vhost: &Arc<VhostScope>,
     route: &PersistentRoute,
     conn: ConnInfo,
     req: &Request<Body>,
@@ -72,8 +74,9 @@ pub(crate) fn accept(
         HeaderValue::from_static(handshake::SUBPROTOCOL),
     );
     resp.extensions_mut().insert(WsUpgrade {
-        rt: rt.clone(),
+        env: env.clone(),
         vhost: vhost.clone(),
+        route: route.clone(),
         conn,
         uri: req.uri().clone(),
         headers: req.headers().clone(),
@@ -89,13 +92,10 @@ fn close(code: u16, reason: &'static str) -> CloseWith {
 /// then a new session or a resume; `input` holds bytes read past the
 /// upgrade request.
 pub(crate) async fn run(io: Box<dyn ClientIo>, input: BytesMut, up: WsUpgrade) {
-    let vhost = up.vhost.clone();
-    let Some(route) = vhost.persistent.as_ref() else {
-        return;
-    };
+    let route = up.route.clone();
     let mut link = WsLink::new(io, input, route.config.max_line);
     let first = tokio::time::timeout(
-        up.rt.server.header_read_timeout,
+        up.env.server.header_read_timeout,
         std::future::poll_fn(|cx| link.poll_first(cx)),
     )
     .await;
@@ -105,9 +105,9 @@ pub(crate) async fn run(io: Box<dyn ClientIo>, input: BytesMut, up: WsUpgrade) {
         Ok(Ok(record)) => record,
     };
     match ClientControl::parse(&record) {
-        Ok(ClientControl::New) => open(link, up, route).await,
+        Ok(ClientControl::New) => open(link, up, &route).await,
         Ok(ClientControl::Resume { sid, received }) => {
-            let resumed = resume_session(&up.rt, &up.vhost, sid.as_bytes(), received).await;
+            let resumed = resume_session(&up.env, &up.vhost, sid.as_bytes(), received).await;
             let Some((handle, resumed)) = resumed else {
                 up.vhost.metrics.resume(ResumeResult::Gone);
                 return link.close(close(4410, "resume impossible")).await;
@@ -151,7 +151,16 @@ async fn open(mut link: WsLink, up: WsUpgrade, route: &PersistentRoute) {
     *req.method_mut() = Method::GET;
     *req.uri_mut() = up.uri;
     *req.headers_mut() = headers;
-    match open_session(&up.rt, &up.vhost, route, up.conn, req, Transport::WebSocket).await {
+    match open_session(
+        &up.env,
+        &up.vhost,
+        route,
+        up.conn,
+        req,
+        Transport::WebSocket,
+    )
+    .await
+    {
         Ok(opened) => {
             let handle = opened.handle;
             let record = encode_open(
