@@ -568,8 +568,16 @@ fn no_control_record_in_time_is_4408() {
         "header_read_timeout = \"1s\"",
         &[session_vhost(HOST, &worker.url(), &[worker.url()], "")],
     ));
+    let started = Instant::now();
     let mut ws = upgrade(tether.addr(), "/echo.pphp", &[]);
     expect_close(&mut ws, 4408, None, "no control record");
+    let timeout = Duration::from_secs(1);
+    assert_between(
+        "4408 at header_read_timeout (1 s) after the upgrade",
+        started.elapsed(),
+        timeout,
+        timeout,
+    );
     assert_eq!(worker.all_conns(), 0, "nothing reached the worker");
 }
 
