@@ -9,8 +9,9 @@
 //! 4408, 4400), lines (text frames, fragments, 1007, 1009, 4502 `not
 //! utf-8`), resume (replay, 4410, takeover 4409, native ↔ WebSocket, acks
 //! and the window boundary), ends (1000 both ways, detach on other codes and
-//! drops, grace expiry, worker end, `DELETE`, SIGTERM 1012, limits 4503 and 4429, worker
-//! down 4502, non-persistent answers 4000 + status), pings and metrics.
+//! drops, grace expiry, worker end, `DELETE`, SIGTERM 1012, limits 4503 and
+//! 4429, worker down 4502, non-persistent answers 4000 + status), pings and
+//! metrics.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
