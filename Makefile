@@ -9,12 +9,19 @@ test: deps build
 	$(MAKE) --no-print-directory js-test
 
 ## js-test: HTTPSocket's tests (clients/js): unit tests against a fake gateway,
-## then end to end in Chromium against target/debug/tether (run `build` first)
+## then end to end in Chromium against target/debug/tether (run `build` first).
+## Fails, never skips, when Node.js or Chromium is missing (`make deps`).
 js-test: js-deps
-	cd clients/js && node --test
+	@command -v node >/dev/null 2>&1 || { \
+		echo "js-test: node (Node.js) not found: scripts/install-test-deps.sh (make deps) installs it" >&2; exit 1; }
+	@chromium="$${CHROMIUM_BIN:-/usr/bin/chromium}"; [ -x "$$chromium" ] || { \
+		echo "js-test: Chromium not found at $$chromium: scripts/install-test-deps.sh (make deps) installs it" >&2; exit 1; }
+	cd clients/js && node --version && node --test
 
 # npm ci only when node_modules is missing or was installed from another lock.
 js-deps:
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "js-deps: npm not found: scripts/install-test-deps.sh (make deps) installs it" >&2; exit 1; }
 	@cd clients/js && if cmp -s package-lock.json node_modules/.installed-lock; then \
 		echo "js-deps: clients/js/node_modules up to date"; \
 	else \

@@ -48,6 +48,37 @@ pub use ws_echo::WsEcho;
 /// How long any server may take to start accepting.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Slack added to a SPEC deadline when a test asserts it (a busy 2-core
+/// machine, the `kill` child that sends a signal, 10 ms polling): never a
+/// speed requirement of its own. A behaviour late by more than this fails.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Asserts that `elapsed`, measured by the test from the moment a SPEC
+/// deadline starts running, is at most `deadline` + [`DEADLINE_MARGIN`].
+/// Prints the measure (`--nocapture` shows it).
+#[track_caller]
+pub fn assert_within_deadline(what: &str, elapsed: Duration, deadline: Duration) {
+    eprintln!(
+        "timing: {what}: {elapsed:.3?} (SPEC: within {deadline:?}, margin {DEADLINE_MARGIN:?})"
+    );
+    assert!(
+        elapsed <= deadline + DEADLINE_MARGIN,
+        "SPEC: {what} within {deadline:?}; took {elapsed:.3?} (more than the {DEADLINE_MARGIN:?} margin late)"
+    );
+}
+
+/// Asserts that `elapsed` is at least `earliest` (the SPEC forbids the
+/// event before it: e.g. a session ending before its `resume_grace`) and
+/// at most `deadline` + [`DEADLINE_MARGIN`].
+#[track_caller]
+pub fn assert_between(what: &str, elapsed: Duration, earliest: Duration, deadline: Duration) {
+    assert!(
+        elapsed >= earliest,
+        "SPEC: {what} not before {earliest:?}; it came after {elapsed:.3?}"
+    );
+    assert_within_deadline(what, elapsed, deadline);
+}
+
 /// A free TCP port on 127.0.0.1 (bound to port 0, then released).
 ///
 /// Ports handed out once in this process are never handed out again, so two

@@ -60,9 +60,16 @@ impl ChildGuard {
         // Own process group: Apache's parent signals its whole group on
         // shutdown, which would otherwise include the test process.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            // A missing tool fails the test, never skips it.
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (not installed? `make test` installs the test packages: \
+                 scripts/install-test-deps.sh)"
+            } else {
+                ""
+            };
+            panic!("cannot start {name} ({cmd:?}): {e}{hint}")
+        });
         ChildGuard {
             name: name.to_string(),
             child,

@@ -3,11 +3,11 @@
 //! requests, answering with chunked bodies.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tether_tests::apache::Apache;
 use tether_tests::session::{open_with, resume_ok, session_vhost, End, HOST, WAIT};
-use tether_tests::{wait_for, RawConn, Tether};
+use tether_tests::{assert_between, wait_for, RawConn, Tether};
 
 const CHAT: &str = r#"<?php
 $event = $_SERVER['HTTP_SESSION_EVENT'] ?? '-';
@@ -39,6 +39,12 @@ http_response_code(400);
 "#;
 
 fn start() -> (Apache, Tether) {
+    start_with("resume_grace = \"30s\"")
+}
+
+/// Apache with the chat script, tether in front with `extra` in the
+/// message-mode `[vhost.persistent]`.
+fn start_with(extra: &str) -> (Apache, Tether) {
     let apache = Apache::start(
         "<FilesMatch \"\\.pphp$\">\n    SetHandler application/x-httpd-php\n</FilesMatch>\n",
     );
@@ -52,7 +58,7 @@ fn start() -> (Apache, Tether) {
             HOST,
             &url,
             std::slice::from_ref(&url),
-            "mode = \"message\"\nresume_grace = \"30s\"",
+            &format!("mode = \"message\"\n{extra}"),
         )],
     ));
     (apache, tether)
@@ -181,5 +187,32 @@ fn an_unreachable_worker_ends_the_session() {
             "tether_sessions_ended_total{{vhost=\"{HOST}\",reason=\"worker_unreachable\"}} 1"
         )),
         "{m}"
+    );
+}
+
+#[test]
+fn a_detached_session_ends_with_a_close_event_within_1s_of_its_grace() {
+    // SPEC 4 "Promptness" in message mode: the end is the close event
+    // (SPEC 6), no later than 1 s after resume_grace, and not before it.
+    let (apache, tether) = start_with("resume_grace = \"2s\"");
+    let mut s = open_with(tether.addr(), HOST, "/chat.pphp", &[])
+        .unwrap_or_else(|r| panic!("not persistent: {}", r.head_text()));
+    s.chan.send(b"hello\n");
+    assert_eq!(s.chan.line(), "php says: hello\n");
+    let sid = s.sid.clone();
+    let detached = Instant::now();
+    s.chan.reset();
+    wait_for("the close event", Duration::from_secs(20), || {
+        events(&apache)
+            .iter()
+            .any(|e| e.starts_with(&format!("close {sid} ")))
+            .then_some(())
+    });
+    let grace = Duration::from_secs(2);
+    assert_between(
+        "the close event of a detached message-mode session after resume_grace (2 s)",
+        detached.elapsed(),
+        grace,
+        grace + Duration::from_secs(1),
     );
 }

@@ -9,7 +9,9 @@
 //! Origins are `line_worker`s (`/plain.pphp` on a plain vhost answers
 //! `plain <name>`), or a raw listener in the test that holds its answer
 //! until the test releases it. Everything synchronises by polling with
-//! bounded loops; the limits are hang guards, never timing assertions.
+//! bounded loops; the limits are hang guards. The one timing assertion is
+//! SPEC 8's: after SIGTERM, everything within `drain_timeout` (plus
+//! [`DEADLINE_MARGIN`](tether_tests::DEADLINE_MARGIN)).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,7 +25,9 @@ use tether_tests::session::{
     open_with, resume_with, session_vhost, End, LineWorker, Opened, HOST, WAIT,
 };
 use tether_tests::tether::tether_bin;
-use tether_tests::{free_port, temp_dir, wait_for, RawConn, Response, Signal, Tether};
+use tether_tests::{
+    assert_within_deadline, free_port, temp_dir, wait_for, RawConn, Response, Signal, Tether,
+};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_line_worker");
 /// Hang guard for a drain or an exit (well above any `drain_timeout` here).
@@ -651,6 +655,7 @@ fn sigterm_drain_timeout_bounds_stuck_requests_and_sessions() {
     let worker = LineWorker::start(WORKER, "w");
     let listen = addr(free_port());
     let admin = addr(free_port());
+    let drain_timeout = Duration::from_secs(2);
     let mut tether = start(&config(
         &server(&[listen], admin, "drain_timeout = \"2s\""),
         &[
@@ -671,6 +676,7 @@ fn sigterm_drain_timeout_bounds_stuck_requests_and_sessions() {
         e.starts_with(&format!("wrote {} ", flood.sid))
     });
 
+    let signalled = Instant::now();
     tether.signal(Signal::Term);
     wait_for("/readyz 503 after SIGTERM", WAIT, || {
         (try_get(admin, "admin", "/readyz").map(|r| r.status) == Some(503)).then_some(())
@@ -678,6 +684,11 @@ fn sigterm_drain_timeout_bounds_stuck_requests_and_sessions() {
     // SPEC 8: everything within drain_timeout, then exit 0, although the
     // origin never answers and the client never reads.
     assert_exit_0(&mut tether);
+    assert_within_deadline(
+        "exit after SIGTERM with a stuck request and a stuck session",
+        signalled.elapsed(),
+        drain_timeout,
+    );
     worker.wait_eof(&flood.sid);
     // The cut request's connection ends (with or without a 5xx first).
     let mut stream = client.stream().try_clone().expect("clone");
@@ -713,8 +724,9 @@ fn sigterm_ends_sessions_with_remaining_lines_and_eof() {
     let worker = LineWorker::start(WORKER, "w");
     let listen = addr(free_port());
     let admin = addr(free_port());
+    let drain_timeout = Duration::from_secs(5);
     let mut tether = start(&config(
-        &server(&[listen], admin, "drain_timeout = \"20s\""),
+        &server(&[listen], admin, "drain_timeout = \"5s\""),
         &[session_vhost(HOST, &worker.url(), &[worker.url()], "")],
     ));
 
@@ -741,6 +753,7 @@ fn sigterm_ends_sessions_with_remaining_lines_and_eof() {
         assert_eq!(worker_conn_ended(&worker, sid), None);
     }
 
+    let signalled = Instant::now();
     tether.signal(Signal::Term);
     let (ra, rb, rc) = (read_to_end(a), read_to_end(b), read_to_end(c));
 
@@ -790,6 +803,13 @@ fn sigterm_ends_sessions_with_remaining_lines_and_eof() {
     );
     assert!(worker.errors().is_empty(), "{:?}", worker.errors());
     assert_exit_0(&mut tether);
+    // SPEC 8: all of it (every client's remaining lines and EOF included)
+    // within drain_timeout.
+    assert_within_deadline(
+        "sessions ended and exit after SIGTERM",
+        signalled.elapsed(),
+        drain_timeout,
+    );
 }
 
 // ---------------------------------------------------------------- check / run

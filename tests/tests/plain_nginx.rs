@@ -1,11 +1,13 @@
 //! Plain proxying (SPEC 5) through tether in front of nginx.
 
 use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tether_tests::payload::{assert_same_bytes, pattern, write_pattern_file, PatternReader};
 use tether_tests::raw_http::{get, Framing};
-use tether_tests::{free_port, heavy_lock, Nginx, RawConn, RssSampler, Signal, Tether};
+use tether_tests::{
+    assert_between, free_port, heavy_lock, Nginx, RawConn, RssSampler, Signal, Tether,
+};
 
 const MIB: u64 = 1 << 20;
 /// tether's resident memory while moving hundreds of MiB must stay below
@@ -485,19 +487,34 @@ fn over_max_connections_is_503_and_closed() {
 #[test]
 fn slow_request_head_gets_408() {
     let (_nginx, tether) = nginx_and_tether("header_read_timeout = \"1s\"");
+    let timeout = Duration::from_secs(1);
+    let started = Instant::now();
     let mut c = RawConn::connect(tether.addr());
     c.send(b"GET /echo HTTP/1.1\r\nHost: a.test\r\n");
     let r = c.read_response_to("GET").expect("a 408");
     assert_eq!(r.status, 408, "{}", r.head_text());
+    assert_between(
+        "408 at header_read_timeout (1 s) after the accept",
+        started.elapsed(),
+        timeout,
+        timeout,
+    );
     c.expect_closed(Duration::from_secs(10))
         .expect("closed after 408");
 
     // A later request on a kept-alive connection: timed from its first byte.
     let mut c = RawConn::connect(tether.addr());
     assert_eq!(c.request("GET", "/204", "a.test", &[], b"").status, 204);
+    let started = Instant::now();
     c.send(b"GET /echo HTTP/1.1\r\nHo");
     let r = c.read_response_to("GET").expect("a 408");
     assert_eq!(r.status, 408, "{}", r.head_text());
+    assert_between(
+        "408 at header_read_timeout (1 s) after the first byte",
+        started.elapsed(),
+        timeout,
+        timeout,
+    );
     c.expect_closed(Duration::from_secs(10))
         .expect("closed after 408");
 }

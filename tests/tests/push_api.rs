@@ -2,10 +2,11 @@
 //! appended as channel lines, limits, and `DELETE` ending the worker side.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use tether_tests::raw_http::Response;
 use tether_tests::session::{open, session_vhost, End, LineWorker, WAIT};
-use tether_tests::{RawConn, Tether};
+use tether_tests::{assert_within_deadline, RawConn, Tether};
 
 const TOKEN: &str = "s3cret-token";
 
@@ -156,8 +157,16 @@ fn delete_ends_the_worker_side_and_the_client_gets_what_is_left() {
         Some(TOKEN),
         b"",
     );
+    let answered = Instant::now();
     assert_eq!(r.status, 204);
     w.wait_eof(&s.sid);
+    // SPEC 4 "Promptness": the worker connection is closed before the
+    // answer.
+    assert_within_deadline(
+        "the worker connection closed (before the push API DELETE's answer)",
+        answered.elapsed(),
+        Duration::ZERO,
+    );
     let (got, end) = s.chan.lines_until_end(WAIT);
     assert_eq!(got, vec![b"last words\n".to_vec()]);
     assert_eq!(end, End::Eof);

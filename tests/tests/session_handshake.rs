@@ -530,6 +530,7 @@ fn worker_down_gives_502_then_a_worker_up_again_is_used() {
     assert_no_session_headers(&r);
 
     let worker = LineWorker::start_on(WORKER, "back", port);
+    let listening = Instant::now();
     // Health probes run every 5 s while a worker is down: poll, bounded.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut o = loop {
@@ -545,6 +546,13 @@ fn worker_down_gives_502_then_a_worker_up_again_is_used() {
             }
         }
     };
+    // SPEC 7: the next probe, at most 5 s after the worker listens again,
+    // finds it up.
+    tether_tests::assert_within_deadline(
+        "a worker back up is used again (probes every 5 s while down)",
+        listening.elapsed(),
+        Duration::from_secs(5),
+    );
     assert_eq!(
         String::from_utf8_lossy(&o.initial),
         format!("hello back {}\n", o.sid)

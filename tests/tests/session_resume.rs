@@ -10,9 +10,14 @@ use tether_tests::session::{
     delete, open, open_with, resume, resume_ok, resume_with, session_vhost, start_session_tether,
     start_tether, wait_stable, without_date, End, LineWorker, Opened, HOST, WAIT,
 };
-use tether_tests::{Response, Tether};
+use tether_tests::{assert_between, assert_within_deadline, Response, Tether};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_line_worker");
+/// SPEC 4 "Takeover": answered within 1 s, whatever the older connection.
+const TAKEOVER: Duration = Duration::from_secs(1);
+/// SPEC 4 "Promptness": a detached session ends no later than 1 s after
+/// its `resume_grace` has run out.
+const GRACE_LATENESS: Duration = Duration::from_secs(1);
 
 /// One worker, which is also the origin, behind tether with `extra` in
 /// `[vhost.persistent]`.
@@ -152,9 +157,14 @@ fn every_410_is_the_same_answer() {
     let tether = start_tether(&[a, b]);
     let addr = tether.addr();
 
-    // Expired: started first, collected last.
-    let o = open(addr, "/echo.pphp");
+    // Expired: started first, collected last. It carries a line, so that
+    // its grace is `resume_grace` (a session that never carried one may be
+    // given a shorter grace).
+    let mut o = open(addr, "/echo.pphp");
     let expired = o.sid.clone();
+    o.chan.send(b"a\n");
+    assert_eq!(o.chan.line(), "1 a\n");
+    let detached = Instant::now();
     o.chan.reset();
 
     let mut answers: Vec<(&str, Response)> = Vec::new();
@@ -220,6 +230,13 @@ fn every_410_is_the_same_answer() {
     worker.wait_event_for("expiry", Duration::from_secs(20), |e| {
         e.starts_with(&format!("eof {expired} "))
     });
+    let grace = Duration::from_secs(3);
+    assert_between(
+        "the detached session ends after resume_grace (3 s)",
+        detached.elapsed(),
+        grace,
+        grace + GRACE_LATENESS,
+    );
     answers.push((
         "expired",
         gone(resume(addr, "/echo.pphp", &expired, 0), "expired"),
@@ -292,17 +309,35 @@ fn takeover_closes_the_older_connection_and_the_newest_wins() {
     let sid = a.sid.clone();
     a.chan.send(b"x\n");
     assert_eq!(a.chan.line(), "1 x\n");
+    let started = Instant::now();
     let mut b = resume_ok(addr, "/echo.pphp", &sid, 1);
+    assert_within_deadline("takeover answered", started.elapsed(), TAKEOVER);
     assert_eq!(b.head.header("session-received"), Some("1"));
+    // SPEC 4 "Promptness": the older connection is closed before the
+    // takeover is answered, so its end is already on its way.
+    let answered = Instant::now();
     a.chan
         .expect_closed(WAIT)
         .expect("the older connection is closed");
+    assert_within_deadline(
+        "the older connection closed (before the takeover's answer)",
+        answered.elapsed(),
+        Duration::ZERO,
+    );
     b.chan.send(b"y\n");
     assert_eq!(b.chan.line(), "2 y\n");
+    let started = Instant::now();
     let mut c = resume_ok(addr, "/echo.pphp", &sid, 2);
+    assert_within_deadline("second takeover answered", started.elapsed(), TAKEOVER);
+    let answered = Instant::now();
     b.chan
         .expect_closed(WAIT)
         .expect("the older connection is closed");
+    assert_within_deadline(
+        "the older connection closed (before the second takeover's answer)",
+        answered.elapsed(),
+        Duration::ZERO,
+    );
     c.chan.send(b"z\n");
     assert_eq!(c.chan.line(), "3 z\n");
     assert_eq!(worker.conns(&sid), 1);
@@ -319,10 +354,10 @@ fn takeover_of_a_silent_connection_is_answered() {
     assert_eq!(a.chan.line(), "1 x\n");
     let started = Instant::now();
     let mut b = resume_ok(addr, "/echo.pphp", &sid, 1);
-    assert!(
-        started.elapsed() < WAIT,
-        "takeover answered after {:?}",
-        started.elapsed()
+    assert_within_deadline(
+        "takeover of an idle connection answered",
+        started.elapsed(),
+        TAKEOVER,
     );
     b.chan.send(b"y\n");
     assert_eq!(b.chan.line(), "2 y\n");
@@ -346,10 +381,10 @@ fn takeover_of_a_silent_connection_is_answered() {
     );
     let started = Instant::now();
     let mut b = resume_ok(addr, path, &sid, 5);
-    assert!(
-        started.elapsed() < WAIT,
-        "takeover answered after {:?}",
-        started.elapsed()
+    assert_within_deadline(
+        "takeover of a connection with blocked writes answered",
+        started.elapsed(),
+        TAKEOVER,
     );
     for i in 6..=20_000 {
         assert_eq!(
@@ -376,9 +411,17 @@ fn delete_ends_the_session() {
     a.chan.send(b"a\n");
     assert_eq!(a.chan.line(), "1 a\n");
     let r = delete(addr, HOST, "/echo.pphp", &sid);
+    let answered = Instant::now();
     assert_eq!(r.status, 204, "{}", r.head_text());
     assert!(r.body.is_empty());
     assert_eq!(worker.wait_eof(&sid), format!("eof {sid} 1"));
+    // SPEC 4 "Promptness": the worker connection is closed before the
+    // answer.
+    assert_within_deadline(
+        "the worker connection closed (before DELETE's answer)",
+        answered.elapsed(),
+        Duration::ZERO,
+    );
     let (lines, end) = a.chan.lines_until_end(WAIT);
     assert!(lines.is_empty(), "{lines:?}");
     assert_eq!(end, End::Eof);
@@ -396,9 +439,23 @@ fn delete_ends_the_session() {
     for i in 1..=3 {
         assert_eq!(b.chan.line(), count_line(i, size));
     }
+    let started = Instant::now();
     let r = delete(addr, HOST, "/count.pphp", &sid);
     assert_eq!(r.status, 204, "{}", r.head_text());
+    // The answer does not wait for the attached client (which reads
+    // nothing meanwhile) to take its remaining lines.
+    assert_within_deadline(
+        "DELETE answered with lines still owed to the client",
+        started.elapsed(),
+        Duration::ZERO,
+    );
+    let answered = Instant::now();
     worker.wait_eof(&sid);
+    assert_within_deadline(
+        "the worker connection closed (before DELETE's answer)",
+        answered.elapsed(),
+        Duration::ZERO,
+    );
     let (lines, end) = b.chan.lines_until_end(WAIT);
     for (k, l) in lines.iter().enumerate() {
         assert_eq!(String::from_utf8_lossy(l), count_line(4 + k as u64, size));
@@ -425,10 +482,20 @@ fn resume_within_grace_then_expiry_gives_410() {
     let mut b = resume_ok(addr, "/echo.pphp", &sid, 1);
     b.chan.send(b"b\n");
     assert_eq!(b.chan.line(), "2 b\n");
+    // The grace starts again at this drop (not at the first one), and
+    // nothing arrives meanwhile: the gateway is idle.
+    let detached = Instant::now();
     b.chan.reset();
     let eof = worker.wait_event_for("grace expiry", Duration::from_secs(20), |e| {
         e.starts_with(&format!("eof {sid} "))
     });
+    let grace = Duration::from_secs(2);
+    assert_between(
+        "the detached session ends after resume_grace (2 s)",
+        detached.elapsed(),
+        grace,
+        grace + GRACE_LATENESS,
+    );
     assert!(eof.starts_with(&format!("eof {sid} 2")), "{eof}");
     gone(resume(addr, "/echo.pphp", &sid, 2), "after expiry");
     assert_eq!(worker.conns(&sid), 1);
@@ -610,8 +677,21 @@ fn after_delete_a_resume_is_gone_even_while_the_old_connection_drains() {
             .filter(|b| *b > 0.0)
             .map(|_| ())
     });
+    let started = Instant::now();
     assert_eq!(delete(addr, HOST, "/flood.pphp", &sid).status, 204);
+    // SPEC 4 "Promptness": the answer does not wait for the client.
+    assert_within_deadline(
+        "DELETE answered while the client reads nothing",
+        started.elapsed(),
+        Duration::ZERO,
+    );
+    let answered = Instant::now();
     gone(resume(addr, "/flood.pphp", &sid, 0), "after DELETE");
     worker.wait_eof(&sid);
+    assert_within_deadline(
+        "the worker connection closed (before DELETE's answer)",
+        answered.elapsed(),
+        Duration::ZERO,
+    );
     drop(o);
 }

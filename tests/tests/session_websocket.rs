@@ -9,12 +9,13 @@
 //! 4408, 4400), lines (text frames, fragments, 1007, 1009, 4502 `not
 //! utf-8`), resume (replay, 4410, takeover 4409, native ↔ WebSocket, acks
 //! and the window boundary), ends (1000 both ways, detach on other codes and
-//! drops, worker end, `DELETE`, SIGTERM 1012, limits 4503 and 4429, worker
-//! down 4502, non-persistent answers 4000 + status), pings and metrics.
+//! drops, grace expiry, worker end, `DELETE`, SIGTERM 1012, limits 4503 and
+//! 4429, worker down 4502, non-persistent answers 4000 + status), pings and
+//! metrics.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tether_tests::raw_http::{get, request_bytes};
 use tether_tests::session::{
@@ -23,12 +24,17 @@ use tether_tests::session::{
 };
 use tether_tests::websocket::{OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
 use tether_tests::ws_echo::python;
-use tether_tests::{fixture, free_port, wait_for, RawConn, Signal, Tether, WsClient, WsEcho};
+use tether_tests::{
+    assert_between, assert_within_deadline, fixture, free_port, wait_for, RawConn, Signal, Tether,
+    WsClient, WsEcho,
+};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_line_worker");
 const PERSISTENT: (&str, &str) = ("Sec-WebSocket-Protocol", "persistent");
 /// A SessionID of valid syntax that tether never issued.
 const FORGED: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+/// SPEC 4 "Takeover": answered within 1 s, whatever the older connection.
+const TAKEOVER: Duration = Duration::from_secs(1);
 
 // ------------------------------------------------------------------ helpers
 
@@ -563,8 +569,16 @@ fn no_control_record_in_time_is_4408() {
         "header_read_timeout = \"1s\"",
         &[session_vhost(HOST, &worker.url(), &[worker.url()], "")],
     ));
+    let started = Instant::now();
     let mut ws = upgrade(tether.addr(), "/echo.pphp", &[]);
     expect_close(&mut ws, 4408, None, "no control record");
+    let timeout = Duration::from_secs(1);
+    assert_between(
+        "4408 at header_read_timeout (1 s) after the upgrade",
+        started.elapsed(),
+        timeout,
+        timeout,
+    );
     assert_eq!(worker.all_conns(), 0, "nothing reached the worker");
 }
 
@@ -842,18 +856,36 @@ fn a_second_resume_takes_over_with_4409() {
     let sid = a.sid.clone();
     a.ws.send_text("x");
     assert_eq!(text(&mut a.ws), "1 x");
+    let started = Instant::now();
     let (mut b, m) = ws_resume_ok(addr, "/echo.pphp", &sid, 1);
+    assert_within_deadline("WebSocket takeover answered", started.elapsed(), TAKEOVER);
     assert_eq!(m, 1);
+    // SPEC 4 "Promptness": the older connection is closed before the
+    // takeover is answered.
+    let answered = Instant::now();
     expect_close(&mut a.ws, 4409, Some("taken over"), "the older connection");
+    assert_within_deadline(
+        "4409 to the older connection (before the takeover's answer)",
+        answered.elapsed(),
+        Duration::ZERO,
+    );
     b.send_text("y");
     assert_eq!(text(&mut b), "2 y");
     // A native resume takes over a WebSocket one, too.
+    let started = Instant::now();
     let mut n = resume_ok(addr, "/echo.pphp", &sid, 2);
+    assert_within_deadline("native takeover answered", started.elapsed(), TAKEOVER);
+    let answered = Instant::now();
     expect_close(
         &mut b,
         4409,
         Some("taken over"),
         "WebSocket taken over natively",
+    );
+    assert_within_deadline(
+        "4409 to the older WebSocket (before the native takeover's answer)",
+        answered.elapsed(),
+        Duration::ZERO,
     );
     n.chan.send(b"z\n");
     assert_eq!(n.chan.line(), "3 z\n");
@@ -986,6 +1018,32 @@ fn other_close_codes_and_drops_detach() {
 }
 
 #[test]
+fn a_dropped_websocket_session_ends_within_1s_of_its_grace() {
+    // SPEC 4 "Promptness": no later than 1 s after resume_grace, with no
+    // traffic at all meanwhile; and not before the grace has run out.
+    let (worker, tether) = setup("resume_grace = \"2s\"");
+    let addr = tether.addr();
+    let mut s = ws_open(addr, "/echo.pphp?initial=0");
+    let sid = s.sid.clone();
+    s.ws.send_text("a");
+    assert_eq!(text(&mut s.ws), "1 a");
+    let detached = Instant::now();
+    s.ws.reset();
+    let eof = worker.wait_event_for("grace expiry", Duration::from_secs(20), |e| {
+        e.starts_with(&format!("eof {sid} "))
+    });
+    let grace = Duration::from_secs(2);
+    assert_between(
+        "a dropped WebSocket session ends after resume_grace (2 s)",
+        detached.elapsed(),
+        grace,
+        grace + Duration::from_secs(1),
+    );
+    assert!(eof.starts_with(&format!("eof {sid} 1")), "{eof}");
+    ws_resume_gone(addr, "/echo.pphp", &sid, 1, "after the grace");
+}
+
+#[test]
 fn worker_end_sends_the_remaining_lines_then_1000() {
     let (worker, tether) = setup("");
     let addr = tether.addr();
@@ -1013,8 +1071,14 @@ fn delete_sends_the_remaining_lines_then_1000() {
             .then_some(())
     });
     let r = delete(addr, HOST, "/count.pphp", &s.sid);
+    let answered = Instant::now();
     assert_eq!(r.status, 204, "{}", r.head_text());
     worker.wait_eof(&s.sid);
+    assert_within_deadline(
+        "the worker connection closed (before DELETE's answer)",
+        answered.elapsed(),
+        Duration::ZERO,
+    );
     let (texts, code, _) = until_close(&mut s.ws);
     let want: Vec<String> = (1..=5).map(|i| format!("{i} xxxxxxx")).collect();
     assert_eq!(texts, want, "the remaining lines");
@@ -1044,28 +1108,51 @@ fn push_api_lines_are_text_frames_and_its_delete_closes_with_1000() {
     assert_eq!(text(&mut s.ws), "p1");
     assert_eq!(text(&mut s.ws), "p2", "a final line without LF gets one");
     let r = call("DELETE", &format!("/v1/sessions/{}", s.sid), b"");
+    let answered = Instant::now();
     assert_eq!(r.status, 204, "{}{}", r.head_text(), r.body_text());
     let (texts, code, _) = until_close(&mut s.ws);
     assert!(texts.is_empty(), "{texts:?}");
     assert_eq!(code, 1000, "SPEC 3: a push-API DELETE closes with 1000");
     worker.wait_eof(&s.sid);
+    assert_within_deadline(
+        "the worker connection closed (before the push API DELETE's answer)",
+        answered.elapsed(),
+        Duration::ZERO,
+    );
 }
 
 #[test]
 fn sigterm_closes_websocket_sessions_with_1012() {
-    let (worker, mut tether) = setup("");
+    let worker = LineWorker::start(WORKER, "worker");
+    let drain_timeout = Duration::from_secs(3);
+    let mut tether = Tether::start(&Tether::config(
+        "drain_timeout = \"3s\"",
+        &[session_vhost(HOST, &worker.url(), &[worker.url()], "")],
+    ));
     tether.wait_signal_handlers();
     let mut s = ws_open(tether.addr(), "/echo.pphp?initial=0");
     s.ws.send_text("a");
     assert_eq!(text(&mut s.ws), "1 a");
+    let signalled = Instant::now();
     tether.signal(Signal::Term);
     let (texts, code, _) = until_close(&mut s.ws);
     assert!(texts.is_empty(), "{texts:?}");
     assert_eq!(code, 1012, "SPEC 8: WebSocket clients get close 1012");
+    assert_within_deadline(
+        "close 1012 after SIGTERM",
+        signalled.elapsed(),
+        drain_timeout,
+    );
     worker.wait_eof(&s.sid);
+    assert_within_deadline(
+        "the worker connection closed after SIGTERM",
+        signalled.elapsed(),
+        drain_timeout,
+    );
     let status = tether
         .wait_exit(Duration::from_secs(60))
         .expect("tether exits after SIGTERM");
+    assert_within_deadline("exit after SIGTERM", signalled.elapsed(), drain_timeout);
     assert!(status.success(), "exit status {status}");
 }
 

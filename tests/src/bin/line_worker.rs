@@ -81,8 +81,9 @@
 //! - `open <sid>`: a persistent answer (head and initial body) was written;
 //! - `line <sid> <n>`: the n-th client line of the session was read;
 //! - `wrote <sid> <lines> <bytes>`: lines and bytes written on the channel
-//!   (after the initial body): at the end of every session, and periodically
-//!   for `/flood.pphp`;
+//!   (after the initial body): at the end of every session (once more,
+//!   after the `eof`, when a write in progress then completed), and
+//!   periodically for `/flood.pphp`;
 //! - `eof <sid> <lines-read>`: the gateway closed the connection (EOF), or
 //!   `eof <sid> <lines-read> <error-kind>` when a read or write failed
 //!   (e.g. `ConnectionReset`, `BrokenPipe`); bytes after the last LF are
@@ -579,9 +580,14 @@ impl Session {
         }
         match (&self.stream).write_all(line) {
             Ok(()) => {
-                self.lines_written.fetch_add(1, Ordering::Relaxed);
+                self.lines_written.fetch_add(1, Ordering::SeqCst);
                 self.bytes_written
-                    .fetch_add(line.len() as u64, Ordering::Relaxed);
+                    .fetch_add(line.len() as u64, Ordering::SeqCst);
+                if self.finished.load(Ordering::SeqCst) {
+                    // The reader logged `eof` (and its `wrote`) while this
+                    // line was being written: the last `wrote` counts it.
+                    self.log_wrote();
+                }
                 true
             }
             Err(e) => {
@@ -595,8 +601,8 @@ impl Session {
         self.log(&format!(
             "wrote {} {} {}",
             self.sid,
-            self.lines_written.load(Ordering::Relaxed),
-            self.bytes_written.load(Ordering::Relaxed)
+            self.lines_written.load(Ordering::SeqCst),
+            self.bytes_written.load(Ordering::SeqCst)
         ));
     }
 
