@@ -2,15 +2,12 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML file, parsed into validated types.
-//! - `listener`: accept loops, connection limits, HTTP/1 vs HTTP/2.
-//! - `http1`: tether's own strict HTTP/1.1 server loop; `h2`: hyper's HTTP/2.
-//! - `gateway`: the request path shared by both (route, then forward).
-//! - [`router`]: vhost table; `forward`: pooled client to origins;
-//!   `headers`: hop-by-hop and forwarding fields.
-//! - [`session`]: persistent sessions (SPEC 2, 4, 7).
-//! - [`metrics`]: the families of SPEC 9, as atomics resolved per vhost.
-//! - `admin`: health and readiness; [`serve`]: binding, serving, draining.
+//! Layered: each module uses only those below it (docs/architecture.md
+//! draws the layers and says where to change what). Top down: `serve` and
+//! `admin`; `listener`, `http1`, `h2` (connections); `gateway` and
+//! `router` (the request path); `session`; `forward`, `headers`, `tls`;
+//! `exchange`, `body`, `conn_limits`, `client_addr`; `codec`, [`config`],
+//! `pem`, `metrics`, [`descriptors`].
 
 pub mod admin;
 pub mod body;
