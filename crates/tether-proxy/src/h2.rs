@@ -81,12 +81,20 @@ pub(crate) async fn serve<IO>(
             });
             let guard = StreamGuard(activity.clone());
             let rt = rt.clone();
+            let started = Instant::now();
+            let method = req.method().clone();
+            let target = req.uri().path_and_query().map(|p| p.as_str().to_owned());
+            // A stream over the address's budget never enters the path.
+            let answer = match &extra {
+                Some(None) => None,
+                _ => {
+                    let mut path = rt.path.clone();
+                    Some(gateway::handle(&mut path, info, req.map(Body::Incoming)))
+                }
+            };
             async move {
-                let started = Instant::now();
-                let method = req.method().clone();
-                let target = req.uri().path_and_query().map(|p| p.as_str().to_owned());
-                let (mut resp, stream_place) = match extra {
-                    Some(None) => {
+                let (mut resp, stream_place) = match answer {
+                    None => {
                         rt.metrics.limit_hit(Limit::ConnectionsPerIp);
                         let mut resp = gateway::text_response(
                             http::StatusCode::SERVICE_UNAVAILABLE,
@@ -98,10 +106,7 @@ pub(crate) async fn serve<IO>(
                         );
                         (resp, None)
                     }
-                    place => (
-                        gateway::handle(rt.clone(), info, req.map(Body::Incoming)).await,
-                        place.flatten(),
-                    ),
+                    Some(answer) => (answer.await, extra.flatten()),
                 };
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                     // No upgrades over HTTP/2 (RFC 8441 is not offered).

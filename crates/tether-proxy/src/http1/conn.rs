@@ -23,7 +23,7 @@ use crate::body::pump::{BodyPump, PumpEvent};
 use crate::body::{Body, ChannelBody, ClientBodyError};
 use crate::codec::encode::{self, OutFraming};
 use crate::codec::head::{self, Framing, HeadError, RequestHead};
-use crate::gateway::{self, AnsweredBy, ConnInfo, Runtime};
+use crate::gateway::{self, AnsweredBy, ConnInfo, RequestPath, Runtime};
 use crate::metrics::{Limit, VhostMetrics};
 use crate::session::websocket::{self, WsUpgrade};
 use crate::session::{ClientIo, Handoff};
@@ -61,6 +61,8 @@ pub(crate) struct Http1Conn<IO> {
     buf: BytesMut,
     out: Vec<u8>,
     rt: Arc<Runtime>,
+    /// This connection's clone of the config load's request path.
+    path: RequestPath,
     info: ConnInfo,
     drain: CancellationToken,
 }
@@ -85,6 +87,7 @@ where
             writer,
             buf,
             out: Vec::new(),
+            path: rt.path.clone(),
             rt,
             info,
             drain,
@@ -291,7 +294,7 @@ where
 
         let stall = self.rt.server.idle_timeout;
         let mut sent_continue = false;
-        let response = gateway::handle(self.rt.clone(), self.info, req);
+        let response = gateway::handle(&mut self.path, self.info, req);
         tokio::pin!(response);
         let mut resp = loop {
             let pumping = pump.as_ref().is_some_and(BodyPump::active);
