@@ -23,8 +23,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::{Body, BodyEnd, UpstreamPermit, WatchedBody};
 use crate::codec::answer;
 use crate::config::{OriginUrl, ServerConfig};
+use crate::metrics::UpstreamKind;
 
-/// How an upstream (origin or worker) failed; also the metric label `kind`.
+/// How an upstream exchange failed; [`UpstreamError::metric_kind`] says how
+/// `tether_upstream_errors_total` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamError {
     /// Refused or unreachable.
@@ -55,12 +57,16 @@ impl UpstreamError {
         }
     }
 
-    /// Whether `tether_upstream_errors_total` counts it (SPEC 9 kinds).
-    pub fn is_upstream_fault(self) -> bool {
-        !matches!(
-            self,
-            UpstreamError::Saturated | UpstreamError::ClientStalled
-        )
+    /// The `kind` of `tether_upstream_errors_total` that counts it; `None`
+    /// for what is a limit or the client's fault, not the upstream's.
+    pub fn metric_kind(self) -> Option<UpstreamKind> {
+        match self {
+            UpstreamError::Connect => Some(UpstreamKind::Connect),
+            UpstreamError::Reset => Some(UpstreamKind::Reset),
+            UpstreamError::Timeout => Some(UpstreamKind::Timeout),
+            UpstreamError::Protocol => Some(UpstreamKind::Protocol),
+            UpstreamError::Saturated | UpstreamError::ClientStalled => None,
+        }
     }
 
     pub fn status(self) -> StatusCode {

@@ -63,6 +63,15 @@ pub enum Limit {
     BodyTimeout,
 }
 
+/// `tether_upstream_errors_total{kind}`, in the order of [`UPSTREAM_KINDS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    Connect = 0,
+    Reset,
+    Timeout,
+    Protocol,
+}
+
 /// `tether_resumes_total{result}`.
 #[derive(Debug, Clone, Copy)]
 pub enum ResumeResult {
@@ -137,10 +146,8 @@ impl VhostMetrics {
         self.duration.observe(took);
     }
 
-    pub fn upstream_error(&self, kind: &str) {
-        if let Some(i) = UPSTREAM_KINDS.iter().position(|k| *k == kind) {
-            self.upstream_errors[i].fetch_add(1, Ordering::Relaxed);
-        }
+    pub fn upstream_error(&self, kind: UpstreamKind) {
+        self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn session_state(&self, state: SessionState, delta: i64) {
@@ -622,6 +629,27 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn typed_kinds_name_their_labels() {
+        for (kind, label) in [
+            (UpstreamKind::Connect, "connect"),
+            (UpstreamKind::Reset, "reset"),
+            (UpstreamKind::Timeout, "timeout"),
+            (UpstreamKind::Protocol, "protocol"),
+        ] {
+            assert_eq!(UPSTREAM_KINDS[kind as usize], label);
+        }
+        assert_eq!(LIMIT_KINDS[Limit::BodyTimeout as usize], "body_timeout");
+        assert_eq!(
+            LIMIT_KINDS[Limit::WorkerSessions as usize],
+            "worker_sessions"
+        );
+        assert_eq!(
+            LIMIT_KINDS[Limit::UpstreamConnections as usize],
+            "upstream_connections"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -112,8 +112,8 @@ pub(crate) fn upstream_failure(
         }
         _ => "the origin server could not be reached or failed to answer\n",
     };
-    if e.is_upstream_fault() {
-        vhost.metrics().upstream_error(e.as_str());
+    if let Some(kind) = e.metric_kind() {
+        vhost.metrics().upstream_error(kind);
     }
     let mut resp = text_response(e.status(), text);
     match e {

@@ -24,7 +24,7 @@ use crate::body::{Body, ChannelBody, ClientBodyError};
 use crate::codec::encode::{self, OutFraming};
 use crate::codec::head::{self, Framing, HeadError, RequestHead};
 use crate::gateway::{self, AnsweredBy, ConnInfo, RequestPath, Runtime};
-use crate::metrics::{Limit, VhostMetrics};
+use crate::metrics::{Limit, UpstreamKind, VhostMetrics};
 use crate::session::websocket::{self, WsUpgrade};
 use crate::session::{ClientIo, Handoff};
 
@@ -621,21 +621,23 @@ where
 
 /// The `kind` of an upstream body that failed before any byte of its
 /// answer was written: a framing error is `protocol`, a cut is `reset`.
-fn upstream_body_error_kind(e: &(dyn std::error::Error + 'static)) -> &'static str {
+fn upstream_body_error_kind(e: &(dyn std::error::Error + 'static)) -> UpstreamKind {
     let mut source = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             return match io.kind() {
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => "protocol",
-                _ => "reset",
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+                    UpstreamKind::Protocol
+                }
+                _ => UpstreamKind::Reset,
             };
         }
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
             if h.is_parse() {
-                return "protocol";
+                return UpstreamKind::Protocol;
             }
         }
         source = err.source();
     }
-    "reset"
+    UpstreamKind::Reset
 }

@@ -46,7 +46,7 @@ use crate::body::Body;
 use crate::config::ServerConfig;
 use crate::config::{PersistentConfig, SessionMode};
 use crate::exchange::{text_response, ConnInfo};
-use crate::forward::Upstreams;
+use crate::forward::{UpstreamError, Upstreams};
 use crate::headers;
 use crate::metrics::{Limit, Metrics, ResumeResult, VhostMetrics};
 
@@ -472,8 +472,12 @@ pub(crate) async fn open_session(
             if e.connecting {
                 worker.mark_down();
             }
-            if e.kind.is_upstream_fault() {
-                vhost.metrics.upstream_error(e.kind.as_str());
+            match e.kind.metric_kind() {
+                Some(kind) => vhost.metrics.upstream_error(kind),
+                None if e.kind == UpstreamError::Saturated => {
+                    env.metrics.limit_hit(Limit::UpstreamConnections)
+                }
+                None => {}
             }
             tracing::warn!(worker = %worker.url.as_written, kind = e.kind.as_str(), "session open failed");
             // A worker that cannot be reached when a session opens: 502
