@@ -747,8 +747,18 @@ fn http2_streams_count_against_the_per_ip_budget() {
     let origin = Scripted::start(|_| Answer::Hold);
     let t = Tether::in_front_of(&["a.test"], origin.addr, "max_connections_per_ip = 3");
     let a = t.addr();
-    // The harness's readiness probe is gone: the h2 connection is the
-    // address's only one.
+    // The h2 connection must be the address's only one. The harness's
+    // readiness probe may still wait in the listen backlog: a request
+    // answered on a later connection (421, unknown host) means tether has
+    // accepted it (one accept loop, in order); then every connection is
+    // gone when the gauge reads 0.
+    let r = exchange(
+        a,
+        &request_bytes("GET", "/", "unknown.test", &[], b""),
+        "GET",
+    )
+    .expect("an answer for an unknown host");
+    assert_eq!(r.status, 421, "{}", r.head_text());
     let gauge = format!("tether_connections_active{{listener=\"{a}\"}}");
     wait_for(&gauge, WAIT, || {
         (metric(admin(&t), &gauge)? == 0.0).then_some(())
