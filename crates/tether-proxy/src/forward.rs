@@ -108,10 +108,12 @@ impl UpstreamError {
     }
 }
 
-/// The most of an upstream's answer buffered for a client that reads
-/// slowly: beyond it, the upstream connection is read only as the client
-/// takes bytes (hyper's read buffer; its floor is 8 KiB plus a head).
-const MAX_UPSTREAM_BUFFER: usize = 64 * 1024;
+/// hyper's read buffer per upstream connection: an answer is read this much
+/// at a time, and only as the client takes bytes, so a client that does
+/// not read holds little (64 KiB here measured 512 KiB per connection,
+/// 16 KiB about 100). It also bounds an answer's head, as HAProxy's default
+/// 16 KiB buffer does.
+const MAX_UPSTREAM_BUFFER: usize = 16 * 1024;
 
 /// The pooled client to origins.
 #[derive(Clone)]
@@ -227,10 +229,14 @@ impl Upstreams {
         // origin may also answer before it read the whole body.
         if let Some(ended) = body_end {
             tokio::select! {
-                r = &mut answer => return self.check(upstream, r, &captured, permit, to_head, asked_upgrade),
+                // A stalled body also fails the request inside hyper; the
+                // stall is the cause to report (408), so it is looked at
+                // first.
+                biased;
                 how = ended => if how == Ok(BodyEnd::Stalled) {
                     return Err(UpstreamError::ClientStalled);
                 },
+                r = &mut answer => return self.check(upstream, r, &captured, permit, to_head, asked_upgrade),
             }
         }
         match tokio::time::timeout(self.response_timeout, answer).await {

@@ -107,7 +107,16 @@ impl WatchedBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                self.end(BodyEnd::Complete);
+                // The HTTP/1 body pump may see the stall first: still the
+                // client's fault (408), not the upstream's (502).
+                let stalled = e
+                    .downcast_ref::<ClientBodyError>()
+                    .is_some_and(|e| matches!(e, ClientBodyError::Stalled));
+                self.end(if stalled {
+                    BodyEnd::Stalled
+                } else {
+                    BodyEnd::Complete
+                });
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Pending => {
