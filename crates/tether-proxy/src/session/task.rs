@@ -8,7 +8,6 @@
 //! (no link; the grace timer runs), *finishing* (the worker is gone but
 //! lines are still owed to the client), then the task ends.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,12 +16,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_wire::{ReplayWindow, SessionId};
+use tether_wire::{LineQueue, ReplayWindow, SessionId};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::balance::WorkerPin;
-use super::link::{ClientRead, CloseWith, Link};
+use super::link::{ClientRead, CloseWith, Link, NotUtf8};
 use super::mailbox::Mailbox;
 use super::registry::{Registry, SessionHandle, SessionSlot};
 use super::worker_side::{MessageTarget, WorkerGone, WorkerSide};
@@ -232,9 +231,9 @@ struct Session {
     message: Option<Arc<MessageTarget>>,
     /// Client lines delivered to the worker (`Session-Received`).
     delivered: u64,
-    /// Worker lines not yet sent toward the client.
-    backlog: VecDeque<Bytes>,
-    backlog_bytes: usize,
+    /// Worker lines not yet sent toward the client, stored back to back
+    /// so that short lines cost their bytes and no more.
+    backlog: LineQueue,
     replay: ReplayWindow,
     link: Option<Link>,
     /// The newest resume's generation, and its count while its link is
@@ -280,8 +279,9 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         worker: Some(opening.worker),
         message: opening.message,
         delivered: 0,
-        backlog: VecDeque::new(),
-        backlog_bytes: 0,
+        // The ring may grow to what reading can queue: the larger of the
+        // two read limits (plus the one line that crosses it).
+        backlog: LineQueue::new(config.detached_backlog.max(ATTACHED_AHEAD)),
         replay: ReplayWindow::new(config.replay_window),
         link: None,
         gen: 0,
@@ -321,7 +321,7 @@ impl Session {
         }
         self.count_as(None);
         self.metrics.session_ended(reason.as_str());
-        self.metrics.backlog_bytes(-(self.backlog_bytes as i64));
+        self.metrics.backlog_bytes(-(self.backlog.bytes() as i64));
         self.metrics
             .replay_bytes(-(self.replay.held_bytes() as i64));
         let s = &self.stats;
@@ -451,7 +451,7 @@ impl Session {
                 let replayed = self
                     .replay
                     .replay_after(from)
-                    .try_for_each(|line| link.queue(line));
+                    .try_for_each(|line| link.queue(&line));
                 self.link = Some(*link);
                 if replayed.is_err() {
                     // A session opened natively, resumed over WebSocket,
@@ -485,7 +485,7 @@ impl Session {
                     return Ok(());
                 }
                 let size: usize = lines.iter().map(Bytes::len).sum();
-                let unsent = self.backlog_bytes + self.link.as_ref().map_or(0, Link::pending);
+                let unsent = self.backlog.bytes() + self.link.as_ref().map_or(0, Link::pending);
                 if unsent + size > self.config.detached_backlog {
                     let _ = reply.send(Err(PushRefused::Full));
                     return Ok(());
@@ -495,8 +495,7 @@ impl Session {
                     self.stats.bytes_to_client += line.len() as u64;
                     self.metrics.line(Direction::ToClient, line.len());
                     self.metrics.backlog_bytes(line.len() as i64);
-                    self.backlog_bytes += line.len();
-                    self.backlog.push_back(line);
+                    self.backlog.push_back(&line);
                 }
                 let _ = reply.send(Ok(()));
             }
@@ -538,7 +537,8 @@ impl Session {
             } else {
                 self.config.detached_backlog
             };
-            if self.backlog_bytes >= limit || !self.worker_rate.allow(cx, self.registry.metrics()) {
+            if self.backlog.bytes() >= limit || !self.worker_rate.allow(cx, self.registry.metrics())
+            {
                 return Ok(moved);
             }
             match worker.poll_line(cx) {
@@ -550,8 +550,7 @@ impl Session {
                     self.worker_rate.note();
                     self.metrics.line(Direction::ToClient, line.len());
                     self.metrics.backlog_bytes(line.len() as i64);
-                    self.backlog_bytes += line.len();
-                    self.backlog.push_back(line);
+                    self.backlog.push_back(&line);
                 }
                 Poll::Ready(Err(gone)) => {
                     // The worker side is over; whole lines are still owed
@@ -576,27 +575,30 @@ impl Session {
             return Ok(false);
         };
         let mut moved = false;
+        let replay = &mut self.replay;
         while link.pending() < LINK_HIGH {
-            let Some(line) = self.backlog.pop_front() else {
+            let held = replay.held_bytes();
+            let fed = self.backlog.pop_front_with(|line| {
+                let queued = link.queue(line);
+                if queued.is_ok() {
+                    replay.push(line);
+                }
+                (line.len(), queued)
+            });
+            let Some((len, queued)) = fed else {
                 break;
             };
-            self.backlog_bytes -= line.len();
-            self.metrics.backlog_bytes(-(line.len() as i64));
-            if link.queue(&line).is_err() {
+            self.metrics.backlog_bytes(-(len as i64));
+            if let Err(NotUtf8) = queued {
                 self.close_with = Some(CloseWith {
                     code: 4502,
                     reason: "not utf-8",
                 });
                 return Err(EndReason::ProtocolError);
             }
-            let held = self.replay.held_bytes();
-            self.replay.push(line);
             self.metrics
-                .replay_bytes(self.replay.held_bytes() as i64 - held as i64);
+                .replay_bytes(replay.held_bytes() as i64 - held as i64);
             moved = true;
-        }
-        if self.backlog.is_empty() && self.backlog.capacity() > 64 {
-            self.backlog = VecDeque::new();
         }
         Ok(moved)
     }
