@@ -289,6 +289,18 @@ impl ExactSizeIterator for Lines<'_> {}
 pub struct ReplayWindow {
     lines: LineQueue,
     sent: u64,
+    /// A replay under way ([`ReplayWindow::start_replay`]).
+    resend: Option<Resend>,
+}
+
+/// Where a replay stands: the next line to send again, the last one, and
+/// where the next one starts in the ring (kept up to date as lines leave
+/// the front, so that each step costs one line, not a scan from the start).
+#[derive(Debug, Clone, Copy)]
+struct Resend {
+    next: u64,
+    last: u64,
+    offset: usize,
 }
 
 impl ReplayWindow {
@@ -298,6 +310,7 @@ impl ReplayWindow {
         ReplayWindow {
             lines: LineQueue::new(cap),
             sent: 0,
+            resend: None,
         }
     }
 
@@ -315,7 +328,7 @@ impl ReplayWindow {
         self.sent += 1;
         // Evicting first keeps the ring within the cap (or the one line).
         while !self.lines.is_empty() && self.lines.bytes() + line.len() > self.cap() {
-            self.lines.pop_front_keep();
+            self.pop_oldest();
         }
         self.lines.push_back(line);
         self.lines.release_spare();
@@ -362,9 +375,64 @@ impl ReplayWindow {
     /// drops everything held (the caller may treat it as a protocol error).
     pub fn ack(&mut self, n: u64) {
         while !self.lines.is_empty() && self.oldest() <= n {
-            self.lines.pop_front_keep();
+            self.pop_oldest();
         }
         self.lines.release_spare();
+    }
+
+    /// Starts replaying lines `c + 1 ..= S` one at a time with
+    /// [`next_replay`](ReplayWindow::next_replay), so that the caller can
+    /// send them as fast as the peer takes them instead of copying the
+    /// whole window at once. `c` is taken into `o - 1 ..= S` (check
+    /// [`can_resume`](ReplayWindow::can_resume) first). Lines pushed
+    /// meanwhile are not part of the replay; lines acked or evicted
+    /// meanwhile are skipped.
+    pub fn start_replay(&mut self, c: u64) {
+        let c = c.clamp(self.oldest() - 1, self.sent);
+        self.resend = (c < self.sent).then(|| Resend {
+            next: c + 1,
+            last: self.sent,
+            offset: self.lines.iter_from((c + 1 - self.oldest()) as usize).pos,
+        });
+    }
+
+    /// The next line of the replay under way; `None` once it is over.
+    pub fn next_replay(&mut self) -> Option<Cow<'_, [u8]>> {
+        let r = self.resend?;
+        let end = self.lines.line_end(r.offset);
+        self.resend = (r.next < r.last).then_some(Resend {
+            next: r.next + 1,
+            offset: end,
+            ..r
+        });
+        Some(self.lines.slice(r.offset, end))
+    }
+
+    /// Whether a replay is under way.
+    pub fn is_replaying(&self) -> bool {
+        self.resend.is_some()
+    }
+
+    /// Abandons the replay under way (its peer is gone).
+    pub fn stop_replay(&mut self) {
+        self.resend = None;
+    }
+
+    /// Drops the oldest line, moving a replay under way along.
+    fn pop_oldest(&mut self) {
+        let Some(len) = self.lines.pop_front_keep() else {
+            return;
+        };
+        if let Some(r) = &mut self.resend {
+            if r.offset >= len {
+                r.offset -= len;
+            } else if r.next < r.last {
+                // The line it was at left (acked): the next one is now first.
+                r.next += 1;
+            } else {
+                self.resend = None;
+            }
+        }
     }
 
     /// Bytes of the lines held (LFs included).
@@ -496,6 +564,61 @@ mod tests {
         w.ack(4_990);
         assert!(w.capacity() <= MIN_SHRINK_CAPACITY);
         assert_eq!(replay(&w, 4_990).len(), 10);
+    }
+
+    fn replay_all(w: &mut ReplayWindow) -> Vec<Bytes> {
+        std::iter::from_fn(|| w.next_replay().map(|l| Bytes::copy_from_slice(&l))).collect()
+    }
+
+    #[test]
+    fn replay_one_line_at_a_time() {
+        let mut w = ReplayWindow::new(12);
+        for s in ["a\n", "bb\n", "ccc\n", "d\n"] {
+            w.push(line(s));
+        }
+        w.start_replay(1);
+        assert!(w.is_replaying());
+        assert_eq!(
+            w.next_replay().as_deref(),
+            Some(&b"bb\n"[..]),
+            "line 2 first"
+        );
+        // Pushed meanwhile: not part of it. Evicted or acked meanwhile:
+        // skipped.
+        w.push(line("e\n"));
+        assert_eq!(w.oldest(), 2);
+        w.ack(3);
+        assert_eq!(replay_all(&mut w), vec![line("d\n")]);
+        assert!(!w.is_replaying());
+
+        w.start_replay(w.sent());
+        assert!(!w.is_replaying(), "nothing after S");
+        w.start_replay(0);
+        assert_eq!(replay_all(&mut w), vec![line("d\n"), line("e\n")]);
+        w.start_replay(3);
+        w.ack(5);
+        assert!(!w.is_replaying());
+        assert_eq!(w.next_replay(), None);
+        w.push(line("f\n"));
+        w.start_replay(5);
+        w.stop_replay();
+        assert_eq!(w.next_replay(), None);
+    }
+
+    #[test]
+    fn replay_matches_replay_after_across_the_ring_edge() {
+        let mut w = ReplayWindow::new(100);
+        for i in 0..300u32 {
+            w.push(format!("{i}{}\n", "x".repeat((i % 7) as usize)));
+            if i % 37 == 0 {
+                w.ack(u64::from(i) / 2);
+            }
+            for c in w.oldest() - 1..=w.sent() {
+                let want = replay(&w, c);
+                w.start_replay(c);
+                assert_eq!(replay_all(&mut w), want, "i {i} c {c}");
+            }
+        }
     }
 
     /// The defect this structure fixes: 1-byte lines used to cost ~100

@@ -375,7 +375,7 @@ impl Session {
         moved |= self.write_link(cx);
         moved |= self.read_client(cx)?;
         moved |= self.write_worker(cx);
-        if self.worker.is_none() && self.backlog.is_empty() {
+        if self.worker.is_none() && self.backlog.is_empty() && !self.replay.is_replaying() {
             let reason = self.finish_reason();
             if let Some(link) = &mut self.link {
                 // Finishing and attached: every line written, then EOF
@@ -442,26 +442,17 @@ impl Session {
                     gen: self.gen,
                 }));
             }
-            Command::Attach { gen, mut link } => {
+            Command::Attach { gen, link } => {
                 let Some(from) = self.awaiting.filter(|_| gen == self.gen) else {
                     // A connection overtaken before it could attach.
                     return Ok(());
                 };
                 self.awaiting = None;
-                let replayed = self
-                    .replay
-                    .replay_after(from)
-                    .try_for_each(|line| link.queue(&line));
+                // Replayed as the client takes lines, like live ones: a
+                // client that resumes and does not read must not make the
+                // link hold a copy of the whole window.
+                self.replay.start_replay(from);
                 self.link = Some(*link);
-                if replayed.is_err() {
-                    // A session opened natively, resumed over WebSocket,
-                    // with lines a browser cannot take.
-                    self.close_with = Some(CloseWith {
-                        code: 4502,
-                        reason: "not utf-8",
-                    });
-                    return Err(EndReason::ProtocolError);
-                }
                 self.count_as(Some(SessionState::Attached));
                 self.grace = None;
                 self.write_stall = None;
@@ -521,6 +512,7 @@ impl Session {
     /// The client link is gone (or replaced): grace starts.
     fn detached(&mut self) {
         self.link = None;
+        self.replay.stop_replay();
         self.count_as(Some(SessionState::Detached));
         self.write_stall = None;
         self.grace = Some(Box::pin(tokio::time::sleep(self.config.resume_grace)));
@@ -568,8 +560,8 @@ impl Session {
         }
     }
 
-    /// Moves worker lines onto the client link; from here they count as
-    /// sent and are kept for replay.
+    /// Moves the lines a resume replays, then worker lines, onto the client
+    /// link; from here worker lines count as sent and are kept for replay.
     fn feed_link(&mut self) -> Result<bool, EndReason> {
         let Some(link) = &mut self.link else {
             return Ok(false);
@@ -577,6 +569,19 @@ impl Session {
         let mut moved = false;
         let replay = &mut self.replay;
         while link.pending() < LINK_HIGH {
+            if let Some(line) = replay.next_replay() {
+                if link.queue(&line).is_err() {
+                    // A session opened natively, resumed over WebSocket,
+                    // with lines a browser cannot take.
+                    self.close_with = Some(CloseWith {
+                        code: 4502,
+                        reason: "not utf-8",
+                    });
+                    return Err(EndReason::ProtocolError);
+                }
+                moved = true;
+                continue;
+            }
             let held = replay.held_bytes();
             let fed = self.backlog.pop_front_with(|line| {
                 let queued = link.queue(line);
