@@ -150,8 +150,10 @@ const READ: u64 = 300_000;
 /// What a session may cost beyond 1.5x its configured buffers: its task,
 /// its worker connection and read buffer, a partial line.
 const PER_SESSION_SLACK_KIB: u64 = 128;
-/// The allocator's granularity (huge pages) and what it keeps.
-const GLOBAL_SLACK_KIB: u64 = 4 * 1024;
+/// What the process may grow by besides sessions: mimalloc takes memory in
+/// 2 MiB huge pages here and keeps some of the buffers a session freed
+/// while it grew (its ring doubles up to the limit) for the next ones.
+const GLOBAL_SLACK_KIB: u64 = 8 * 1024;
 
 /// The most `sessions` full sessions may add to tether's RSS.
 fn bound_kib(sessions: u64) -> u64 {
@@ -239,4 +241,97 @@ fn one_byte_lines_cost_their_bytes_in_the_window_and_the_backlog() {
     let all = WARM_SESSIONS + SESSIONS;
     assert_eq!(gauge(&tether, "tether_backlog_bytes"), all * BACKLOG);
     assert_eq!(gauge(&tether, "tether_replay_bytes"), all * REPLAY);
+}
+
+// ----------------------------------------- (b) a resume that is not read
+
+/// A window larger than the backlog: what a resume replays is then most of
+/// what the session may hold.
+const BIG_REPLAY: u64 = MIB;
+const SMALL_BACKLOG: u64 = 64 * KIB;
+const RESUMED_WARM: u64 = 4;
+const RESUMED: u64 = 16;
+
+fn resumed_bound_kib(sessions: u64) -> u64 {
+    sessions * ((BIG_REPLAY + SMALL_BACKLOG) * 3 / 2 / KIB + PER_SESSION_SLACK_KIB)
+        + GLOBAL_SLACK_KIB
+}
+
+/// A session whose window holds `BIG_REPLAY` 1-byte lines, all of which
+/// the client got; then a WebSocket resume from 0 that reads nothing after
+/// the gateway's record: the whole window is owed to a client that does
+/// not take it.
+fn resume_unread(tether: &Tether, n: u64) -> WsClient {
+    let o = open(tether.addr(), &format!("/blank.pphp?n={BIG_REPLAY}"));
+    read_lines(o.chan.stream(), o.chan.pending(), BIG_REPLAY);
+    let sid = o.sid.clone();
+    o.chan.reset();
+    wait_for("full windows", Duration::from_secs(60), || {
+        (gauge(tether, "tether_replay_bytes") >= n * BIG_REPLAY).then_some(())
+    });
+    let (mut ws, _) = WsClient::connect(
+        tether.addr(),
+        HOST,
+        "/blank.pphp",
+        &[("Sec-WebSocket-Protocol", "persistent")],
+    )
+    .unwrap_or_else(|r| panic!("no 101: {}", r.head_text()));
+    ws.conn().set_read_timeout(WAIT);
+    ws.send_binary(format!("sid={sid}&received=0").as_bytes());
+    let record = ws.read_frame().expect("resume record");
+    assert_eq!(
+        String::from_utf8_lossy(&record.payload),
+        format!("sid={sid}&received=0&status=200&initial=0")
+    );
+    ws
+}
+
+#[test]
+fn a_resumed_client_that_does_not_read_costs_no_second_window() {
+    let _heavy = heavy_lock();
+    let worker = LineWorker::start(WORKER, "worker");
+    let tether = start_session_tether(
+        &worker.url(),
+        &[worker.url()],
+        &format!(
+            "replay_window = \"{}KiB\"\ndetached_backlog = \"{}KiB\"\n\
+             max_lines_per_second = 4294967295",
+            BIG_REPLAY / KIB,
+            SMALL_BACKLOG / KIB
+        ),
+    );
+    let mut clients = Vec::new();
+    for n in 1..=RESUMED_WARM {
+        clients.push(resume_unread(&tether, n));
+    }
+    thread::sleep(Duration::from_millis(300));
+    let warm = rss_kib(&tether);
+    let sampler = RssSampler::start(tether.pid());
+    for i in 1..=RESUMED {
+        clients.push(resume_unread(&tether, RESUMED_WARM + i));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let growth = rss_kib(&tether).saturating_sub(warm);
+    let peak = sampler.finish().saturating_sub(warm);
+    println!(
+        "{RESUMED} sessions with {BIG_REPLAY} B windows of 1-byte lines, resumed from 0 and \
+         not read: tether grew {growth} KiB (peak {peak} KiB), {} KiB per session; bound {} KiB",
+        growth / RESUMED,
+        resumed_bound_kib(RESUMED)
+    );
+    assert!(
+        peak <= resumed_bound_kib(RESUMED),
+        "{RESUMED} resumed sessions that are not read grew tether by {peak} KiB (bound {} KiB: \
+         1.5x of window and backlog and {PER_SESSION_SLACK_KIB} KiB per session, \
+         {GLOBAL_SLACK_KIB} KiB in all)",
+        resumed_bound_kib(RESUMED)
+    );
+    // The replay is owed, not lost: the last client reads it all.
+    let mut last = clients.pop().expect("a client");
+    let mut lines = 0;
+    while lines < BIG_REPLAY {
+        let f = last.read_frame().expect("replayed line");
+        assert_eq!((f.opcode, f.payload.len()), (OP_TEXT, 0), "line {lines}");
+        lines += 1;
+    }
 }
