@@ -31,11 +31,14 @@
 //! (SPEC 2), so the LFs are the index. Finding a line end is a scan, paid
 //! once per line on the way out (and over the skipped lines on a resume).
 //!
-//! The ring grows by doubling up to the configured limit and no further
-//! unless one line needs it, so it never holds more than the limit (or the
-//! newest line) plus what the allocator rounds up. It is freed when the
-//! queue empties and halved once it is under a quarter full, so a burst
-//! does not leave a large idle allocation and an idle session holds none.
+//! The ring grows by doubling up to the configured limit and past it only
+//! when one line needs it (then by an eighth at a time), so a full window
+//! costs its cap, not up to twice that. It is freed when the queue empties
+//! and cut to twice its content once under a quarter full, so a burst does
+//! not leave a large idle allocation and an idle session holds none. A
+//! resume walks the window one line at a time
+//! ([`ReplayWindow::start_replay`]) so that the lines owed to a client are
+//! not copied out all at once.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
