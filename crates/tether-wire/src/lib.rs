@@ -18,7 +18,8 @@
 //! - [`control`]: the WebSocket control records ([`ClientControl`],
 //!   [`GatewayOpen`], [`encode_open`]; SPEC 3).
 //! - [`replay`]: [`ReplayWindow`], the lines kept for resume and the resume
-//!   rule `o - 1 <= c <= S` (SPEC 4).
+//!   rule `o - 1 <= c <= S` (SPEC 4), on [`LineQueue`], lines stored back
+//!   to back in one buffer (also a session's backlog).
 //! - [`error`]: [`WireError`], every error above and the answer it gets.
 //!
 //! # Example
@@ -58,4 +59,4 @@ pub use headers::{
     MAX_COUNT, SESSION_ID_MAX_LEN, SESSION_ID_MIN_LEN,
 };
 pub use line::{complete_lines, LineReader, LineTooLong};
-pub use replay::ReplayWindow;
+pub use replay::{LineQueue, Lines, ReplayWindow};

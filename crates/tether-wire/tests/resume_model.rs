@@ -125,8 +125,9 @@ fn run(
                 // The receiver never claims more than was sent.
                 prop_assert!(c <= window.sent());
                 let in_flight = bytes_between(lines, c, window.sent());
-                let replay: Option<Vec<Bytes>> =
-                    window.try_replay_after(c).map(|r| r.cloned().collect());
+                let replay: Option<Vec<Bytes>> = window
+                    .try_replay_after(c)
+                    .map(|r| r.map(|l| Bytes::copy_from_slice(&l)).collect());
                 match replay {
                     Some(replay) => {
                         prop_assert_eq!(replay.len() as u64, window.sent() - c);

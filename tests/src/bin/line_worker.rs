@@ -42,6 +42,9 @@
 //! - `/flood.pphp[?size=S]`: persistent; writes lines of size S (default 64)
 //!   forever, as fast as the socket accepts them. Progress is logged every
 //!   50 ms while it changes as `wrote <sid> <lines> <bytes>`.
+//! - `/blank.pphp?n=N`: persistent; writes N empty lines (`\n`, one byte
+//!   each) in writes of up to 64 KiB, logs `wrote`, then reads until the
+//!   gateway closes. For what many short lines cost the gateway.
 //! - `/end.pphp?n=N[&size=S][&delay_ms=D]`: persistent; (waits D ms, then)
 //!   writes lines 1..=N then closes the
 //!   connection (worker end).
@@ -446,6 +449,7 @@ fn handle_connection(stream: TcpStream, name: &str, events: &Arc<Events>) {
                     | "/count.pphp"
                     | "/numbered.pphp"
                     | "/flood.pphp"
+                    | "/blank.pphp"
                     | "/end.pphp"
                     | "/bigbody.pphp"
                     | "/longline.pphp"
@@ -597,6 +601,25 @@ impl Session {
         }
     }
 
+    /// Writes `bytes`, which hold `lines` whole lines, in one go.
+    fn write_lines(&self, bytes: &[u8], lines: u64) -> bool {
+        if self.finished.load(Ordering::SeqCst) {
+            return false;
+        }
+        match (&self.stream).write_all(bytes) {
+            Ok(()) => {
+                self.lines_written.fetch_add(lines, Ordering::Relaxed);
+                self.bytes_written
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                self.gateway_closed(Some(e.kind()));
+                false
+            }
+        }
+    }
+
     fn log_wrote(&self) {
         self.log(&format!(
             "wrote {} {} {}",
@@ -652,6 +675,10 @@ enum Pump {
     },
     Flood {
         size: usize,
+    },
+    /// `n` empty lines, many per write.
+    Blank {
+        n: u64,
     },
     /// One line, then nothing.
     Once(Vec<u8>),
@@ -744,6 +771,12 @@ fn run_session(
             ),
         },
         "/flood.pphp" => (Pump::Flood { size: size(64) }, OnLine::Record),
+        "/blank.pphp" => (
+            Pump::Blank {
+                n: req.param("n").unwrap_or(0),
+            },
+            OnLine::Record,
+        ),
         "/longline.pphp" => {
             let n = req.param("n").unwrap_or(1).max(1) as usize;
             let mut line = vec![b'L'; n - 1];
@@ -844,6 +877,18 @@ fn spawn_pump(session: &Arc<Session>, pump: Pump) -> Option<thread::JoinHandle<(
                     return;
                 }
             }
+        }),
+        Pump::Blank { n } => thread::spawn(move || {
+            let chunk = [b'\n'; 64 * 1024];
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(chunk.len() as u64);
+                if !s.write_lines(&chunk[..k as usize], k) {
+                    return;
+                }
+                left -= k;
+            }
+            s.log_wrote();
         }),
         Pump::Flood { size } => {
             let progress = Arc::clone(&s);

@@ -8,7 +8,6 @@
 //! (no link; the grace timer runs), *finishing* (the worker is gone but
 //! lines are still owed to the client), then the task ends.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,12 +16,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_wire::{ReplayWindow, SessionId};
+use tether_wire::{LineQueue, ReplayWindow, SessionId};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::balance::WorkerPin;
-use super::link::{ClientRead, CloseWith, Link};
+use super::link::{ClientRead, CloseWith, Link, NotUtf8};
 use super::mailbox::Mailbox;
 use super::registry::{Registry, SessionHandle, SessionSlot};
 use super::worker_side::{MessageTarget, WorkerGone, WorkerSide};
@@ -232,9 +231,9 @@ struct Session {
     message: Option<Arc<MessageTarget>>,
     /// Client lines delivered to the worker (`Session-Received`).
     delivered: u64,
-    /// Worker lines not yet sent toward the client.
-    backlog: VecDeque<Bytes>,
-    backlog_bytes: usize,
+    /// Worker lines not yet sent toward the client, stored back to back
+    /// so that short lines cost their bytes and no more.
+    backlog: LineQueue,
     replay: ReplayWindow,
     link: Option<Link>,
     /// The newest resume's generation, and its count while its link is
@@ -280,8 +279,9 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         worker: Some(opening.worker),
         message: opening.message,
         delivered: 0,
-        backlog: VecDeque::new(),
-        backlog_bytes: 0,
+        // The ring may grow to what reading can queue: the larger of the
+        // two read limits (plus the one line that crosses it).
+        backlog: LineQueue::new(config.detached_backlog.max(ATTACHED_AHEAD)),
         replay: ReplayWindow::new(config.replay_window),
         link: None,
         gen: 0,
@@ -324,7 +324,7 @@ impl Session {
         }
         self.count_as(None);
         self.metrics.session_ended(reason.as_str());
-        self.metrics.backlog_bytes(-(self.backlog_bytes as i64));
+        self.metrics.backlog_bytes(-(self.backlog.bytes() as i64));
         self.metrics
             .replay_bytes(-(self.replay.held_bytes() as i64));
         let s = &self.stats;
@@ -378,7 +378,7 @@ impl Session {
         moved |= self.write_link(cx);
         moved |= self.read_client(cx)?;
         moved |= self.write_worker(cx);
-        if self.worker.is_none() && self.backlog.is_empty() {
+        if self.worker.is_none() && self.backlog.is_empty() && !self.replay.is_replaying() {
             let reason = self.finish_reason();
             if let Some(link) = &mut self.link {
                 // Finishing and attached: every line written, then EOF
@@ -446,26 +446,17 @@ impl Session {
                     gen: self.gen,
                 }));
             }
-            Command::Attach { gen, mut link } => {
+            Command::Attach { gen, link } => {
                 let Some(from) = self.awaiting.filter(|_| gen == self.gen) else {
                     // A connection overtaken before it could attach.
                     return Ok(());
                 };
                 self.awaiting = None;
-                let replayed = self
-                    .replay
-                    .replay_after(from)
-                    .try_for_each(|line| link.queue(line));
+                // Replayed as the client takes lines, like live ones: a
+                // client that resumes and does not read must not make the
+                // link hold a copy of the whole window.
+                self.replay.start_replay(from);
                 self.link = Some(*link);
-                if replayed.is_err() {
-                    // A session opened natively, resumed over WebSocket,
-                    // with lines a browser cannot take.
-                    self.close_with = Some(CloseWith {
-                        code: 4502,
-                        reason: "not utf-8",
-                    });
-                    return Err(EndReason::ProtocolError);
-                }
                 self.count_as(Some(SessionState::Attached));
                 self.grace = None;
                 self.write_stall = None;
@@ -489,7 +480,7 @@ impl Session {
                     return Ok(());
                 }
                 let size: usize = lines.iter().map(Bytes::len).sum();
-                let unsent = self.backlog_bytes + self.link.as_ref().map_or(0, Link::pending);
+                let unsent = self.backlog.bytes() + self.link.as_ref().map_or(0, Link::pending);
                 if unsent + size > self.config.detached_backlog {
                     let _ = reply.send(Err(PushRefused::Full));
                     return Ok(());
@@ -499,8 +490,7 @@ impl Session {
                     self.stats.bytes_to_client += line.len() as u64;
                     self.metrics.line(Direction::ToClient, line.len());
                     self.metrics.backlog_bytes(line.len() as i64);
-                    self.backlog_bytes += line.len();
-                    self.backlog.push_back(line);
+                    self.backlog.push_back(&line);
                 }
                 let _ = reply.send(Ok(()));
             }
@@ -526,6 +516,7 @@ impl Session {
     /// The client link is gone (or replaced): grace starts.
     fn detached(&mut self) {
         self.link = None;
+        self.replay.stop_replay();
         self.count_as(Some(SessionState::Detached));
         self.write_stall = None;
         self.grace = Some(Box::pin(tokio::time::sleep(self.grace_time())));
@@ -554,7 +545,8 @@ impl Session {
             } else {
                 self.config.detached_backlog
             };
-            if self.backlog_bytes >= limit || !self.worker_rate.allow(cx, self.registry.metrics()) {
+            if self.backlog.bytes() >= limit || !self.worker_rate.allow(cx, self.registry.metrics())
+            {
                 return Ok(moved);
             }
             match worker.poll_line(cx) {
@@ -566,8 +558,7 @@ impl Session {
                     self.worker_rate.note();
                     self.metrics.line(Direction::ToClient, line.len());
                     self.metrics.backlog_bytes(line.len() as i64);
-                    self.backlog_bytes += line.len();
-                    self.backlog.push_back(line);
+                    self.backlog.push_back(&line);
                 }
                 Poll::Ready(Err(gone)) => {
                     // The worker side is over; whole lines are still owed
@@ -585,34 +576,50 @@ impl Session {
         }
     }
 
-    /// Moves worker lines onto the client link; from here they count as
-    /// sent and are kept for replay.
+    /// Moves the lines a resume replays, then worker lines, onto the client
+    /// link; from here worker lines count as sent and are kept for replay.
     fn feed_link(&mut self) -> Result<bool, EndReason> {
         let Some(link) = &mut self.link else {
             return Ok(false);
         };
         let mut moved = false;
+        let replay = &mut self.replay;
         while link.pending() < LINK_HIGH {
-            let Some(line) = self.backlog.pop_front() else {
+            if let Some(line) = replay.next_replay() {
+                if link.queue(&line).is_err() {
+                    // A session opened natively, resumed over WebSocket,
+                    // with lines a browser cannot take.
+                    self.close_with = Some(CloseWith {
+                        code: 4502,
+                        reason: "not utf-8",
+                    });
+                    return Err(EndReason::ProtocolError);
+                }
+                moved = true;
+                continue;
+            }
+            let held = replay.held_bytes();
+            let fed = self.backlog.pop_front_with(|line| {
+                let queued = link.queue(line);
+                if queued.is_ok() {
+                    replay.push(line);
+                }
+                (line.len(), queued)
+            });
+            let Some((len, queued)) = fed else {
                 break;
             };
-            self.backlog_bytes -= line.len();
-            self.metrics.backlog_bytes(-(line.len() as i64));
-            if link.queue(&line).is_err() {
+            self.metrics.backlog_bytes(-(len as i64));
+            if let Err(NotUtf8) = queued {
                 self.close_with = Some(CloseWith {
                     code: 4502,
                     reason: "not utf-8",
                 });
                 return Err(EndReason::ProtocolError);
             }
-            let held = self.replay.held_bytes();
-            self.replay.push(line);
             self.metrics
-                .replay_bytes(self.replay.held_bytes() as i64 - held as i64);
+                .replay_bytes(replay.held_bytes() as i64 - held as i64);
             moved = true;
-        }
-        if self.backlog.is_empty() && self.backlog.capacity() > 64 {
-            self.backlog = VecDeque::new();
         }
         Ok(moved)
     }

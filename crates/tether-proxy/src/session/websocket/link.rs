@@ -23,6 +23,10 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// so `max_line` does not bound them.
 const MAX_CONTROL: usize = 1024;
 const DEAD_AFTER: Duration = Duration::from_secs(30);
+/// Control frames (pongs, close answers) queued and not yet written beyond
+/// which the client is not read: a client that pings without reading would
+/// otherwise make the gateway queue pongs without limit.
+const CONTROL_HIGH: usize = 4 * 1024;
 
 pub(crate) struct WsLink {
     io: Box<dyn ClientIo>,
@@ -31,6 +35,15 @@ pub(crate) struct WsLink {
     /// A fragmented message being put together: its opcode and bytes.
     message: Option<(u8, BytesMut)>,
     out: BytesMut,
+    /// Bytes written to the client so far: with `control_end`, tells when
+    /// every queued control frame is out.
+    written: u64,
+    /// Where the newest control frame ends, counted like `written`.
+    control_end: u64,
+    /// Control frame bytes queued since every control frame was last out:
+    /// an upper bound of those still unsent, which is what reading waits
+    /// on (exact counts would need a record per frame).
+    control_unsent: usize,
     max_line: usize,
     eof: bool,
     close_sent: bool,
@@ -48,6 +61,9 @@ impl WsLink {
             input,
             message: None,
             out: BytesMut::new(),
+            written: 0,
+            control_end: 0,
+            control_unsent: 0,
             max_line,
             eof: false,
             close_sent: false,
@@ -80,9 +96,34 @@ impl WsLink {
         frame::encode(&mut self.out, frame::OP_BINARY, record);
     }
 
+    /// Queues a control frame and counts it as unsent.
+    fn queue_control_frame(&mut self, opcode: u8, payload: &[u8]) {
+        let before = self.out.len();
+        frame::encode(&mut self.out, opcode, payload);
+        self.note_control(before);
+    }
+
+    /// Counts what was queued since `out` held `before` bytes as control.
+    fn note_control(&mut self, before: usize) {
+        self.control_unsent += self.out.len() - before;
+        self.control_end = self.written + self.out.len() as u64;
+    }
+
     /// The next whole data message, answering pings on the way.
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<(u8, Bytes), ClientRead>> {
         loop {
+            // Backpressure on a client that does not read its pongs: no
+            // frame is taken until they are out. Writing here, not only in
+            // the session's write pass, also covers a link that has not
+            // joined its session yet, and registers this task for the
+            // socket becoming writable.
+            while self.control_unsent > CONTROL_HIGH {
+                match self.poll_write_some(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(ClientRead::Gone)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
             match frame::decode(&mut self.input, self.max_line.max(MAX_CONTROL)) {
                 Err(e) if e.code == frame::CLOSE_TOO_BIG => {
                     return Poll::Ready(Err(ClientRead::TooLong))
@@ -123,7 +164,7 @@ impl WsLink {
     fn take_frame(&mut self, f: Frame) -> Option<Result<(u8, Bytes), ClientRead>> {
         match f.opcode {
             frame::OP_PING => {
-                frame::encode(&mut self.out, frame::OP_PONG, &f.payload);
+                self.queue_control_frame(frame::OP_PONG, &f.payload);
                 None
             }
             frame::OP_PONG => None,
@@ -141,7 +182,9 @@ impl WsLink {
                     } else {
                         code
                     };
+                    let before = self.out.len();
                     frame::encode_close(&mut self.out, echo, "");
+                    self.note_control(before);
                     self.close_sent = true;
                 }
                 Some(Err(ClientRead::Gone))
@@ -219,7 +262,13 @@ impl WsLink {
     }
 
     pub(crate) fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        poll_write_out(&mut self.io, cx, &mut self.out)
+        let before = self.out.len();
+        let polled = poll_write_out(&mut self.io, cx, &mut self.out);
+        self.written += (before - self.out.len()) as u64;
+        if self.written >= self.control_end {
+            self.control_unsent = 0;
+        }
+        polled
     }
 
     /// Writes everything queued; used before the link joins a session.
@@ -290,8 +339,8 @@ impl WsLink {
             if self.last_heard.elapsed() >= DEAD_AFTER {
                 return Poll::Ready(());
             }
-            frame::encode(&mut self.out, frame::OP_PING, b"");
             ping.as_mut().reset(Instant::now() + PING_EVERY);
+            self.queue_control_frame(frame::OP_PING, b"");
         }
     }
 }
@@ -302,5 +351,70 @@ fn protocol(why: &'static str) -> ClientRead {
     ClientRead::Broken {
         code: frame::CLOSE_PROTOCOL,
         reason: "protocol_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    impl ClientIo for DuplexStream {}
+
+    const PINGS: usize = 2000;
+    const PONG: usize = 2 + 125;
+
+    /// A masked ping with the largest payload (mask key 0).
+    fn ping() -> Vec<u8> {
+        let mut f = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+        f.extend([b'p'; 125]);
+        f
+    }
+
+    async fn poll_line_once(link: &mut WsLink) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(link.poll_line(cx).is_pending())).await
+    }
+
+    #[tokio::test]
+    async fn unread_pongs_stop_reading_until_they_drain() {
+        let (client, server) = tokio::io::duplex(16 * 1024);
+        let (mut client_rd, mut client_wr) = tokio::io::split(client);
+        let mut link = WsLink::new(Box::new(server), BytesMut::new(), 1024);
+        let writer = tokio::spawn(async move {
+            for _ in 0..PINGS {
+                client_wr.write_all(&ping()).await.expect("ping");
+            }
+        });
+
+        // The client reads nothing: once the pipe toward it is full, the
+        // pongs queued stay under the bound and the pings wait.
+        let mut most = 0;
+        for _ in 0..500 {
+            assert!(poll_line_once(&mut link).await, "pings are not messages");
+            most = most.max(link.pending());
+            tokio::task::yield_now().await;
+        }
+        assert!(most <= CONTROL_HIGH + PONG, "{most} bytes of pongs queued");
+        assert!(link.control_unsent > CONTROL_HIGH, "reading is held back");
+        assert!(link.pending() > 0);
+        assert!(!writer.is_finished(), "the client's pings wait");
+
+        // The client reads: every ping gets its pong.
+        let mut got = 0;
+        let mut buf = vec![0u8; 8192];
+        while got < PINGS * PONG {
+            assert!(poll_line_once(&mut link).await);
+            if link.pending() > 0 {
+                let _ = std::future::poll_fn(|cx| Poll::Ready(link.poll_write_some(cx))).await;
+            }
+            most = most.max(link.pending());
+            let read = tokio::time::timeout(Duration::from_millis(20), client_rd.read(&mut buf));
+            if let Ok(n) = read.await {
+                got += n.expect("read");
+            }
+        }
+        assert_eq!(got, PINGS * PONG);
+        assert!(most <= CONTROL_HIGH + PONG, "{most}");
+        writer.await.expect("writer");
     }
 }
