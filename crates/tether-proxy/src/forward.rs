@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http_body::Body as _;
-use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection};
 use tokio::sync::Semaphore;
 
 use http::{Request, Response, StatusCode, Uri};
@@ -21,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Body, BodyEnd, UpstreamPermit, WatchedBody};
+use crate::closable::{ClosableConnector, CloseHandle};
 use crate::codec::answer;
 use crate::config::{OriginUrl, ServerConfig};
 use crate::metrics::UpstreamKind;
@@ -118,7 +118,7 @@ const MAX_UPSTREAM_BUFFER: usize = 16 * 1024;
 /// The pooled client to origins.
 #[derive(Clone)]
 pub struct Upstreams {
-    client: Client<HttpConnector, Body>,
+    client: Client<ClosableConnector, Body>,
     response_timeout: Duration,
     connect_timeout: Duration,
     /// A client body that sends nothing this long ends the exchange (408).
@@ -163,7 +163,7 @@ impl Upstreams {
             .pool_max_idle_per_host(server.max_upstream_connections.min(256))
             .http1_max_buf_size(MAX_UPSTREAM_BUFFER)
             .set_host(false)
-            .build(connector);
+            .build(ClosableConnector(connector));
         Upstreams {
             client,
             response_timeout: server.origin_response_timeout,
@@ -215,7 +215,6 @@ impl Upstreams {
             }
         };
 
-        let captured = capture_connection(&mut req);
         let mut body_end = None;
         if !req.body().is_end_stream() {
             let body = std::mem::replace(req.body_mut(), Body::Empty);
@@ -236,12 +235,12 @@ impl Upstreams {
                 how = ended => if how == Ok(BodyEnd::Stalled) {
                     return Err(UpstreamError::ClientStalled);
                 },
-                r = &mut answer => return self.check(upstream, r, &captured, permit, to_head, asked_upgrade),
+                r = &mut answer => return self.check(upstream, r, permit, to_head, asked_upgrade),
             }
         }
         match tokio::time::timeout(self.response_timeout, answer).await {
             Err(_) => Err(UpstreamError::Timeout),
-            Ok(r) => self.check(upstream, r, &captured, permit, to_head, asked_upgrade),
+            Ok(r) => self.check(upstream, r, permit, to_head, asked_upgrade),
         }
     }
 
@@ -249,7 +248,6 @@ impl Upstreams {
         &self,
         upstream: &OriginUrl,
         answer: Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
-        captured: &CaptureConnection,
         permit: UpstreamPermit,
         to_head: bool,
         asked_upgrade: bool,
@@ -269,8 +267,8 @@ impl Upstreams {
                 Ok(Response::from_parts(parts, Body::Upstream(body, permit)))
             }
             Err(why) => {
-                if let Some(conn) = captured.connection_metadata().as_ref() {
-                    conn.poison();
+                if let Some(conn) = resp.extensions().get::<CloseHandle>() {
+                    conn.close();
                 }
                 tracing::warn!(upstream = %upstream.as_written, status = resp.status().as_u16(), why, "upstream answer refused");
                 Err(UpstreamError::Protocol)

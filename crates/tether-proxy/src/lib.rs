@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod body;
 mod client_addr;
+mod closable;
 mod codec;
 pub mod config;
 mod conn_limits;
