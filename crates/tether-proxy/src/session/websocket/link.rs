@@ -173,17 +173,11 @@ impl WsLink {
                 if code == frame::CLOSE_NORMAL {
                     return Some(Err(ClientRead::End));
                 }
-                // Any other close detaches (SPEC 3); the close is answered
-                // with the client's own code, as RFC 6455 §5.5.1 asks
-                // (1005, "no status", is not sent on the wire: 1000 then).
+                // Any other close detaches (SPEC 3); the answer echoes the
+                // client's code unless that code may not be sent.
                 if !self.close_sent {
-                    let echo = if code == 1005 {
-                        frame::CLOSE_NORMAL
-                    } else {
-                        code
-                    };
                     let before = self.out.len();
-                    frame::encode_close(&mut self.out, echo, "");
+                    frame::encode_close(&mut self.out, frame::close_answer(&f.payload), "");
                     self.note_control(before);
                     self.close_sent = true;
                 }
@@ -369,6 +363,40 @@ mod tests {
         let mut f = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
         f.extend([b'p'; 125]);
         f
+    }
+
+    /// A masked close frame with `payload` (mask key 0).
+    fn close_frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x88, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        f.extend(payload);
+        f
+    }
+
+    #[tokio::test]
+    async fn a_reserved_close_code_is_answered_1002_never_echoed() {
+        for (sent, answered) in [
+            (&1005u16.to_be_bytes()[..], 1002),
+            (&1006u16.to_be_bytes()[..], 1002),
+            (&1015u16.to_be_bytes()[..], 1002),
+            (&2999u16.to_be_bytes()[..], 1002),
+            (&4001u16.to_be_bytes()[..], 4001),
+            (&[][..], 1000),
+        ] {
+            let (mut client, server) = tokio::io::duplex(1024);
+            let mut link = WsLink::new(Box::new(server), BytesMut::new(), 1024);
+            client.write_all(&close_frame(sent)).await.expect("close");
+            let read = std::future::poll_fn(|cx| link.poll_line(cx)).await;
+            assert!(
+                matches!(read, ClientRead::Gone),
+                "a close that is not 1000 detaches"
+            );
+            link.release();
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.expect("answer");
+            assert_eq!(answer[0], 0x88, "a close frame");
+            let code = frame::close_code(&answer[2..]);
+            assert_eq!(code, answered, "answer to {sent:?}");
+        }
     }
 
     async fn poll_line_once(link: &mut WsLink) -> bool {
