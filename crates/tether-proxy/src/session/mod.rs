@@ -12,6 +12,7 @@
 //!   `task`: the session itself; `link`: a client connection of a session.
 
 pub mod balance;
+mod end;
 mod link;
 mod mailbox;
 mod native;

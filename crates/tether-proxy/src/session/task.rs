@@ -21,7 +21,9 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::balance::WorkerPin;
-use super::link::{ClientRead, CloseWith, Link, NotUtf8};
+use super::end::Closing;
+pub(crate) use super::end::EndReason;
+use super::link::{ClientRead, Link, NotUtf8};
 use super::mailbox::Mailbox;
 use super::registry::{Registry, SessionHandle, SessionSlot};
 use super::worker_side::{MessageTarget, WorkerGone, WorkerSide};
@@ -86,55 +88,6 @@ pub(crate) enum PushRefused {
     Ended,
     /// It would take unsent output over `detached_backlog`: `503`.
     Full,
-}
-
-/// Why a session ended (the metric label of SPEC 9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EndReason {
-    ClientEnd,
-    WorkerEnd,
-    GraceExpired,
-    ResumeGone,
-    LineTooLong,
-    ProtocolError,
-    Admin,
-    /// Message mode: a non-2xx answer.
-    WorkerStatus(u16),
-    /// Message mode: the worker could not be reached.
-    WorkerUnreachable,
-    Shutdown,
-}
-
-impl EndReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            EndReason::ClientEnd => "client_end",
-            EndReason::WorkerEnd => "worker_end",
-            EndReason::GraceExpired => "grace_expired",
-            EndReason::ResumeGone => "resume_gone",
-            EndReason::LineTooLong => "line_too_long",
-            EndReason::ProtocolError => "protocol_error",
-            EndReason::Admin => "admin",
-            EndReason::WorkerStatus(_) => "worker_status",
-            EndReason::WorkerUnreachable => "worker_unreachable",
-            EndReason::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// How an attached WebSocket is closed when a session ends for `reason`
-/// (SPEC 3 "Close codes"); a native link just closes.
-fn close_for(reason: EndReason) -> CloseWith {
-    let (code, reason) = match reason {
-        EndReason::Shutdown => (1012, "shutdown"),
-        EndReason::LineTooLong => (1009, "line_too_long"),
-        EndReason::ProtocolError => (1007, "protocol_error"),
-        EndReason::ResumeGone => (4410, "resume impossible"),
-        EndReason::WorkerStatus(status) => (4000 + status, "worker status"),
-        EndReason::WorkerUnreachable => (4502, "worker unreachable"),
-        _ => (1000, reason.as_str()),
-    };
-    CloseWith { code, reason }
 }
 
 /// Everything a new session starts with.
@@ -245,9 +198,6 @@ struct Session {
     /// Why the session ends once its remaining lines are out, when the
     /// gateway (not the worker) closed the worker side.
     ending: Option<EndReason>,
-    /// How an attached WebSocket is closed when the session ends on an
-    /// error; `None`: by the reason's usual code.
-    close_with: Option<CloseWith>,
     worker_rate: RateGate,
     client_rate: RateGate,
     stats: Stats,
@@ -292,7 +242,6 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         ))),
         write_stall: None,
         ending: None,
-        close_with: None,
         worker_rate: RateGate::new(config.max_lines_per_second),
         client_rate: RateGate::new(config.max_lines_per_second),
         config,
@@ -315,7 +264,7 @@ impl Session {
         self.count_as(Some(SessionState::Detached));
         let reason = std::future::poll_fn(|cx| self.poll_session(cx)).await;
         if let Some(link) = self.link.take() {
-            link.abort(self.close_with.unwrap_or_else(|| close_for(reason)));
+            link.abort(Closing::Ended(reason));
         }
         self.mailbox.close();
         self.registry.remove(&self.id);
@@ -383,7 +332,7 @@ impl Session {
             if let Some(link) = &mut self.link {
                 // Finishing and attached: every line written, then EOF
                 // (WebSocket: close 1000, or 1012 when the gateway stops).
-                if link.poll_finish(cx, close_for(reason)).is_ready() {
+                if link.poll_finish(cx, Closing::Ended(reason)).is_ready() {
                     self.link = None;
                     return Err(reason);
                 }
@@ -430,10 +379,7 @@ impl Session {
                     return Err(EndReason::ResumeGone);
                 }
                 if let Some(old) = self.link.take() {
-                    old.abort(CloseWith {
-                        code: 4409,
-                        reason: "taken over",
-                    });
+                    old.abort(Closing::TakenOver);
                     self.stats.takeovers += 1;
                     self.metrics.takeover();
                 }
@@ -589,10 +535,6 @@ impl Session {
                 if link.queue(&line).is_err() {
                     // A session opened natively, resumed over WebSocket,
                     // with lines a browser cannot take.
-                    self.close_with = Some(CloseWith {
-                        code: 4502,
-                        reason: "not utf-8",
-                    });
                     return Err(EndReason::ProtocolError);
                 }
                 moved = true;
@@ -611,10 +553,6 @@ impl Session {
             };
             self.metrics.backlog_bytes(-(len as i64));
             if let Err(NotUtf8) = queued {
-                self.close_with = Some(CloseWith {
-                    code: 4502,
-                    reason: "not utf-8",
-                });
                 return Err(EndReason::ProtocolError);
             }
             self.metrics
@@ -703,10 +641,7 @@ impl Session {
                     return Err(EndReason::ClientEnd);
                 }
                 Poll::Ready(ClientRead::TooLong) => return Err(EndReason::LineTooLong),
-                Poll::Ready(ClientRead::Broken { code, reason }) => {
-                    self.close_with = Some(CloseWith { code, reason });
-                    return Err(EndReason::ProtocolError);
-                }
+                Poll::Ready(ClientRead::Broken) => return Err(EndReason::ProtocolError),
             }
         }
     }
