@@ -570,7 +570,11 @@ async fn open_stream(
             status,
             headers,
             initial,
-            side: WorkerSide::Stream(StreamSide::new(stream, &leftover, config.max_line)),
+            side: WorkerSide::Stream(StreamSide::new(
+                Box::new(stream),
+                &leftover,
+                config.max_line,
+            )),
             message: None,
         }),
     })
