@@ -44,6 +44,10 @@ impl ClientIo for TcpStream {
     }
 }
 
+/// In-memory pipes stand for client sockets in tests.
+#[cfg(test)]
+impl ClientIo for tokio::io::DuplexStream {}
+
 thread_local! {
     static SCRATCH_BUF: std::cell::RefCell<Box<[u8]>> =
         std::cell::RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());

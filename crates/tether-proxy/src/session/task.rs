@@ -661,3 +661,6 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

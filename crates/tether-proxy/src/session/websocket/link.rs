@@ -402,9 +402,7 @@ pub(crate) const NOT_UTF8: CloseWith = CloseWith {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-
-    impl ClientIo for DuplexStream {}
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const PINGS: usize = 2000;
     const PONG: usize = 2 + 125;
