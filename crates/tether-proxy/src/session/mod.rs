@@ -17,6 +17,7 @@ mod link;
 mod mailbox;
 mod native;
 pub(crate) mod push;
+mod rate;
 pub mod registry;
 mod task;
 pub(crate) mod websocket;

@@ -592,3 +592,10 @@ async fn the_line_rate_slows_reading_and_drops_nothing() {
     }
     assert_eq!(s.ended(), None);
 }
+
+#[test]
+fn a_session_without_a_link_does_not_carry_room_for_one() {
+    // Idle sessions are the many (issue 17's budget): the attached link
+    // stays in the box it came in.
+    assert!(std::mem::size_of::<super::State>() <= 32);
+}
