@@ -599,3 +599,82 @@ fn a_session_without_a_link_does_not_carry_room_for_one() {
     // stays in the box it came in.
     assert!(std::mem::size_of::<super::State>() <= 32);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_makes_no_write_progress_for_30_s_is_detached() {
+    let mut s = open(config(|_| {}));
+    let _client = s.native(0);
+    s.worker_writes(&lines(1, 100)).await;
+    settle().await;
+    let stalled = Instant::now();
+    tokio::time::sleep_until(stalled + secs(30) - ms(1)).await;
+    settle().await;
+    assert_eq!(s.gauge("attached"), 1.0);
+    tokio::time::sleep_until(stalled + secs(30)).await;
+    settle().await;
+    assert_eq!((s.gauge("attached"), s.gauge("detached")), (0.0, 1.0));
+    // Its lines were sent: a resume gets them again.
+    let resumed = s.resume(0).await.expect("a resume");
+    let mut client = s.native(resumed.gen);
+    let mut all = String::new();
+    for _ in 1..=100 {
+        all.push_str(&read_line(&mut client).await);
+    }
+    assert_eq!(all, lines(1, 100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_websocket_silent_for_30_s_is_detached() {
+    let s = open(config(|_| {}));
+    let mut client = s.websocket(0);
+    settle().await;
+    let attached = Instant::now();
+    assert_eq!(ws_read(&mut client).await, (0x9, Vec::new()), "a ping");
+    assert_eq!(Instant::now(), attached + secs(15));
+    tokio::time::sleep_until(attached + secs(30) - ms(1)).await;
+    settle().await;
+    assert_eq!(s.gauge("attached"), 1.0);
+    tokio::time::sleep_until(attached + secs(30)).await;
+    settle().await;
+    assert_eq!((s.gauge("attached"), s.gauge("detached")), (0.0, 1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn delete_closes_the_worker_at_once_and_the_client_gets_its_lines() {
+    let mut s = open(config(|_| {}));
+    let mut client = s.native(0);
+    s.worker_writes(&lines(1, 100)).await;
+    settle().await;
+    let (reply, done) = oneshot::channel();
+    assert!(s.handle.mailbox.send(Command::End { reply }).is_ok());
+    done.await.expect("answered");
+    assert!(s.worker_closed().await, "before the answer");
+    assert!(s.resume(0).await.is_err(), "no resume after DELETE");
+    assert_eq!(read_to_end(&mut client).await, lines(1, 100));
+    settle().await;
+    assert_eq!(s.ended().as_deref(), Some("client_end"));
+
+    // Detached: it ends at once.
+    let mut s = open(config(|_| {}));
+    let (reply, done) = oneshot::channel();
+    assert!(s.handle.mailbox.send(Command::End { reply }).is_ok());
+    done.await.expect("answered");
+    settle().await;
+    assert_eq!(s.ended().as_deref(), Some("client_end"));
+    assert!(s.worker_closed().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_gives_an_attached_websocket_its_lines_then_1012() {
+    let mut s = open(config(|_| {}));
+    let mut client = s.websocket(0);
+    s.worker_writes(&lines(1, 3)).await;
+    settle().await;
+    assert!(s.handle.mailbox.send(Command::Shutdown).is_ok());
+    let (texts, code) = ws_until_close(&mut client).await;
+    assert_eq!(texts, ["line 0001", "line 0002", "line 0003"]);
+    assert_eq!(code, 1012);
+    settle().await;
+    assert_eq!(s.ended().as_deref(), Some("shutdown"));
+    assert!(s.worker_closed().await);
+}
