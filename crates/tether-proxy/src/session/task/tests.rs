@@ -149,7 +149,8 @@ impl Session {
         if self.handle.mailbox.send(cmd).is_err() {
             return Err(Gone);
         }
-        answer.await.unwrap_or(Err(Gone))
+        let answer = tokio::time::timeout(STUCK, answer).await;
+        answer.expect("answered in time").unwrap_or(Err(Gone))
     }
 
     /// A sample of the metrics as rendered, by its name and label pairs.
@@ -206,16 +207,21 @@ impl Session {
     }
 }
 
+/// How long a test waits for what should come: time is paused, so a task
+/// that is stuck fails the test at once instead of hanging it.
+const STUCK: Duration = Duration::from_secs(600);
+
 async fn read_line(r: &mut BufReader<DuplexStream>) -> String {
     let mut line = String::new();
-    r.read_line(&mut line).await.expect("a line");
+    let read = tokio::time::timeout(STUCK, r.read_line(&mut line));
+    read.await.expect("a line in time").expect("a line");
     line
 }
 
 /// Everything until EOF; panics if the stream does not end.
 async fn read_to_end(r: &mut BufReader<DuplexStream>) -> String {
     let mut all = String::new();
-    let read = tokio::time::timeout(secs(5), r.read_to_string(&mut all));
+    let read = tokio::time::timeout(STUCK, r.read_to_string(&mut all));
     read.await.expect("EOF").expect("text");
     all
 }
@@ -237,6 +243,12 @@ fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// The next server frame: opcode and payload.
 async fn ws_read(c: &mut DuplexStream) -> (u8, Vec<u8>) {
+    tokio::time::timeout(STUCK, ws_read_now(c))
+        .await
+        .expect("a frame in time")
+}
+
+async fn ws_read_now(c: &mut DuplexStream) -> (u8, Vec<u8>) {
     let mut head = [0u8; 2];
     c.read_exact(&mut head).await.expect("a frame");
     let len = match head[1] {
@@ -677,4 +689,56 @@ async fn shutdown_gives_an_attached_websocket_its_lines_then_1012() {
     settle().await;
     assert_eq!(s.ended().as_deref(), Some("shutdown"));
     assert!(s.worker_closed().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_that_makes_progress_stays_attached() {
+    let mut s = open(config(|_| {}));
+    let mut client = s.native(0);
+    s.worker_writes(&lines(1, 200)).await;
+    // One line every 20 s, read unbuffered: never 30 s without write
+    // progress.
+    let raw = client.get_mut();
+    for n in 1..=10 {
+        tokio::time::sleep(secs(20)).await;
+        let mut got = [0u8; 10];
+        raw.read_exact(&mut got).await.expect("a line");
+        assert_eq!(got, line(n).as_bytes());
+    }
+    settle().await;
+    assert_eq!(s.gauge("attached"), 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_newest_generation_attaches() {
+    let mut s = open(config(|_| {}));
+    let first = s.resume(0).await.expect("a resume");
+    let second = s.resume(0).await.expect("another");
+    assert_eq!((first.gen, second.gen), (1, 2));
+    // Overtaken before it could attach: closed, the session still waits.
+    let mut late = s.native(first.gen);
+    assert_eq!(read_to_end(&mut late).await, "");
+    assert_eq!((s.gauge("attached"), s.gauge("detached")), (0.0, 1.0));
+    let mut client = s.native(second.gen);
+    s.worker_writes("hi\n").await;
+    assert_eq!(read_line(&mut client).await, "hi\n");
+    assert_eq!(s.gauge("attached"), 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_while_finishing_is_said_as_shutdown() {
+    let mut s = open(config(|_| {}));
+    let mut client = s.websocket(0);
+    // The worker's end with lines still owed to a client not reading yet,
+    // more than its link takes at once.
+    s.worker_writes(&lines(1, 2000)).await;
+    drop(s.take_worker());
+    settle().await;
+    assert_eq!(s.ended(), None);
+    assert!(s.handle.mailbox.send(Command::Shutdown).is_ok());
+    let (texts, code) = ws_until_close(&mut client).await;
+    assert_eq!(texts.len(), 2000, "every line first");
+    assert_eq!(code, 1012);
+    settle().await;
+    assert_eq!(s.ended().as_deref(), Some("shutdown"));
 }
