@@ -14,6 +14,7 @@ use tether_wire::LineReader;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::end::Closing;
 use super::native::NativeLink;
 use super::websocket::WsLink;
 
@@ -42,6 +43,10 @@ impl ClientIo for TcpStream {
         let _ = sock.set_send_buffer_size(SESSION_SNDBUF);
     }
 }
+
+/// In-memory pipes stand for client sockets in tests.
+#[cfg(test)]
+impl ClientIo for tokio::io::DuplexStream {}
 
 thread_local! {
     static SCRATCH_BUF: std::cell::RefCell<Box<[u8]>> =
@@ -114,24 +119,15 @@ pub(crate) enum ClientRead {
     End,
     /// A line over `max_line`: the session ends.
     TooLong,
-    /// The client broke the transport's rules: the session ends.
-    Broken {
-        code: u16,
-        reason: &'static str,
-    },
+    /// The client broke the transport's rules: the session ends (the link
+    /// knows how to say which rule when it is closed).
+    Broken,
 }
 
-/// Why a line cannot be sent on a link.
+/// Why a line cannot be sent on a link (the session ends; the link knows
+/// how to say so when it is closed).
 #[derive(Debug)]
 pub(crate) struct NotUtf8;
-
-/// How a link is closed when its session ends.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CloseWith {
-    /// WebSocket close code; a native link just closes.
-    pub(crate) code: u16,
-    pub(crate) reason: &'static str,
-}
 
 /// A client connection attached to a session.
 pub(crate) enum Link {
@@ -176,15 +172,15 @@ impl Link {
     }
 
     /// Everything queued is written, then the end (native EOF, WebSocket
-    /// close with `close.code`).
+    /// a close frame that says why).
     pub(crate) fn poll_finish(
         &mut self,
         cx: &mut Context<'_>,
-        close: CloseWith,
+        why: Closing,
     ) -> Poll<io::Result<()>> {
         match self {
             Link::Native(l) => l.poll_finish(cx),
-            Link::WebSocket(l) => l.poll_finish(cx, close),
+            Link::WebSocket(l) => l.poll_finish(cx, why),
         }
     }
 
@@ -208,12 +204,12 @@ impl Link {
     }
 
     /// Closes now, without waiting: a WebSocket gets its close frame if the
-    /// socket takes it at once (takeover 4409, errors); then the
-    /// connection is dropped.
-    pub(crate) fn abort(self, close: CloseWith) {
+    /// socket takes it at once (takeover, errors); then the connection is
+    /// dropped.
+    pub(crate) fn abort(self, why: Closing) {
         match self {
             Link::Native(_) => {}
-            Link::WebSocket(l) => l.abort(close),
+            Link::WebSocket(l) => l.abort(why),
         }
     }
 }

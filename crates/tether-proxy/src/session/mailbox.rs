@@ -82,3 +82,74 @@ impl Mailbox {
             .closed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn end() -> (Command, oneshot::Receiver<()>) {
+        let (reply, done) = oneshot::channel();
+        (Command::End { reply }, done)
+    }
+
+    #[test]
+    fn commands_come_in_order_and_wake_the_task() {
+        let mailbox = Mailbox::default();
+        let woken = Arc::new(Count::default());
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(mailbox.poll_recv(&mut cx).is_pending());
+        assert!(mailbox.send(Command::Shutdown).is_ok());
+        assert!(mailbox
+            .send(Command::Fail(super::super::end::EndReason::Admin))
+            .is_ok());
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            1,
+            "woken once, by the first"
+        );
+        assert!(matches!(
+            mailbox.poll_recv(&mut cx),
+            Poll::Ready(Command::Shutdown)
+        ));
+        assert!(matches!(
+            mailbox.poll_recv(&mut cx),
+            Poll::Ready(Command::Fail(_))
+        ));
+        assert!(mailbox.poll_recv(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn a_flood_is_refused_and_a_closed_mailbox_drops_what_it_held() {
+        let mailbox = Mailbox::default();
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_QUEUED {
+            let (cmd, done) = end();
+            assert!(mailbox.send(cmd).is_ok());
+            waiting.push(done);
+        }
+        assert!(mailbox.send(end().0).is_err(), "over MAX_QUEUED");
+        assert!(!mailbox.is_closed());
+        mailbox.close();
+        assert!(mailbox.is_closed());
+        assert!(mailbox.send(end().0).is_err(), "closed");
+        for mut done in waiting {
+            assert!(done.try_recv().is_err(), "the sender sees the session gone");
+        }
+    }
+}

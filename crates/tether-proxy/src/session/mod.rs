@@ -12,10 +12,12 @@
 //!   `task`: the session itself; `link`: a client connection of a session.
 
 pub mod balance;
+mod end;
 mod link;
 mod mailbox;
 mod native;
 pub(crate) mod push;
+mod rate;
 pub mod registry;
 mod task;
 pub(crate) mod websocket;
@@ -569,7 +571,11 @@ async fn open_stream(
             status,
             headers,
             initial,
-            side: WorkerSide::Stream(StreamSide::new(stream, &leftover, config.max_line)),
+            side: WorkerSide::Stream(StreamSide::new(
+                Box::new(stream),
+                &leftover,
+                config.max_line,
+            )),
             message: None,
         }),
     })

@@ -192,3 +192,87 @@ impl Registry {
             .map_or(0, |c| c.live.load(Ordering::Acquire))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    fn scope(metrics: &Metrics, hosts: &[&str]) -> VhostScope {
+        VhostScope {
+            label: Arc::from(hosts[0]),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            metrics: metrics.vhost(hosts[0]),
+        }
+    }
+
+    #[test]
+    fn admit_counts_exactly_per_vhost_and_per_address() {
+        let registry = Registry::new(Arc::new(Metrics::default()));
+        let a: Arc<str> = Arc::from("a.test");
+        let b: Arc<str> = Arc::from("b.test");
+        let one = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let two = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        let first = registry.admit(&a, one, 3, 2).expect("first");
+        let second = registry.admit(&a, one, 3, 2).expect("second");
+        assert_eq!(
+            registry.admit(&a, one, 3, 2).err(),
+            Some(Refusal::SessionsPerIp)
+        );
+        let third = registry.admit(&a, two, 3, 2).expect("another address");
+        assert_eq!(registry.admit(&a, two, 3, 2).err(), Some(Refusal::Sessions));
+        // Another vhost has counts of its own.
+        let other = registry.admit(&b, one, 3, 2).expect("another vhost");
+        assert_eq!((registry.live("a.test"), registry.total_live()), (3, 4));
+        drop(first);
+        assert_eq!(registry.live("a.test"), 2);
+        let again = registry.admit(&a, one, 3, 2).expect("a place was freed");
+        drop((second, third, other, again));
+        assert_eq!(registry.total_live(), 0);
+        assert!(registry.counts.lock().unwrap()[&a]
+            .per_ip
+            .lock()
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64() {
+        let registry = Registry::new(Arc::new(Metrics::default()));
+        let a: Arc<str> = Arc::from("a.test");
+        let ip = |last| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
+        let _first = registry.admit(&a, ip(1), 10, 1).expect("first");
+        assert_eq!(
+            registry.admit(&a, ip(2), 10, 1).err(),
+            Some(Refusal::SessionsPerIp)
+        );
+    }
+
+    #[test]
+    fn find_checks_the_vhost_and_that_the_session_is_live() {
+        let metrics = Metrics::default();
+        let registry = Registry::new(Arc::new(Metrics::default()));
+        let id = SessionId::from_random([1; 24]);
+        let handle = SessionHandle {
+            id: id.clone(),
+            hosts: Arc::from(vec!["a.test".to_owned(), "www.a.test".to_owned()]),
+            mailbox: Arc::new(Mailbox::default()),
+            max_line: 100,
+        };
+        registry.insert(handle.clone());
+        // Found on the vhost that serves its hosts, also renamed by a reload.
+        assert!(registry
+            .find(&id, &scope(&metrics, &["www.a.test"]))
+            .is_some());
+        assert!(registry.find(&id, &scope(&metrics, &["b.test"])).is_none());
+        assert!(registry.find_any(&id).is_some());
+        let unknown = SessionId::from_random([2; 24]);
+        assert!(registry.find_any(&unknown).is_none());
+        handle.mailbox.close();
+        assert!(registry.find(&id, &scope(&metrics, &["a.test"])).is_none());
+        assert!(registry.find_any(&id).is_none());
+        registry.remove(&id);
+        assert!(registry.cache.get(&id).is_none());
+    }
+}

@@ -4,11 +4,15 @@
 //! on one of them, so a takeover is answered whatever the state of the
 //! older connection (SPEC 4 "Takeover", "Promptness").
 //!
-//! States (derived, never stored twice): *attached* (a link), *detached*
-//! (no link; the grace timer runs), *finishing* (the worker is gone but
-//! lines are still owed to the client), then the task ends.
+//! Its life is SPEC's `Opening -> Attached <-> Detached -> Finishing ->
+//! Closed`, in two enums: [`State`], whether a client link is attached
+//! (changed only by [`Session::transition`], which does what goes with a
+//! change once), and [`Phase`], whether the worker side is still live
+//! (changed only by [`Session::finish`]). Finishing is the phase in which
+//! the worker side is gone but lines are still owed to the client.
 
 use std::future::Future;
+use std::mem;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,12 +25,15 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::balance::WorkerPin;
-use super::link::{ClientRead, CloseWith, Link, NotUtf8};
+use super::end::Closing;
+pub(crate) use super::end::EndReason;
+use super::link::{ClientRead, Link, NotUtf8};
 use super::mailbox::Mailbox;
+use super::rate::RateGate;
 use super::registry::{Registry, SessionHandle, SessionSlot};
 use super::worker_side::{MessageTarget, WorkerGone, WorkerSide};
 use crate::config::PersistentConfig;
-use crate::metrics::{Direction, Limit, Metrics, SessionState, VhostMetrics};
+use crate::metrics::{Direction, SessionState, VhostMetrics};
 
 /// Worker output read ahead while attached, beyond what the client link
 /// has queued: the rest stays in the worker's socket (backpressure).
@@ -88,55 +95,6 @@ pub(crate) enum PushRefused {
     Full,
 }
 
-/// Why a session ended (the metric label of SPEC 9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EndReason {
-    ClientEnd,
-    WorkerEnd,
-    GraceExpired,
-    ResumeGone,
-    LineTooLong,
-    ProtocolError,
-    Admin,
-    /// Message mode: a non-2xx answer.
-    WorkerStatus(u16),
-    /// Message mode: the worker could not be reached.
-    WorkerUnreachable,
-    Shutdown,
-}
-
-impl EndReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            EndReason::ClientEnd => "client_end",
-            EndReason::WorkerEnd => "worker_end",
-            EndReason::GraceExpired => "grace_expired",
-            EndReason::ResumeGone => "resume_gone",
-            EndReason::LineTooLong => "line_too_long",
-            EndReason::ProtocolError => "protocol_error",
-            EndReason::Admin => "admin",
-            EndReason::WorkerStatus(_) => "worker_status",
-            EndReason::WorkerUnreachable => "worker_unreachable",
-            EndReason::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// How an attached WebSocket is closed when a session ends for `reason`
-/// (SPEC 3 "Close codes"); a native link just closes.
-fn close_for(reason: EndReason) -> CloseWith {
-    let (code, reason) = match reason {
-        EndReason::Shutdown => (1012, "shutdown"),
-        EndReason::LineTooLong => (1009, "line_too_long"),
-        EndReason::ProtocolError => (1007, "protocol_error"),
-        EndReason::ResumeGone => (4410, "resume impossible"),
-        EndReason::WorkerStatus(status) => (4000 + status, "worker status"),
-        EndReason::WorkerUnreachable => (4502, "worker unreachable"),
-        _ => (1000, reason.as_str()),
-    };
-    CloseWith { code, reason }
-}
-
 /// Everything a new session starts with.
 pub(crate) struct Opening {
     pub(crate) id: SessionId,
@@ -153,61 +111,6 @@ pub(crate) struct Opening {
     pub(crate) metrics: Arc<VhostMetrics>,
 }
 
-/// Lines per second in one direction; over the limit, reading waits for
-/// the next one-second window (backpressure, never a drop).
-struct RateGate {
-    limit: u32,
-    count: u32,
-    window_end: Option<Instant>,
-    sleep: Option<Pin<Box<Sleep>>>,
-}
-
-impl RateGate {
-    fn new(limit: u32) -> RateGate {
-        RateGate {
-            limit,
-            count: 0,
-            window_end: None,
-            sleep: None,
-        }
-    }
-
-    /// Whether a line may be read now; the first refusal of a window is
-    /// counted as a `line_rate` limit hit.
-    fn allow(&mut self, cx: &mut Context<'_>, metrics: &Metrics) -> bool {
-        if self.count < self.limit {
-            return true;
-        }
-        let end = self.window_end.unwrap_or_else(Instant::now);
-        if Instant::now() >= end {
-            self.count = 0;
-            self.window_end = None;
-            self.sleep = None;
-            return true;
-        }
-        let sleep = self.sleep.get_or_insert_with(|| {
-            metrics.limit_hit(Limit::LineRate);
-            Box::pin(tokio::time::sleep_until(end))
-        });
-        if sleep.as_mut().poll(cx).is_ready() {
-            self.count = 0;
-            self.window_end = None;
-            self.sleep = None;
-            return true;
-        }
-        false
-    }
-
-    fn note(&mut self) {
-        let now = Instant::now();
-        if self.window_end.is_none_or(|end| now >= end) {
-            self.window_end = Some(now + Duration::from_secs(1));
-            self.count = 0;
-        }
-        self.count += 1;
-    }
-}
-
 /// Per-session counts for the end-of-session log line.
 #[derive(Default)]
 struct Stats {
@@ -219,6 +122,45 @@ struct Stats {
     takeovers: u64,
 }
 
+type Timer = Pin<Box<Sleep>>;
+
+/// Whether a client link is attached (SPEC 2, 4). Changed only by
+/// [`Session::transition`].
+enum State {
+    /// Opened (generation 0) or resumed: waiting for the link of the
+    /// newest generation, which has received `from` lines; the grace
+    /// timer runs meanwhile.
+    Awaiting { from: u64, grace: Timer },
+    /// A client link takes the session's lines; `write_stall` runs while
+    /// it makes no write progress with output pending. The link stays in
+    /// the box it came in: a session without one stays small.
+    Attached {
+        link: Box<Link>,
+        write_stall: Option<Timer>,
+    },
+    /// The client left; the grace timer runs.
+    Detached { grace: Timer },
+    /// Before the session opened and after it ended: counted nowhere.
+    Closed,
+}
+
+/// What [`Session::transition`] moves to.
+enum To {
+    Awaiting { from: u64 },
+    Attached { link: Box<Link>, from: u64 },
+    Detached,
+    Closed,
+}
+
+/// Whether the worker side is live. Changed only by [`Session::finish`].
+enum Phase {
+    Live(WorkerSide),
+    /// The worker side is gone (closed by the worker or by the gateway):
+    /// the session ends for this reason once its remaining lines are out
+    /// to an attached client, or when a detached one's grace runs out.
+    Finishing(EndReason),
+}
+
 struct Session {
     id: SessionId,
     vhost: Arc<str>,
@@ -226,7 +168,8 @@ struct Session {
     peer: SocketAddr,
     started: Instant,
     mailbox: Arc<Mailbox>,
-    worker: Option<WorkerSide>,
+    state: State,
+    phase: Phase,
     /// Message mode: where `Session-Event: close` goes when the session ends.
     message: Option<Arc<MessageTarget>>,
     /// Client lines delivered to the worker (`Session-Received`).
@@ -235,25 +178,12 @@ struct Session {
     /// so that short lines cost their bytes and no more.
     backlog: LineQueue,
     replay: ReplayWindow,
-    link: Option<Link>,
-    /// The newest resume's generation, and its count while its link is
-    /// still on the way.
+    /// The newest resume's generation: only its link may attach.
     gen: u64,
-    awaiting: Option<u64>,
-    grace: Option<Pin<Box<Sleep>>>,
-    write_stall: Option<Pin<Box<Sleep>>>,
-    /// Why the session ends once its remaining lines are out, when the
-    /// gateway (not the worker) closed the worker side.
-    ending: Option<EndReason>,
-    /// How an attached WebSocket is closed when the session ends on an
-    /// error; `None`: by the reason's usual code.
-    close_with: Option<CloseWith>,
     worker_rate: RateGate,
     client_rate: RateGate,
     stats: Stats,
     metrics: Arc<VhostMetrics>,
-    /// The state this session is counted in by `tether_sessions`.
-    counted_as: Option<SessionState>,
     registry: Arc<Registry>,
     _slot: SessionSlot,
     _pin: WorkerPin,
@@ -270,39 +200,33 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         max_line: opening.config.max_line,
     };
     let config = opening.config;
-    let session = Session {
+    let mut session = Session {
         id: opening.id,
         vhost: opening.vhost,
         peer: opening.peer,
         started: Instant::now(),
         mailbox,
-        worker: Some(opening.worker),
+        state: State::Closed,
+        phase: Phase::Live(opening.worker),
         message: opening.message,
         delivered: 0,
         // The ring may grow to what reading can queue: the larger of the
         // two read limits (plus the one line that crosses it).
         backlog: LineQueue::new(config.detached_backlog.max(ATTACHED_AHEAD)),
         replay: ReplayWindow::new(config.replay_window),
-        link: None,
         gen: 0,
-        awaiting: Some(0),
-        // Nothing carried yet: the short grace of an unused session.
-        grace: Some(Box::pin(tokio::time::sleep(
-            config.resume_grace.min(config.unused_grace),
-        ))),
-        write_stall: None,
-        ending: None,
-        close_with: None,
         worker_rate: RateGate::new(config.max_lines_per_second),
         client_rate: RateGate::new(config.max_lines_per_second),
         config,
         stats: Stats::default(),
         metrics: opening.metrics,
-        counted_as: None,
         registry: opening.registry,
         _slot: opening.slot,
         _pin: opening.pin,
     };
+    // Opening: the answer is on its way to the client, whose link will be
+    // generation 0 and has received nothing.
+    session.transition(To::Awaiting { from: 0 });
     // In the index before the task runs, so that its removal at the end
     // always comes after.
     session.registry.insert(handle.clone());
@@ -312,17 +236,15 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
 
 impl Session {
     async fn run(mut self) {
-        self.count_as(Some(SessionState::Detached));
         let reason = std::future::poll_fn(|cx| self.poll_session(cx)).await;
-        if let Some(link) = self.link.take() {
-            link.abort(self.close_with.unwrap_or_else(|| close_for(reason)));
+        if let Some(link) = self.transition(To::Closed) {
+            link.abort(Closing::Ended(reason));
         }
         self.mailbox.close();
         self.registry.remove(&self.id);
         if let Some(target) = self.message.take() {
             target.send_close();
         }
-        self.count_as(None);
         self.metrics.session_ended(reason.as_str());
         self.metrics.backlog_bytes(-(self.backlog.bytes() as i64));
         self.metrics
@@ -345,6 +267,84 @@ impl Session {
         );
     }
 
+    /// The one way the state changes, doing once what goes with a change:
+    /// the `tether_sessions` gauge, a fresh grace timer on entering a state
+    /// without a link (`grace_time()` as of now), a write-stall timer that
+    /// belongs to one attached link, and the replay, started from the
+    /// client's count when a link attaches and stopped when it leaves.
+    /// Gives back the link that was attached, for the caller to close as
+    /// its cause requires (takeover, client gone, dead).
+    fn transition(&mut self, to: To) -> Option<Box<Link>> {
+        let old = mem::replace(&mut self.state, State::Closed);
+        let was = gauge_of(&old);
+        let link = match old {
+            State::Attached { link, .. } => {
+                self.replay.stop_replay();
+                Some(link)
+            }
+            // The grace timer and the awaited count go with the state.
+            State::Awaiting { .. } | State::Detached { .. } | State::Closed => None,
+        };
+        self.state = match to {
+            To::Awaiting { from } => State::Awaiting {
+                from,
+                grace: self.grace_timer(),
+            },
+            To::Attached { link, from } => {
+                // Replayed as the client takes lines, like live ones: a
+                // client that resumes and does not read must not make the
+                // link hold a copy of the whole window.
+                self.replay.start_replay(from);
+                State::Attached {
+                    link,
+                    write_stall: None,
+                }
+            }
+            To::Detached => State::Detached {
+                grace: self.grace_timer(),
+            },
+            To::Closed => State::Closed,
+        };
+        let now = gauge_of(&self.state);
+        if was != now {
+            if let Some(old) = was {
+                self.metrics.session_state(old, -1);
+            }
+            if let Some(new) = now {
+                self.metrics.session_state(new, 1);
+            }
+        }
+        link
+    }
+
+    /// The one way into finishing: the worker side, if still live, is
+    /// closed (dropped) now, and the session ends for `reason` once the
+    /// client has its lines. A gateway's end (`DELETE`, SIGTERM) also
+    /// renames the end of a session already finishing.
+    fn finish(&mut self, reason: EndReason) {
+        self.phase = Phase::Finishing(reason);
+    }
+
+    fn attached(&self) -> bool {
+        matches!(self.state, State::Attached { .. })
+    }
+
+    fn grace_timer(&self) -> Timer {
+        Box::pin(tokio::time::sleep(self.grace_time()))
+    }
+
+    /// `resume_grace`, or `unused_grace` when that is shorter and the
+    /// channel never carried a line: an open-and-drop costs the attacker
+    /// nothing, so it may hold a worker connection only briefly.
+    fn grace_time(&self) -> Duration {
+        let used = self.stats.lines_to_worker > 0 || self.stats.lines_to_client > 0;
+        if used {
+            self.config.resume_grace
+        } else {
+            self.config.resume_grace.min(self.config.unused_grace)
+        }
+    }
+
     fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<EndReason> {
         for _ in 0..BUDGET {
             match self.step(cx) {
@@ -364,62 +364,38 @@ impl Session {
             self.command(cmd)?;
             moved = true;
         }
-        if self
-            .link
-            .as_mut()
-            .is_some_and(|l| l.poll_dead(cx).is_ready())
-        {
-            tracing::debug!(session = ?self.id, "no pong for 30 s: detached");
-            self.detached();
-            moved = true;
+        if let State::Attached { link, .. } = &mut self.state {
+            if link.poll_dead(cx).is_ready() {
+                tracing::debug!(session = ?self.id, "no pong for 30 s: detached");
+                self.transition(To::Detached);
+                moved = true;
+            }
         }
         moved |= self.read_worker(cx)?;
         moved |= self.feed_link()?;
         moved |= self.write_link(cx);
         moved |= self.read_client(cx)?;
         moved |= self.write_worker(cx);
-        if self.worker.is_none() && self.backlog.is_empty() && !self.replay.is_replaying() {
-            let reason = self.finish_reason();
-            if let Some(link) = &mut self.link {
+        if let Phase::Finishing(reason) = self.phase {
+            let owed = !self.backlog.is_empty() || self.replay.is_replaying();
+            if let (false, State::Attached { link, .. }) = (owed, &mut self.state) {
                 // Finishing and attached: every line written, then EOF
                 // (WebSocket: close 1000, or 1012 when the gateway stops).
-                if link.poll_finish(cx, close_for(reason)).is_ready() {
-                    self.link = None;
+                if link.poll_finish(cx, Closing::Ended(reason)).is_ready() {
+                    self.transition(To::Closed);
                     return Err(reason);
                 }
             }
         }
-        if self.link.is_none() {
-            let grace_time = self.grace_time();
-            let grace = self
-                .grace
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(grace_time)));
+        if let State::Awaiting { grace, .. } | State::Detached { grace } = &mut self.state {
             if grace.as_mut().poll(cx).is_ready() {
-                return Err(if self.worker.is_none() {
-                    self.finish_reason()
-                } else {
-                    EndReason::GraceExpired
+                return Err(match self.phase {
+                    Phase::Finishing(reason) => reason,
+                    Phase::Live(_) => EndReason::GraceExpired,
                 });
             }
         }
         Ok(moved)
-    }
-
-    fn count_as(&mut self, state: Option<SessionState>) {
-        if self.counted_as == state {
-            return;
-        }
-        if let Some(old) = self.counted_as {
-            self.metrics.session_state(old, -1);
-        }
-        if let Some(new) = state {
-            self.metrics.session_state(new, 1);
-        }
-        self.counted_as = state;
-    }
-
-    fn finish_reason(&self) -> EndReason {
-        self.ending.unwrap_or(EndReason::WorkerEnd)
     }
 
     fn command(&mut self, cmd: Command) -> Result<(), EndReason> {
@@ -429,17 +405,12 @@ impl Session {
                     let _ = reply.send(Err(Gone));
                     return Err(EndReason::ResumeGone);
                 }
-                if let Some(old) = self.link.take() {
-                    old.abort(CloseWith {
-                        code: 4409,
-                        reason: "taken over",
-                    });
+                if let Some(old) = self.transition(To::Awaiting { from: received }) {
+                    old.abort(Closing::TakenOver);
                     self.stats.takeovers += 1;
                     self.metrics.takeover();
                 }
-                self.detached();
                 self.gen += 1;
-                self.awaiting = Some(received);
                 self.stats.resumes += 1;
                 let _ = reply.send(Ok(Resumed {
                     delivered: self.delivered,
@@ -447,41 +418,38 @@ impl Session {
                 }));
             }
             Command::Attach { gen, link } => {
-                let Some(from) = self.awaiting.filter(|_| gen == self.gen) else {
-                    // A connection overtaken before it could attach.
+                let State::Awaiting { from, .. } = self.state else {
                     return Ok(());
                 };
-                self.awaiting = None;
-                // Replayed as the client takes lines, like live ones: a
-                // client that resumes and does not read must not make the
-                // link hold a copy of the whole window.
-                self.replay.start_replay(from);
-                self.link = Some(*link);
-                self.count_as(Some(SessionState::Attached));
-                self.grace = None;
-                self.write_stall = None;
+                if gen != self.gen {
+                    // A connection overtaken before it could attach.
+                    return Ok(());
+                }
+                self.transition(To::Attached { link, from });
             }
             Command::End { reply } => {
-                self.worker = None;
-                self.ending = Some(EndReason::ClientEnd);
+                self.finish(EndReason::ClientEnd);
                 // Ended now: an attached client still gets its lines, but
                 // no request can reach the session any more (a resume gets
                 // the 410 of SPEC 4).
                 self.mailbox.close();
                 let _ = reply.send(());
-                if self.link.is_none() {
+                if !self.attached() {
                     return Err(EndReason::ClientEnd);
                 }
             }
             Command::Fail(reason) => return Err(reason),
             Command::Push { lines, reply } => {
-                if self.worker.is_none() {
+                if let Phase::Finishing(_) = self.phase {
                     let _ = reply.send(Err(PushRefused::Ended));
                     return Ok(());
                 }
                 let size: usize = lines.iter().map(Bytes::len).sum();
-                let unsent = self.backlog.bytes() + self.link.as_ref().map_or(0, Link::pending);
-                if unsent + size > self.config.detached_backlog {
+                let queued = match &self.state {
+                    State::Attached { link, .. } => link.pending(),
+                    _ => 0,
+                };
+                if self.backlog.bytes() + queued + size > self.config.detached_backlog {
                     let _ = reply.send(Err(PushRefused::Full));
                     return Ok(());
                 }
@@ -495,17 +463,16 @@ impl Session {
                 let _ = reply.send(Ok(()));
             }
             Command::AdminEnd { reply } => {
-                let live = self.worker.take().is_some();
+                let live = matches!(self.phase, Phase::Live(_));
                 if live {
-                    self.ending = Some(EndReason::Admin);
+                    self.finish(EndReason::Admin);
                 }
                 let _ = reply.send(live);
             }
             Command::Shutdown => {
-                self.worker = None;
-                self.ending = Some(EndReason::Shutdown);
+                self.finish(EndReason::Shutdown);
                 self.mailbox.close();
-                if self.link.is_none() {
+                if !self.attached() {
                     return Err(EndReason::Shutdown);
                 }
             }
@@ -513,37 +480,16 @@ impl Session {
         Ok(())
     }
 
-    /// The client link is gone (or replaced): grace starts.
-    fn detached(&mut self) {
-        self.link = None;
-        self.replay.stop_replay();
-        self.count_as(Some(SessionState::Detached));
-        self.write_stall = None;
-        self.grace = Some(Box::pin(tokio::time::sleep(self.grace_time())));
-    }
-
-    /// `resume_grace`, or `unused_grace` when that is shorter and the
-    /// channel never carried a line: an open-and-drop costs the attacker
-    /// nothing, so it may hold a worker connection only briefly.
-    fn grace_time(&self) -> std::time::Duration {
-        let used = self.stats.lines_to_worker > 0 || self.stats.lines_to_client > 0;
-        if used {
-            self.config.resume_grace
-        } else {
-            self.config.resume_grace.min(self.config.unused_grace)
-        }
-    }
-
     fn read_worker(&mut self, cx: &mut Context<'_>) -> Result<bool, EndReason> {
+        let limit = if self.attached() {
+            ATTACHED_AHEAD
+        } else {
+            self.config.detached_backlog
+        };
         let mut moved = false;
         loop {
-            let Some(worker) = &mut self.worker else {
+            let Phase::Live(worker) = &mut self.phase else {
                 return Ok(moved);
-            };
-            let limit = if self.link.is_some() {
-                ATTACHED_AHEAD
-            } else {
-                self.config.detached_backlog
             };
             if self.backlog.bytes() >= limit || !self.worker_rate.allow(cx, self.registry.metrics())
             {
@@ -563,8 +509,7 @@ impl Session {
                 Poll::Ready(Err(gone)) => {
                     // The worker side is over; whole lines are still owed
                     // to the client (SPEC 2 "Worker end", SPEC 6).
-                    self.worker = None;
-                    self.ending.get_or_insert(match gone {
+                    self.finish(match gone {
                         WorkerGone::Closed => EndReason::WorkerEnd,
                         WorkerGone::Status(s) => EndReason::WorkerStatus(s),
                         WorkerGone::Unreachable => EndReason::WorkerUnreachable,
@@ -579,7 +524,7 @@ impl Session {
     /// Moves the lines a resume replays, then worker lines, onto the client
     /// link; from here worker lines count as sent and are kept for replay.
     fn feed_link(&mut self) -> Result<bool, EndReason> {
-        let Some(link) = &mut self.link else {
+        let State::Attached { link, .. } = &mut self.state else {
             return Ok(false);
         };
         let mut moved = false;
@@ -589,10 +534,6 @@ impl Session {
                 if link.queue(&line).is_err() {
                     // A session opened natively, resumed over WebSocket,
                     // with lines a browser cannot take.
-                    self.close_with = Some(CloseWith {
-                        code: 4502,
-                        reason: "not utf-8",
-                    });
                     return Err(EndReason::ProtocolError);
                 }
                 moved = true;
@@ -611,10 +552,6 @@ impl Session {
             };
             self.metrics.backlog_bytes(-(len as i64));
             if let Err(NotUtf8) = queued {
-                self.close_with = Some(CloseWith {
-                    code: 4502,
-                    reason: "not utf-8",
-                });
                 return Err(EndReason::ProtocolError);
             }
             self.metrics
@@ -625,45 +562,43 @@ impl Session {
     }
 
     fn write_link(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(link) = &mut self.link else {
+        let State::Attached { link, write_stall } = &mut self.state else {
             return false;
         };
         if link.pending() == 0 {
-            self.write_stall = None;
+            *write_stall = None;
             return false;
         }
         match link.poll_write_some(cx) {
             Poll::Ready(Ok(())) => {
-                self.write_stall = None;
-                true
+                *write_stall = None;
+                return true;
             }
-            Poll::Ready(Err(_)) => {
-                self.detached();
-                true
-            }
+            Poll::Ready(Err(_)) => {}
             Poll::Pending => {
-                let stall = self
-                    .write_stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
-                if stall.as_mut().poll(cx).is_ready() {
-                    tracing::debug!(session = ?self.id, "client made no write progress: detached");
-                    self.detached();
-                    return true;
+                let stall =
+                    write_stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
+                if stall.as_mut().poll(cx).is_pending() {
+                    return false;
                 }
-                false
+                tracing::debug!(session = ?self.id, "client made no write progress: detached");
             }
         }
+        self.transition(To::Detached);
+        true
     }
 
     fn read_client(&mut self, cx: &mut Context<'_>) -> Result<bool, EndReason> {
         let mut moved = false;
         loop {
-            let Some(link) = &mut self.link else {
+            let State::Attached { link, .. } = &mut self.state else {
                 return Ok(moved);
             };
-            if !self.worker.as_ref().is_none_or(WorkerSide::can_take)
-                || !self.client_rate.allow(cx, self.registry.metrics())
-            {
+            let worker_takes = match &self.phase {
+                Phase::Live(worker) => worker.can_take(),
+                Phase::Finishing(_) => true,
+            };
+            if !worker_takes || !self.client_rate.allow(cx, self.registry.metrics()) {
                 return Ok(moved);
             }
             let queued = link.pending();
@@ -674,7 +609,7 @@ impl Session {
                 Poll::Ready(ClientRead::Line(line)) => {
                     moved = true;
                     // After the worker's end, client lines have nowhere to go.
-                    if let Some(worker) = &mut self.worker {
+                    if let Phase::Live(worker) = &mut self.phase {
                         self.client_rate.note();
                         self.metrics.line(Direction::ToWorker, line.len());
                         self.stats.lines_to_worker += 1;
@@ -691,10 +626,9 @@ impl Session {
                         .replay_bytes(self.replay.held_bytes() as i64 - held as i64);
                 }
                 Poll::Ready(ClientRead::Gone) => {
-                    if let Some(link) = self.link.take() {
+                    if let Some(link) = self.transition(To::Detached) {
                         link.release();
                     }
-                    self.detached();
                     return Ok(true);
                 }
                 Poll::Ready(ClientRead::End) => {
@@ -703,26 +637,35 @@ impl Session {
                     return Err(EndReason::ClientEnd);
                 }
                 Poll::Ready(ClientRead::TooLong) => return Err(EndReason::LineTooLong),
-                Poll::Ready(ClientRead::Broken { code, reason }) => {
-                    self.close_with = Some(CloseWith { code, reason });
-                    return Err(EndReason::ProtocolError);
-                }
+                Poll::Ready(ClientRead::Broken) => return Err(EndReason::ProtocolError),
             }
         }
     }
 
     fn write_worker(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(worker) = &mut self.worker else {
+        let Phase::Live(worker) = &mut self.phase else {
             return false;
         };
         match worker.poll_send(cx) {
             Ok(moved) => moved,
             Err(_) => {
                 // The worker cannot take lines any more: its end.
-                self.worker = None;
-                self.ending.get_or_insert(EndReason::WorkerEnd);
+                self.finish(EndReason::WorkerEnd);
                 true
             }
         }
     }
 }
+
+/// The `tether_sessions` state a session in `state` is counted in: an
+/// awaited link is not attached yet.
+fn gauge_of(state: &State) -> Option<SessionState> {
+    match state {
+        State::Attached { .. } => Some(SessionState::Attached),
+        State::Awaiting { .. } | State::Detached { .. } => Some(SessionState::Detached),
+        State::Closed => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -16,8 +16,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use http_body::Body as _;
 use tether_wire::LineReader;
-use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::link::poll_read_lines;
 use crate::body::Body;
@@ -85,9 +84,16 @@ impl WorkerSide {
     }
 }
 
+/// A stream-mode worker connection: TCP in the gateway, an in-memory pipe
+/// in the session task's tests. Boxed, so a session pays one pointer and
+/// one small allocation for not knowing which.
+pub(crate) trait WorkerIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> WorkerIo for T {}
+
 /// Stream mode: the worker's connection after its persistent answer.
 pub(crate) struct StreamSide {
-    stream: TcpStream,
+    stream: Box<dyn WorkerIo>,
     input: LineReader,
     out: BytesMut,
     eof: bool,
@@ -95,7 +101,7 @@ pub(crate) struct StreamSide {
 
 impl StreamSide {
     /// `leftover`: worker bytes read past the initial body.
-    pub(crate) fn new(stream: TcpStream, leftover: &[u8], max_line: usize) -> StreamSide {
+    pub(crate) fn new(stream: Box<dyn WorkerIo>, leftover: &[u8], max_line: usize) -> StreamSide {
         let mut input = LineReader::new(max_line);
         input.push(leftover);
         StreamSide {

@@ -145,6 +145,28 @@ pub(crate) fn close_code(payload: &[u8]) -> u16 {
     }
 }
 
+/// Whether `code` may travel in a close frame (RFC 6455 §7.4): 1005, 1006
+/// and 1015 stand for conditions and must never be sent, 1004 and the
+/// rest of 1000-2999 are reserved, below 1000 nothing is defined.
+fn close_code_on_wire(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// The code that answers a client's close frame: its own code, as RFC 6455
+/// §5.5.1 asks, when that code may be sent; 1000 for a close without a
+/// code; 1002 (protocol error) for a code no endpoint may send, or a
+/// payload of one byte, so that a forbidden code is never echoed.
+pub(crate) fn close_answer(payload: &[u8]) -> u16 {
+    match payload.len() {
+        0 => CLOSE_NORMAL,
+        1 => CLOSE_PROTOCOL,
+        _ => match close_code(payload) {
+            code if close_code_on_wire(code) => code,
+            _ => CLOSE_PROTOCOL,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +250,18 @@ mod tests {
         encode_close(&mut out, 4409, "taken over");
         assert_eq!(&out[..4], &[0x88, 12, 0x11, 0x39]);
         assert_eq!(close_code(&out[2..]), 4409);
+    }
+
+    #[test]
+    fn close_answers_never_carry_a_forbidden_code() {
+        let with = |code: u16| code.to_be_bytes();
+        for code in [1005, 1006, 1015, 0, 999, 1004, 1016, 2999, 5000, 65535] {
+            assert_eq!(close_answer(&with(code)), CLOSE_PROTOCOL, "{code}");
+        }
+        for code in [1000, 1001, 1003, 1008, 1011, 3000, 4000, 4999] {
+            assert_eq!(close_answer(&with(code)), code);
+        }
+        assert_eq!(close_answer(b""), CLOSE_NORMAL);
+        assert_eq!(close_answer(&[3]), CLOSE_PROTOCOL);
     }
 }

@@ -2,6 +2,7 @@
 //! frame, one line, without its LF), binary frames carry control records;
 //! the gateway pings every 15 s and a client silent for 30 s is gone.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -14,9 +15,8 @@ use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
 use super::frame::{self, Frame};
-use crate::session::link::{
-    poll_read_with, poll_write_out, ClientIo, ClientRead, CloseWith, NotUtf8,
-};
+use crate::session::end::{Closing, EndReason};
+use crate::session::link::{poll_read_with, poll_write_out, ClientIo, ClientRead, NotUtf8};
 
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// The largest control record a client may send; records are not lines,
@@ -27,6 +27,41 @@ const DEAD_AFTER: Duration = Duration::from_secs(30);
 /// which the client is not read: a client that pings without reading would
 /// otherwise make the gateway queue pongs without limit.
 const CONTROL_HIGH: usize = 4 * 1024;
+
+/// A close frame's code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CloseWith {
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
+}
+
+/// How a session's end, or a takeover, is said on a WebSocket (SPEC 3
+/// "Close codes", SPEC 6); `failure` is what this link itself found wrong
+/// (a frame the client broke, a line a browser cannot take), which is what
+/// a protocol error is closed with.
+fn close_for(why: Closing, failure: Option<CloseWith>) -> (u16, Cow<'static, str>) {
+    let reason = match why {
+        Closing::TakenOver => return (4409, Cow::Borrowed("taken over")),
+        Closing::Ended(reason) => reason,
+    };
+    let (code, text) = match reason {
+        EndReason::Shutdown => (1012, "shutdown"),
+        EndReason::LineTooLong => (frame::CLOSE_TOO_BIG, "line_too_long"),
+        EndReason::ProtocolError => failure
+            .map_or((frame::CLOSE_INVALID_DATA, "protocol_error"), |f| {
+                (f.code, f.reason)
+            }),
+        EndReason::ResumeGone => (4410, "resume impossible"),
+        // Never 4000 + status mid-session: 4409, 4410 and 4429 are the
+        // gateway's own (SPEC 6).
+        EndReason::WorkerStatus(status) => {
+            return (4502, Cow::Owned(format!("worker status {status}")))
+        }
+        EndReason::WorkerUnreachable => (4502, "worker unreachable"),
+        _ => (frame::CLOSE_NORMAL, reason.as_str()),
+    };
+    (code, Cow::Borrowed(text))
+}
 
 pub(crate) struct WsLink {
     io: Box<dyn ClientIo>,
@@ -47,6 +82,8 @@ pub(crate) struct WsLink {
     max_line: usize,
     eof: bool,
     close_sent: bool,
+    /// Why this link broke its session, said when it is closed.
+    failure: Option<CloseWith>,
     last_heard: Instant,
     ping: Option<Pin<Box<Sleep>>>,
 }
@@ -67,6 +104,7 @@ impl WsLink {
             max_line,
             eof: false,
             close_sent: false,
+            failure: None,
             last_heard: Instant::now(),
             ping: None,
         }
@@ -79,7 +117,10 @@ impl WsLink {
     /// Queues a line as a text frame; lines must be UTF-8 for browsers.
     pub(crate) fn queue_line(&mut self, line: &[u8]) -> Result<(), NotUtf8> {
         let text = line.strip_suffix(b"\n").unwrap_or(line);
-        std::str::from_utf8(text).map_err(|_| NotUtf8)?;
+        if std::str::from_utf8(text).is_err() {
+            self.failure = Some(NOT_UTF8);
+            return Err(NotUtf8);
+        }
         frame::encode(&mut self.out, frame::OP_TEXT, text);
         Ok(())
     }
@@ -128,12 +169,7 @@ impl WsLink {
                 Err(e) if e.code == frame::CLOSE_TOO_BIG => {
                     return Poll::Ready(Err(ClientRead::TooLong))
                 }
-                Err(e) => {
-                    return Poll::Ready(Err(ClientRead::Broken {
-                        code: e.code,
-                        reason: e.reason,
-                    }))
-                }
+                Err(e) => return Poll::Ready(Err(self.broken(e.code, e.reason))),
                 Ok(Some(f)) => {
                     self.last_heard = Instant::now();
                     if let Some(done) = self.take_frame(f) {
@@ -173,17 +209,11 @@ impl WsLink {
                 if code == frame::CLOSE_NORMAL {
                     return Some(Err(ClientRead::End));
                 }
-                // Any other close detaches (SPEC 3); the close is answered
-                // with the client's own code, as RFC 6455 §5.5.1 asks
-                // (1005, "no status", is not sent on the wire: 1000 then).
+                // Any other close detaches (SPEC 3); the answer echoes the
+                // client's code unless that code may not be sent.
                 if !self.close_sent {
-                    let echo = if code == 1005 {
-                        frame::CLOSE_NORMAL
-                    } else {
-                        code
-                    };
                     let before = self.out.len();
-                    frame::encode_close(&mut self.out, echo, "");
+                    frame::encode_close(&mut self.out, frame::close_answer(&f.payload), "");
                     self.note_control(before);
                     self.close_sent = true;
                 }
@@ -191,7 +221,7 @@ impl WsLink {
             }
             frame::OP_CONTINUATION => {
                 let Some((opcode, mut bytes)) = self.message.take() else {
-                    return Some(Err(protocol("continuation without a message")));
+                    return Some(Err(self.protocol("continuation without a message")));
                 };
                 if bytes.len() + f.payload.len() > self.max_line.max(MAX_CONTROL) {
                     return Some(Err(ClientRead::TooLong));
@@ -206,7 +236,7 @@ impl WsLink {
             }
             opcode => {
                 if self.message.is_some() {
-                    return Some(Err(protocol("new message inside a fragmented one")));
+                    return Some(Err(self.protocol("new message inside a fragmented one")));
                 }
                 if f.fin {
                     Some(Ok((opcode, f.payload)))
@@ -234,23 +264,14 @@ impl WsLink {
         if opcode == frame::OP_BINARY {
             return Poll::Ready(match ClientControl::parse(&payload) {
                 Ok(ClientControl::Ack(n)) => ClientRead::Ack(n),
-                _ => ClientRead::Broken {
-                    code: 4400,
-                    reason: "bad control record",
-                },
+                _ => self.broken(4400, "bad control record"),
             });
         }
         if std::str::from_utf8(&payload).is_err() {
-            return Poll::Ready(ClientRead::Broken {
-                code: frame::CLOSE_INVALID_DATA,
-                reason: "invalid utf-8",
-            });
+            return Poll::Ready(self.broken(frame::CLOSE_INVALID_DATA, "invalid utf-8"));
         }
         if payload.contains(&b'\n') {
-            return Poll::Ready(ClientRead::Broken {
-                code: frame::CLOSE_INVALID_DATA,
-                reason: "protocol_error",
-            });
+            return Poll::Ready(self.broken(frame::CLOSE_INVALID_DATA, "protocol_error"));
         }
         if payload.len() + 1 > self.max_line {
             return Poll::Ready(ClientRead::TooLong);
@@ -282,28 +303,54 @@ impl WsLink {
         .await
     }
 
-    pub(crate) fn poll_finish(
-        &mut self,
-        cx: &mut Context<'_>,
-        close: CloseWith,
-    ) -> Poll<io::Result<()>> {
+    /// A client that broke the rules: the session ends, and this link is
+    /// closed with `code` (the task only learns that it broke).
+    fn broken(&mut self, code: u16, reason: &'static str) -> ClientRead {
+        self.failure = Some(CloseWith { code, reason });
+        ClientRead::Broken
+    }
+
+    /// A frame sequence RFC 6455 forbids (the why is for debugging only).
+    fn protocol(&mut self, why: &'static str) -> ClientRead {
+        tracing::debug!(why, "WebSocket protocol error");
+        self.broken(frame::CLOSE_PROTOCOL, "protocol_error")
+    }
+
+    fn queue_close(&mut self, code: u16, reason: &str) {
         if !self.close_sent {
-            frame::encode_close(&mut self.out, close.code, close.reason);
+            frame::encode_close(&mut self.out, code, reason);
             self.close_sent = true;
         }
+    }
+
+    /// Everything queued is written, then the end of the stream.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.out.is_empty() {
             std::task::ready!(self.poll_write_some(cx))?;
         }
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
-    /// Closes with `close` as far as the socket takes it at once.
-    pub(crate) fn abort(mut self, close: CloseWith) {
+    /// Every queued line, then a close frame that says `why`.
+    pub(crate) fn poll_finish(
+        &mut self,
+        cx: &mut Context<'_>,
+        why: Closing,
+    ) -> Poll<io::Result<()>> {
+        if !self.close_sent {
+            let (code, reason) = close_for(why, self.failure);
+            self.queue_close(code, &reason);
+        }
+        self.poll_shutdown(cx)
+    }
+
+    /// Closes for `why` as far as the socket takes it at once.
+    pub(crate) fn abort(mut self, why: Closing) {
         if !self.close_sent {
             // Unsent lines are not owed to a connection that is closed.
             self.out.clear();
-            frame::encode_close(&mut self.out, close.code, close.reason);
-            self.close_sent = true;
+            let (code, reason) = close_for(why, self.failure);
+            self.queue_close(code, &reason);
         }
         let mut cx = Context::from_waker(Waker::noop());
         let _ = self.poll_write_some(&mut cx);
@@ -321,8 +368,9 @@ impl WsLink {
     /// Closes a link that never joined a session, waiting at most a moment
     /// for the close frame to go out.
     pub(crate) async fn close(mut self, close: CloseWith) {
+        self.queue_close(close.code, close.reason);
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = std::future::poll_fn(|cx| self.poll_finish(cx, close)).await;
+            let _ = std::future::poll_fn(|cx| self.poll_shutdown(cx)).await;
         })
         .await;
     }
@@ -345,21 +393,16 @@ impl WsLink {
     }
 }
 
-/// A frame sequence RFC 6455 forbids (the why is for debugging only).
-fn protocol(why: &'static str) -> ClientRead {
-    tracing::debug!(why, "WebSocket protocol error");
-    ClientRead::Broken {
-        code: frame::CLOSE_PROTOCOL,
-        reason: "protocol_error",
-    }
-}
+/// Worker output a browser cannot take (SPEC 3).
+pub(crate) const NOT_UTF8: CloseWith = CloseWith {
+    code: 4502,
+    reason: "not utf-8",
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-
-    impl ClientIo for DuplexStream {}
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const PINGS: usize = 2000;
     const PONG: usize = 2 + 125;
@@ -369,6 +412,99 @@ mod tests {
         let mut f = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
         f.extend([b'p'; 125]);
         f
+    }
+
+    /// A masked close frame with `payload` (mask key 0).
+    fn close_frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x88, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        f.extend(payload);
+        f
+    }
+
+    #[tokio::test]
+    async fn a_reserved_close_code_is_answered_1002_never_echoed() {
+        for (sent, answered) in [
+            (&1005u16.to_be_bytes()[..], 1002),
+            (&1006u16.to_be_bytes()[..], 1002),
+            (&1015u16.to_be_bytes()[..], 1002),
+            (&2999u16.to_be_bytes()[..], 1002),
+            (&4001u16.to_be_bytes()[..], 4001),
+            (&[][..], 1000),
+        ] {
+            let (mut client, server) = tokio::io::duplex(1024);
+            let mut link = WsLink::new(Box::new(server), BytesMut::new(), 1024);
+            client.write_all(&close_frame(sent)).await.expect("close");
+            let read = std::future::poll_fn(|cx| link.poll_line(cx)).await;
+            assert!(
+                matches!(read, ClientRead::Gone),
+                "a close that is not 1000 detaches"
+            );
+            link.release();
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.expect("answer");
+            assert_eq!(answer[0], 0x88, "a close frame");
+            let code = frame::close_code(&answer[2..]);
+            assert_eq!(code, answered, "answer to {sent:?}");
+        }
+    }
+
+    /// The close frame a link sends when closed for `why` after `setup`.
+    async fn close_said(why: Closing, setup: impl FnOnce(&mut WsLink)) -> (u16, String) {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut link = WsLink::new(Box::new(server), BytesMut::new(), 1024);
+        setup(&mut link);
+        link.out.clear();
+        std::future::poll_fn(|cx| link.poll_finish(cx, why))
+            .await
+            .expect("finish");
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.expect("close");
+        assert_eq!(answer[0], 0x88, "a close frame");
+        let payload = &answer[2..2 + usize::from(answer[1])];
+        let reason = String::from_utf8(payload[2..].to_vec()).expect("UTF-8");
+        (frame::close_code(payload), reason)
+    }
+
+    #[tokio::test]
+    async fn close_codes_of_spec_3_and_6() {
+        let ended = Closing::Ended;
+        for (why, code, reason) in [
+            (Closing::TakenOver, 4409, "taken over"),
+            // SPEC v1.2 section 6: never 4000 + status mid-session.
+            (
+                ended(EndReason::WorkerStatus(500)),
+                4502,
+                "worker status 500",
+            ),
+            (
+                ended(EndReason::WorkerStatus(409)),
+                4502,
+                "worker status 409",
+            ),
+            (
+                ended(EndReason::WorkerUnreachable),
+                4502,
+                "worker unreachable",
+            ),
+            (ended(EndReason::ResumeGone), 4410, "resume impossible"),
+            (ended(EndReason::Shutdown), 1012, "shutdown"),
+            (ended(EndReason::LineTooLong), 1009, "line_too_long"),
+            (ended(EndReason::ProtocolError), 1007, "protocol_error"),
+            (ended(EndReason::WorkerEnd), 1000, "worker_end"),
+            (ended(EndReason::GraceExpired), 1000, "grace_expired"),
+            (ended(EndReason::Admin), 1000, "admin"),
+        ] {
+            assert_eq!(close_said(why, |_| {}).await, (code, reason.to_owned()));
+        }
+        // A protocol error is said the way this link found it.
+        let said = close_said(ended(EndReason::ProtocolError), |link| {
+            assert!(link.queue_line(b"\xff\n").is_err());
+        });
+        assert_eq!(said.await, (4502, "not utf-8".to_owned()));
+        let said = close_said(ended(EndReason::ProtocolError), |link| {
+            link.protocol("test");
+        });
+        assert_eq!(said.await, (1002, "protocol_error".to_owned()));
     }
 
     async fn poll_line_once(link: &mut WsLink) -> bool {

@@ -21,8 +21,10 @@ use tether_wire::{encode_open, BadControl, ClientControl};
 pub(crate) use self::handshake::{is_websocket, offers_persistent};
 pub(crate) use self::link::WsLink;
 
-use super::link::{ClientIo, CloseWith, Link};
-use super::task::{Command, EndReason};
+use self::link::CloseWith;
+use super::end::EndReason;
+use super::link::{ClientIo, Link};
+use super::task::Command;
 use super::{
     open_session, resume_session, NotOpened, PersistentRoute, SessionEnv, Transport, VhostScope,
 };
@@ -172,7 +174,7 @@ async fn open(mut link: WsLink, up: WsUpgrade, route: &PersistentRoute) {
             link.queue_control(&record);
             if !opened.initial.is_empty() && link.queue_text(&opened.initial).is_err() {
                 let _ = handle.mailbox.send(Command::Fail(EndReason::ProtocolError));
-                return link.close(close(4502, "not utf-8")).await;
+                return link.close(link::NOT_UTF8).await;
             }
             if link.flush().await.is_err() {
                 // Gone before it heard of its session: the session waits

@@ -1,0 +1,47 @@
+//! Why a session ends, and why the session task closes a client link. The
+//! task only says why; each transport decides how that is said on its
+//! wire (the WebSocket close codes of SPEC 3 and 6 are in
+//! `websocket::link`; a native link just closes).
+
+/// Why a session ended (the metric label of SPEC 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndReason {
+    ClientEnd,
+    WorkerEnd,
+    GraceExpired,
+    ResumeGone,
+    LineTooLong,
+    ProtocolError,
+    Admin,
+    /// Message mode: a non-2xx answer.
+    WorkerStatus(u16),
+    /// Message mode: the worker could not be reached.
+    WorkerUnreachable,
+    Shutdown,
+}
+
+impl EndReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EndReason::ClientEnd => "client_end",
+            EndReason::WorkerEnd => "worker_end",
+            EndReason::GraceExpired => "grace_expired",
+            EndReason::ResumeGone => "resume_gone",
+            EndReason::LineTooLong => "line_too_long",
+            EndReason::ProtocolError => "protocol_error",
+            EndReason::Admin => "admin",
+            EndReason::WorkerStatus(_) => "worker_status",
+            EndReason::WorkerUnreachable => "worker_unreachable",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Why the session task closes a client link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// The session ended.
+    Ended(EndReason),
+    /// A newer connection resumed the session (SPEC 4 "Takeover").
+    TakenOver,
+}
