@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 /// What the admin endpoints report.
 #[derive(Default)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// Every listener bound and the config loaded.
     pub ready: AtomicBool,
     pub draining: AtomicBool,

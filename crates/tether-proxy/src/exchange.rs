@@ -11,13 +11,13 @@ use crate::body::Body;
 
 /// Facts about the client connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     pub https: bool,
 }
 
 /// A small plain-text answer written by the gateway itself.
-pub fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::full(text));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

@@ -28,7 +28,7 @@ use crate::metrics::UpstreamKind;
 /// How an upstream exchange failed; [`UpstreamError::metric_kind`] says how
 /// `tether_upstream_errors_total` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// Refused or unreachable.
     Connect,
     /// Reset or closed before a whole answer.
@@ -46,7 +46,7 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             UpstreamError::Connect => "connect",
             UpstreamError::Reset => "reset",
@@ -59,7 +59,7 @@ impl UpstreamError {
 
     /// The `kind` of `tether_upstream_errors_total` that counts it; `None`
     /// for what is a limit or the client's fault, not the upstream's.
-    pub fn metric_kind(self) -> Option<UpstreamKind> {
+    pub(crate) fn metric_kind(self) -> Option<UpstreamKind> {
         match self {
             UpstreamError::Connect => Some(UpstreamKind::Connect),
             UpstreamError::Reset => Some(UpstreamKind::Reset),
@@ -69,7 +69,7 @@ impl UpstreamError {
         }
     }
 
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::Saturated => StatusCode::SERVICE_UNAVAILABLE,
@@ -117,7 +117,7 @@ const MAX_UPSTREAM_BUFFER: usize = 16 * 1024;
 
 /// The pooled client to origins.
 #[derive(Clone)]
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     client: Client<ClosableConnector, Body>,
     response_timeout: Duration,
     connect_timeout: Duration,
@@ -152,7 +152,7 @@ impl UpstreamLimits {
 }
 
 impl Upstreams {
-    pub fn new(server: &ServerConfig) -> Upstreams {
+    pub(crate) fn new(server: &ServerConfig) -> Upstreams {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(server.origin_connect_timeout));
@@ -181,7 +181,7 @@ impl Upstreams {
     /// body ended. The answer's framing is checked (SPEC 5): one that could
     /// split the client's response stream is refused as `Protocol` and its
     /// connection is never reused.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         upstream: &OriginUrl,
         mut req: Request<Body>,

@@ -9,26 +9,26 @@
 //! `exchange`, `body`, `conn_limits`, `client_addr`; `codec`, [`config`],
 //! `pem`, `metrics`, [`descriptors`].
 
-pub mod admin;
-pub mod body;
+mod admin;
+mod body;
 mod client_addr;
 mod closable;
 mod codec;
 pub mod config;
 mod conn_limits;
 pub mod descriptors;
-pub mod exchange;
-pub mod forward;
-pub mod gateway;
+mod exchange;
+mod forward;
+mod gateway;
 mod h2;
 mod headers;
 mod http1;
 mod listener;
-pub mod metrics;
+mod metrics;
 mod pem;
-pub mod router;
+mod router;
 mod serve;
-pub mod session;
-pub mod tls;
+mod session;
+mod tls;
 
 pub use serve::{run, Control, RunError};

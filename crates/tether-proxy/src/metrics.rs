@@ -17,8 +17,8 @@ const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-pub const UPSTREAM_KINDS: [&str; 4] = ["connect", "reset", "timeout", "protocol"];
-pub const END_REASONS: [&str; 10] = [
+pub(crate) const UPSTREAM_KINDS: [&str; 4] = ["connect", "reset", "timeout", "protocol"];
+pub(crate) const END_REASONS: [&str; 10] = [
     "client_end",
     "worker_end",
     "grace_expired",
@@ -30,7 +30,7 @@ pub const END_REASONS: [&str; 10] = [
     "admin",
     "shutdown",
 ];
-pub const LIMIT_KINDS: [&str; 11] = [
+pub(crate) const LIMIT_KINDS: [&str; 11] = [
     "connections",
     "connections_per_ip",
     "sessions",
@@ -46,7 +46,7 @@ pub const LIMIT_KINDS: [&str; 11] = [
 
 /// `tether_limits_hit_total{kind}`.
 #[derive(Debug, Clone, Copy)]
-pub enum Limit {
+pub(crate) enum Limit {
     Connections = 0,
     ConnectionsPerIp,
     Sessions,
@@ -65,7 +65,7 @@ pub enum Limit {
 
 /// `tether_upstream_errors_total{kind}`, in the order of [`UPSTREAM_KINDS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamKind {
+pub(crate) enum UpstreamKind {
     Connect = 0,
     Reset,
     Timeout,
@@ -74,7 +74,7 @@ pub enum UpstreamKind {
 
 /// `tether_resumes_total{result}`.
 #[derive(Debug, Clone, Copy)]
-pub enum ResumeResult {
+pub(crate) enum ResumeResult {
     Ok = 0,
     Gone,
     BadRequest,
@@ -82,14 +82,14 @@ pub enum ResumeResult {
 
 /// `direction` of lines and bytes.
 #[derive(Debug, Clone, Copy)]
-pub enum Direction {
+pub(crate) enum Direction {
     ToWorker = 0,
     ToClient,
 }
 
 /// `tether_sessions{state}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionState {
+pub(crate) enum SessionState {
     Attached = 0,
     Detached,
 }
@@ -115,7 +115,7 @@ impl Histogram {
 
 /// Every per-vhost family, for one vhost label.
 #[derive(Default)]
-pub struct VhostMetrics {
+pub(crate) struct VhostMetrics {
     label: String,
     requests: [AtomicU64; 5],
     duration: Histogram,
@@ -140,21 +140,21 @@ impl std::fmt::Debug for VhostMetrics {
 
 impl VhostMetrics {
     /// One HTTP response sent on a listener, and how long it took.
-    pub fn response(&self, status: u16, took: Duration) {
+    pub(crate) fn response(&self, status: u16, took: Duration) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.requests[class].fetch_add(1, Ordering::Relaxed);
         self.duration.observe(took);
     }
 
-    pub fn upstream_error(&self, kind: UpstreamKind) {
+    pub(crate) fn upstream_error(&self, kind: UpstreamKind) {
         self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn session_state(&self, state: SessionState, delta: i64) {
+    pub(crate) fn session_state(&self, state: SessionState, delta: i64) {
         self.sessions[state as usize].fetch_add(delta, Ordering::Relaxed);
     }
 
-    pub fn session_opened(&self, websocket: bool) {
+    pub(crate) fn session_opened(&self, websocket: bool) {
         let c = if websocket {
             &self.opened_websocket
         } else {
@@ -163,40 +163,40 @@ impl VhostMetrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn session_ended(&self, reason: &str) {
+    pub(crate) fn session_ended(&self, reason: &str) {
         if let Some(i) = END_REASONS.iter().position(|r| *r == reason) {
             self.ended[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    pub fn resume(&self, result: ResumeResult) {
+    pub(crate) fn resume(&self, result: ResumeResult) {
         self.resumes[result as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn takeover(&self) {
+    pub(crate) fn takeover(&self) {
         self.takeovers.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn line(&self, direction: Direction, bytes: usize) {
+    pub(crate) fn line(&self, direction: Direction, bytes: usize) {
         self.lines[direction as usize].fetch_add(1, Ordering::Relaxed);
         self.bytes[direction as usize].fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    pub fn replay_bytes(&self, delta: i64) {
+    pub(crate) fn replay_bytes(&self, delta: i64) {
         self.replay_bytes.fetch_add(delta, Ordering::Relaxed);
     }
 
-    pub fn backlog_bytes(&self, delta: i64) {
+    pub(crate) fn backlog_bytes(&self, delta: i64) {
         self.backlog_bytes.fetch_add(delta, Ordering::Relaxed);
     }
 }
 
 /// A gauge of open client connections on one listener, decremented when
 /// the guard drops.
-pub struct ConnectionGauge(Arc<AtomicI64>);
+pub(crate) struct ConnectionGauge(Arc<AtomicI64>);
 
 impl ConnectionGauge {
-    pub fn open(gauge: &Arc<AtomicI64>) -> ConnectionGauge {
+    pub(crate) fn open(gauge: &Arc<AtomicI64>) -> ConnectionGauge {
         gauge.fetch_add(1, Ordering::Relaxed);
         ConnectionGauge(gauge.clone())
     }
@@ -209,7 +209,7 @@ impl Drop for ConnectionGauge {
 }
 
 /// One worker's gauges, read at scrape time.
-pub struct WorkerSample {
+pub(crate) struct WorkerSample {
     pub vhost: String,
     pub worker: String,
     pub sessions: usize,
@@ -218,7 +218,7 @@ pub struct WorkerSample {
 
 /// All metrics of the process; outlives config reloads.
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     // Locked only when a vhost or listener family is first made (config
     // load) and at scrape time.
     vhosts: Mutex<BTreeMap<String, Arc<VhostMetrics>>>,
@@ -232,7 +232,7 @@ pub struct Metrics {
 impl Metrics {
     /// The families of a vhost label (`""` for answers before a vhost is
     /// known), made on first use.
-    pub fn vhost(&self, label: &str) -> Arc<VhostMetrics> {
+    pub(crate) fn vhost(&self, label: &str) -> Arc<VhostMetrics> {
         let mut vhosts = self.vhosts.lock().unwrap_or_else(PoisonError::into_inner);
         vhosts
             .entry(label.to_owned())
@@ -246,7 +246,7 @@ impl Metrics {
     }
 
     /// The connection gauge of a listener, labelled as configured.
-    pub fn listener(&self, addr: &str) -> Arc<AtomicI64> {
+    pub(crate) fn listener(&self, addr: &str) -> Arc<AtomicI64> {
         self.listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -255,11 +255,11 @@ impl Metrics {
             .clone()
     }
 
-    pub fn limit_hit(&self, limit: Limit) {
+    pub(crate) fn limit_hit(&self, limit: Limit) {
         self.limits[limit as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn reload(&self, ok: bool) {
+    pub(crate) fn reload(&self, ok: bool) {
         let c = if ok {
             &self.reloads_ok
         } else {
@@ -268,12 +268,12 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn affinity_entries(&self, delta: i64) {
+    pub(crate) fn affinity_entries(&self, delta: i64) {
         self.affinity_entries.fetch_add(delta, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of everything.
-    pub fn render(&self, workers: &[WorkerSample]) -> String {
+    pub(crate) fn render(&self, workers: &[WorkerSample]) -> String {
         let vhosts: Vec<Arc<VhostMetrics>> = self
             .vhosts
             .lock()

@@ -34,7 +34,7 @@ impl ResolvesServerCert for BySni {
 
 /// The TLS server configuration of a config load, or `None` when no vhost
 /// has `[vhost.tls]`.
-pub fn server_config(config: &Config) -> Result<Option<Arc<ServerConfig>>, String> {
+pub(crate) fn server_config(config: &Config) -> Result<Option<Arc<ServerConfig>>, String> {
     let mut resolver = BySni {
         by_host: HashMap::new(),
         fallback: None,

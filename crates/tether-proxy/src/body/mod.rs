@@ -16,11 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 
 pub(crate) mod pump;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a client body stopped before its end.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientBodyError {
+pub(crate) enum ClientBodyError {
     #[error("bad chunk in the client's body: {0}")]
     BadChunk(&'static str),
     #[error("the client closed the connection mid-body")]
@@ -29,7 +29,7 @@ pub enum ClientBodyError {
     Stalled,
 }
 
-pub enum Body {
+pub(crate) enum Body {
     Empty,
     Full(Option<Bytes>),
     Incoming(hyper::body::Incoming),
@@ -42,11 +42,11 @@ pub enum Body {
 }
 
 /// One place among an upstream's `max_upstream_connections`.
-pub type UpstreamPermit = tokio::sync::OwnedSemaphorePermit;
+pub(crate) type UpstreamPermit = tokio::sync::OwnedSemaphorePermit;
 
 /// How a watched request body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyEnd {
+pub(crate) enum BodyEnd {
     /// Every frame went upstream (or the upstream dropped the body).
     Complete,
     /// No frame arrived from the client within the stall time.
@@ -56,7 +56,7 @@ pub enum BodyEnd {
 /// A request body that says when it is over, so that the wait for the
 /// answer head (`origin_response_timeout`) starts at the end of the body
 /// (SPEC 5), and that ends with an error when the client stops sending.
-pub struct WatchedBody {
+pub(crate) struct WatchedBody {
     inner: Body,
     ended: Option<oneshot::Sender<BodyEnd>>,
     stall: Duration,
@@ -67,7 +67,7 @@ pub struct WatchedBody {
 }
 
 impl WatchedBody {
-    pub fn wrap(inner: Body, stall: Duration) -> (Body, oneshot::Receiver<BodyEnd>) {
+    pub(crate) fn wrap(inner: Body, stall: Duration) -> (Body, oneshot::Receiver<BodyEnd>) {
         let (tx, rx) = oneshot::channel();
         let body = WatchedBody {
             inner,
@@ -138,7 +138,7 @@ impl Drop for WatchedBody {
 }
 
 impl Body {
-    pub fn full(data: impl Into<Bytes>) -> Body {
+    pub(crate) fn full(data: impl Into<Bytes>) -> Body {
         Body::Full(Some(data.into()))
     }
 }
@@ -163,7 +163,7 @@ impl std::fmt::Debug for Body {
 /// `100 Continue` is only sent once the origin is actually taking the body)
 /// and then feeds frames through a channel of capacity one: memory stays
 /// bounded whatever the body's size.
-pub struct ChannelBody {
+pub(crate) struct ChannelBody {
     rx: mpsc::Receiver<Result<Frame<Bytes>, ClientBodyError>>,
     demand: Option<oneshot::Sender<()>>,
     length: Option<u64>,

@@ -82,7 +82,7 @@ impl VhostConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OriginUrl {
     pub as_written: String,
-    /// host[:port] as written, without scheme.
+    /// `host[:port]` as written, without scheme.
     pub authority: String,
     pub host: String,
     pub port: u16,

@@ -21,17 +21,16 @@ use tower::{Service, ServiceBuilder};
 
 use crate::body::Body;
 use crate::config::{Config, ServerConfig};
-pub use crate::exchange::{text_response, ConnInfo};
+pub(crate) use crate::exchange::{text_response, ConnInfo};
 use crate::forward::Upstreams;
 use crate::metrics::{Metrics, VhostMetrics};
 use crate::router::{Routes, Vhost};
 use crate::session::{Registry, SessionEnv};
 
 /// Everything a request needs from one config load. Swapped whole on reload.
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub server: ServerConfig,
     pub routes: Arc<Routes>,
-    pub upstreams: Upstreams,
     /// Live sessions; shared by every config load.
     pub sessions: Arc<Registry>,
     pub metrics: Arc<Metrics>,
@@ -44,7 +43,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         upstreams: Upstreams,
         sessions: Arc<Registry>,
@@ -61,14 +60,13 @@ impl Runtime {
         let path = request_path(
             routes.clone(),
             unrouted.clone(),
-            upstreams.clone(),
+            upstreams,
             session_env,
             metrics.clone(),
         );
         Runtime {
             server: config.server.clone(),
             routes,
-            upstreams,
             sessions,
             unrouted,
             metrics,
@@ -131,7 +129,7 @@ fn request_path(
 
 /// Which vhost's families count an answer; rides in its extensions.
 #[derive(Clone)]
-pub struct AnsweredBy(pub Arc<VhostMetrics>);
+pub(crate) struct AnsweredBy(pub Arc<VhostMetrics>);
 
 /// Answers one request on `path` (a connection's clone of the request
 /// path); the answer carries the [`AnsweredBy`] of its vhost. The future

@@ -15,7 +15,7 @@ use crate::session::{PersistentRoute, VhostScope};
 
 /// One virtual host, as compiled from its config.
 #[derive(Debug)]
-pub struct Vhost {
+pub(crate) struct Vhost {
     pub config: VhostConfig,
     /// Label, hosts and metric families, shared with the sessions the
     /// vhost opens.
@@ -25,30 +25,30 @@ pub struct Vhost {
 }
 
 impl Vhost {
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         self.config.label()
     }
 
     /// Whether `host` (lower-case, no port) names this vhost.
-    pub fn serves(&self, host: &str) -> bool {
+    pub(crate) fn serves(&self, host: &str) -> bool {
         self.scope.serves(host)
     }
 
-    pub fn metrics(&self) -> &Arc<VhostMetrics> {
+    pub(crate) fn metrics(&self) -> &Arc<VhostMetrics> {
         &self.scope.metrics
     }
 }
 
 /// The vhost table of one config load.
 #[derive(Debug, Default)]
-pub struct Routes {
+pub(crate) struct Routes {
     by_host: HashMap<String, Arc<Vhost>>,
     fallback: Option<Arc<Vhost>>,
     all: Vec<Arc<Vhost>>,
 }
 
 impl Routes {
-    pub fn new(config: &Config, metrics: &Metrics, workers: &WorkerPool) -> Routes {
+    pub(crate) fn new(config: &Config, metrics: &Metrics, workers: &WorkerPool) -> Routes {
         let mut routes = Routes::default();
         for vc in &config.vhosts {
             let vhost = Arc::new(Vhost {
@@ -76,7 +76,7 @@ impl Routes {
     }
 
     /// The gauges of every worker, for a scrape.
-    pub fn worker_samples(&self) -> Vec<WorkerSample> {
+    pub(crate) fn worker_samples(&self) -> Vec<WorkerSample> {
         let mut samples = Vec::new();
         for vhost in &self.all {
             let Some(route) = &vhost.persistent else {
@@ -95,7 +95,7 @@ impl Routes {
     }
 
     /// The vhost for a `Host` value (any case, port ignored).
-    pub fn find(&self, host: Option<&str>) -> Option<&Arc<Vhost>> {
+    pub(crate) fn find(&self, host: Option<&str>) -> Option<&Arc<Vhost>> {
         // `a.test.` is the same name as `a.test` (SPEC 5).
         host.map(|h| {
             let h = host_without_port(h);
@@ -113,7 +113,7 @@ impl Routes {
 }
 
 /// `example.test:8080` -> `example.test`; `[::1]:80` -> `[::1]`.
-pub fn host_without_port(host: &str) -> &str {
+pub(crate) fn host_without_port(host: &str) -> &str {
     if host.starts_with('[') {
         return match host.find(']') {
             Some(end) => &host[..=end],

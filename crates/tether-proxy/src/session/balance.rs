@@ -20,7 +20,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// One worker of one vhost, shared by the sessions pinned to it.
 #[derive(Debug)]
-pub struct Worker {
+pub(crate) struct Worker {
     pub url: OriginUrl,
     up: AtomicBool,
     probing: AtomicBool,
@@ -28,11 +28,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
 
-    pub fn sessions(&self) -> usize {
+    pub(crate) fn sessions(&self) -> usize {
         self.sessions.load(Ordering::Acquire)
     }
 
@@ -84,14 +84,14 @@ impl Drop for WorkerPin {
 
 /// The workers of one vhost.
 #[derive(Debug)]
-pub struct Workers {
+pub(crate) struct Workers {
     list: Vec<Arc<Worker>>,
 }
 
 /// Every worker the process knows, by vhost label and URL, so that a
 /// reload keeps a worker's health and session count (SPEC 7, SPEC 8).
 #[derive(Default)]
-pub struct WorkerPool {
+pub(crate) struct WorkerPool {
     // Touched at config load only.
     known: Mutex<HashMap<(String, String), Weak<Worker>>>,
 }
@@ -116,13 +116,13 @@ impl WorkerPool {
 }
 
 impl Workers {
-    pub fn new(vhost: &str, urls: &[OriginUrl], pool: &WorkerPool) -> Workers {
+    pub(crate) fn new(vhost: &str, urls: &[OriginUrl], pool: &WorkerPool) -> Workers {
         Workers {
             list: urls.iter().map(|url| pool.get(vhost, url)).collect(),
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Worker>> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Worker>> {
         self.list.iter()
     }
 

@@ -25,7 +25,7 @@ const SCRATCH: usize = 16 * 1024;
 const SESSION_SNDBUF: usize = 16 * 1024;
 
 /// A client connection the gateway can hand to a session.
-pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// Socket settings for a session connection (SPEC 4 "Liveness of
     /// native clients").
     fn tune_for_session(&self) {}

@@ -11,14 +11,14 @@
 //!   and the session counters; `worker`: opening on a worker;
 //!   `task`: the session itself; `link`: a client connection of a session.
 
-pub mod balance;
+pub(crate) mod balance;
 mod end;
 mod link;
 mod mailbox;
 mod native;
 pub(crate) mod push;
 mod rate;
-pub mod registry;
+pub(crate) mod registry;
 mod task;
 pub(crate) mod websocket;
 mod worker;
@@ -33,8 +33,8 @@ use http_body_util::BodyExt;
 use tether_wire::{accepts_persistent, parse_session_received, SessionId};
 use tokio::sync::oneshot;
 
-pub use link::ClientIo;
-pub use registry::Registry;
+pub(crate) use link::ClientIo;
+pub(crate) use registry::Registry;
 
 use self::balance::Worker;
 use self::balance::{NoWorker, WorkerPool, Workers};
@@ -55,7 +55,7 @@ use crate::metrics::{Limit, Metrics, ResumeResult, VhostMetrics};
 /// What the session layer needs of a config load: the `[server]` limits and
 /// timers, the pooled upstream client (message mode), the live sessions
 /// and the metric families. Built once per load, shared by its requests.
-pub struct SessionEnv {
+pub(crate) struct SessionEnv {
     pub(crate) server: ServerConfig,
     pub(crate) upstreams: Upstreams,
     pub(crate) sessions: Arc<Registry>,
@@ -63,7 +63,7 @@ pub struct SessionEnv {
 }
 
 impl SessionEnv {
-    pub fn new(
+    pub(crate) fn new(
         server: ServerConfig,
         upstreams: Upstreams,
         sessions: Arc<Registry>,
@@ -82,7 +82,7 @@ impl SessionEnv {
 /// a session of it may be resumed on, and its metric families. A session
 /// keeps the scope it opened with across reloads (SPEC 8).
 #[derive(Debug)]
-pub struct VhostScope {
+pub(crate) struct VhostScope {
     pub label: Arc<str>,
     pub hosts: Arc<[String]>,
     pub metrics: Arc<VhostMetrics>,
@@ -90,7 +90,7 @@ pub struct VhostScope {
 
 impl VhostScope {
     /// Whether `host` (lower-case, no port) names this vhost.
-    pub fn serves(&self, host: &str) -> bool {
+    pub(crate) fn serves(&self, host: &str) -> bool {
         self.hosts.iter().any(|h| h == host)
     }
 }
@@ -98,13 +98,17 @@ impl VhostScope {
 /// The persistent side of a vhost, compiled from its config; cheap to
 /// clone (a WebSocket upgrade carries it past the `101`).
 #[derive(Debug, Clone)]
-pub struct PersistentRoute {
+pub(crate) struct PersistentRoute {
     pub config: Arc<PersistentConfig>,
     pub workers: Arc<Workers>,
 }
 
 impl PersistentRoute {
-    pub fn new(vhost: &str, config: &PersistentConfig, pool: &WorkerPool) -> PersistentRoute {
+    pub(crate) fn new(
+        vhost: &str,
+        config: &PersistentConfig,
+        pool: &WorkerPool,
+    ) -> PersistentRoute {
         PersistentRoute {
             workers: Arc::new(Workers::new(vhost, &config.workers, pool)),
             config: Arc::new(config.clone()),
@@ -112,7 +116,7 @@ impl PersistentRoute {
     }
 
     /// Whether `path` (the request-target up to `?`) is a candidate.
-    pub fn matches(&self, path: &str) -> bool {
+    pub(crate) fn matches(&self, path: &str) -> bool {
         self.config.globs.iter().any(|g| g.matches(path.as_bytes()))
     }
 }

@@ -51,7 +51,7 @@ struct VhostCounts {
 }
 
 /// All live sessions of the process; outlives config reloads.
-pub struct Registry {
+pub(crate) struct Registry {
     cache: Cache<SessionId, SessionHandle>,
     counts: Mutex<HashMap<Arc<str>, Arc<VhostCounts>>>,
     metrics: Arc<Metrics>,
@@ -59,7 +59,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(metrics: Arc<Metrics>) -> Registry {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Registry {
         Registry {
             cache: Cache::builder().build(),
             counts: Mutex::new(HashMap::new()),
@@ -160,7 +160,7 @@ impl Registry {
     }
 
     /// Workers outlive reloads with the sessions pinned to them.
-    pub fn workers(&self) -> &WorkerPool {
+    pub(crate) fn workers(&self) -> &WorkerPool {
         &self.workers
     }
 
@@ -174,7 +174,7 @@ impl Registry {
     }
 
     /// Live sessions of every vhost.
-    pub fn total_live(&self) -> usize {
+    pub(crate) fn total_live(&self) -> usize {
         self.counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -184,7 +184,8 @@ impl Registry {
     }
 
     /// Live sessions of a vhost (attached, detached and finishing).
-    pub fn live(&self, vhost: &str) -> usize {
+    #[cfg(test)]
+    pub(crate) fn live(&self, vhost: &str) -> usize {
         self.counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
