@@ -8,9 +8,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// The longest chunk-size line (size plus extensions) we accept.
+/// The longest chunk-size line we accept (size, extensions and CRLF).
 const MAX_SIZE_LINE: usize = 4096;
-/// The most trailer bytes we accept.
+/// The most trailer bytes we accept (the final CRLF included).
 const MAX_TRAILERS: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,13 +106,16 @@ impl ChunkedDecoder {
     }
 }
 
-/// Position of the CR of the first CRLF; a bare LF is an error.
+/// Position of the CR of the first CRLF; a bare LF is an error. The line
+/// must fit in `limit` bytes with its CRLF whether it arrives in one read
+/// or in many (found by fuzzing: a whole line in one read escaped it).
 fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, BadChunk> {
     match buf.iter().position(|&b| b == b'\n') {
+        Some(lf) if lf >= limit => Err(BadChunk("chunk size line too long")),
         Some(0) => Err(BadChunk("bare LF in chunked body")),
         Some(lf) if buf[lf - 1] == b'\r' => Ok(Some(lf - 1)),
         Some(_) => Err(BadChunk("bare LF in chunked body")),
-        None if buf.len() > limit => Err(BadChunk("chunk size line too long")),
+        None if buf.len() >= limit => Err(BadChunk("chunk size line too long")),
         None => Ok(None),
     }
 }
@@ -160,11 +163,15 @@ fn find_trailers_end(buf: &[u8]) -> Result<Option<usize>, BadChunk> {
             return Err(BadChunk("bare LF in trailers"));
         }
         if buf[lf + 1..].starts_with(b"\r\n") {
+            // Whole or in pieces alike (see `find_crlf`).
+            if lf + 3 > MAX_TRAILERS {
+                return Err(BadChunk("trailers too large"));
+            }
             return Ok(Some(lf + 3));
         }
         i = lf + 1;
     }
-    if buf.len() > MAX_TRAILERS {
+    if buf.len() >= MAX_TRAILERS {
         return Err(BadChunk("trailers too large"));
     }
     Ok(None)
@@ -226,6 +233,39 @@ mod tests {
         let (out, t) = decode_all(b"1\r\na\r\n0\r\nX-Sum: 1\r\n\r\n", 3).unwrap();
         assert_eq!(out, b"a");
         assert_eq!(t.unwrap()["x-sum"], "1");
+    }
+
+    /// Fuzzing regression: the limits held only for lines that arrived in
+    /// pieces; the same bytes in one read went through.
+    #[test]
+    fn limits_hold_whole_and_in_pieces() {
+        let size_line = |len: usize| {
+            let mut b = b"5;".to_vec();
+            b.resize(len - 2, b'e');
+            b.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+            b
+        };
+        let trailers = |len: usize| {
+            let mut b = b"0\r\nX-T: ".to_vec();
+            b.resize(3 + len - 4, b't');
+            b.extend_from_slice(b"\r\n\r\n");
+            b
+        };
+        for step in [1, 7, 100_000] {
+            assert!(
+                decode_all(&size_line(MAX_SIZE_LINE), step).is_ok(),
+                "{step}"
+            );
+            assert!(
+                decode_all(&size_line(MAX_SIZE_LINE + 1), step).is_err(),
+                "{step}"
+            );
+            assert!(decode_all(&trailers(MAX_TRAILERS), step).is_ok(), "{step}");
+            assert!(
+                decode_all(&trailers(MAX_TRAILERS + 1), step).is_err(),
+                "{step}"
+            );
+        }
     }
 
     #[test]
