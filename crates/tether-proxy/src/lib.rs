@@ -69,12 +69,9 @@ pub mod fuzzing {
         head::find_head_end(buf, from)
     }
 
-    /// `Err` carries whether the refusal is 431 (too many lines) or 400.
-    pub fn parse_request_head(buf: &[u8]) -> Result<HeadFacts, &'static str> {
-        let h = head::parse(buf).map_err(|e| match e {
-            head::HeadError::Malformed(why) => why,
-            head::HeadError::TooLarge => "too many header lines",
-        })?;
+    /// `Err` says why (the refusal's kind decides the status).
+    pub fn parse_request_head(buf: &[u8]) -> Result<HeadFacts, String> {
+        let h = head::parse(buf).map_err(|e| format!("{e:?}"))?;
         Ok(HeadFacts {
             framing: match h.framing {
                 head::Framing::None => Framing::None,
