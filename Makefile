@@ -1,7 +1,7 @@
 # Shared build dir when CARGO_TARGET_DIR is set; cargo's default otherwise.
 CARGO ?= cargo
 
-.PHONY: test deps build js-test js-deps lint fmt demo bench bench-tools
+.PHONY: test deps build js-test js-deps lint fmt demo bench bench-tools fuzz soak
 
 ## test: install missing test dependencies, build every binary, run all tests
 test: deps build
@@ -27,6 +27,16 @@ js-deps:
 	else \
 		npm ci --no-audit --no-fund && cp package-lock.json node_modules/.installed-lock; \
 	fi
+
+## fuzz: every cargo-fuzz target of fuzz/ for FUZZ_SECS (default 20) seconds
+## each; installs cargo-fuzz if missing (scripts/fuzz.sh, docs/testing.md)
+fuzz:
+	scripts/fuzz.sh
+
+## soak: SOAK_SECS (default 60) of plain traffic to nginx and sessions with
+## injected resets; prints tether's RSS over time, losses and duplicates
+soak: deps build
+	$(CARGO) test -p tether-tests --test soak -- --ignored --nocapture
 
 ## deps: the Debian packages the integration tests need (only missing ones)
 deps:

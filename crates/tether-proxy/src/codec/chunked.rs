@@ -8,9 +8,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// The longest chunk-size line (size plus extensions) we accept.
+/// The longest chunk-size line we accept (size, extensions and CRLF).
 const MAX_SIZE_LINE: usize = 4096;
-/// The most trailer bytes we accept.
+/// The most trailer bytes we accept (the final CRLF included).
 const MAX_TRAILERS: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +36,20 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct ChunkedDecoder {
     state: State,
+    /// How far the front of the buffer has been searched for the end of a
+    /// size line or of the trailers: a client that sends them a few bytes
+    /// per read must not make every read search again from the start
+    /// (quadratic: a 16 KiB trailer block sent a byte at a time was 128 M
+    /// byte comparisons).
+    scanned: usize,
 }
 
 impl ChunkedDecoder {
     pub(crate) fn new() -> Self {
-        ChunkedDecoder { state: State::Size }
+        ChunkedDecoder {
+            state: State::Size,
+            scanned: 0,
+        }
     }
 
     /// Takes what it can from `buf`. `Ok(None)` means more bytes are needed.
@@ -48,9 +57,10 @@ impl ChunkedDecoder {
         loop {
             match self.state {
                 State::Size => {
-                    let Some(line_end) = find_crlf(buf, MAX_SIZE_LINE)? else {
+                    let Some(line_end) = find_crlf(buf, &mut self.scanned, MAX_SIZE_LINE)? else {
                         return Ok(None);
                     };
+                    self.scanned = 0;
                     let size = parse_size_line(&buf[..line_end])?;
                     buf.advance(line_end + 2);
                     self.state = if size == 0 {
@@ -92,9 +102,10 @@ impl ChunkedDecoder {
                         self.state = State::Done;
                         return Ok(Some(Piece::End));
                     }
-                    let Some(end) = find_trailers_end(buf)? else {
+                    let Some(end) = find_trailers_end(buf, &mut self.scanned)? else {
                         return Ok(None);
                     };
+                    self.scanned = 0;
                     let trailers = parse_trailers(&buf[..end])?;
                     buf.advance(end);
                     self.state = State::Done;
@@ -106,13 +117,21 @@ impl ChunkedDecoder {
     }
 }
 
-/// Position of the CR of the first CRLF; a bare LF is an error.
-fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, BadChunk> {
-    match buf.iter().position(|&b| b == b'\n') {
+/// Position of the CR of the first CRLF; a bare LF is an error. The line
+/// must fit in `limit` bytes with its CRLF whether it arrives in one read
+/// or in many (found by fuzzing: a whole line in one read escaped it).
+/// The search starts at `scanned`, bytes known to hold no LF, and leaves
+/// it at the end of the buffer when there is none yet.
+fn find_crlf(buf: &[u8], scanned: &mut usize, limit: usize) -> Result<Option<usize>, BadChunk> {
+    let from = (*scanned).min(buf.len());
+    let found = buf[from..].iter().position(|&b| b == b'\n');
+    *scanned = buf.len();
+    match found.map(|i| from + i) {
+        Some(lf) if lf >= limit => Err(BadChunk("chunk size line too long")),
         Some(0) => Err(BadChunk("bare LF in chunked body")),
         Some(lf) if buf[lf - 1] == b'\r' => Ok(Some(lf - 1)),
         Some(_) => Err(BadChunk("bare LF in chunked body")),
-        None if buf.len() > limit => Err(BadChunk("chunk size line too long")),
+        None if buf.len() >= limit => Err(BadChunk("chunk size line too long")),
         None => Ok(None),
     }
 }
@@ -152,19 +171,28 @@ fn parse_size_line(line: &[u8]) -> Result<u64, BadChunk> {
     Ok(n)
 }
 
-fn find_trailers_end(buf: &[u8]) -> Result<Option<usize>, BadChunk> {
-    let mut i = 0;
+/// End of the trailer block, just past its empty line. The search starts
+/// at `scanned` and leaves it at the last LF seen (the CRLF that would end
+/// the block after it may not have arrived), else at the end of the buffer.
+fn find_trailers_end(buf: &[u8], scanned: &mut usize) -> Result<Option<usize>, BadChunk> {
+    let mut i = (*scanned).min(buf.len());
+    *scanned = buf.len();
     while let Some(lf) = buf[i..].iter().position(|&b| b == b'\n') {
         let lf = i + lf;
+        *scanned = lf;
         if lf == 0 || buf[lf - 1] != b'\r' {
             return Err(BadChunk("bare LF in trailers"));
         }
         if buf[lf + 1..].starts_with(b"\r\n") {
+            // Whole or in pieces alike (see `find_crlf`).
+            if lf + 3 > MAX_TRAILERS {
+                return Err(BadChunk("trailers too large"));
+            }
             return Ok(Some(lf + 3));
         }
         i = lf + 1;
     }
-    if buf.len() > MAX_TRAILERS {
+    if buf.len() >= MAX_TRAILERS {
         return Err(BadChunk("trailers too large"));
     }
     Ok(None)
@@ -226,6 +254,39 @@ mod tests {
         let (out, t) = decode_all(b"1\r\na\r\n0\r\nX-Sum: 1\r\n\r\n", 3).unwrap();
         assert_eq!(out, b"a");
         assert_eq!(t.unwrap()["x-sum"], "1");
+    }
+
+    /// Fuzzing regression: the limits held only for lines that arrived in
+    /// pieces; the same bytes in one read went through.
+    #[test]
+    fn limits_hold_whole_and_in_pieces() {
+        let size_line = |len: usize| {
+            let mut b = b"5;".to_vec();
+            b.resize(len - 2, b'e');
+            b.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+            b
+        };
+        let trailers = |len: usize| {
+            let mut b = b"0\r\nX-T: ".to_vec();
+            b.resize(3 + len - 4, b't');
+            b.extend_from_slice(b"\r\n\r\n");
+            b
+        };
+        for step in [1, 7, 100_000] {
+            assert!(
+                decode_all(&size_line(MAX_SIZE_LINE), step).is_ok(),
+                "{step}"
+            );
+            assert!(
+                decode_all(&size_line(MAX_SIZE_LINE + 1), step).is_err(),
+                "{step}"
+            );
+            assert!(decode_all(&trailers(MAX_TRAILERS), step).is_ok(), "{step}");
+            assert!(
+                decode_all(&trailers(MAX_TRAILERS + 1), step).is_err(),
+                "{step}"
+            );
+        }
     }
 
     #[test]

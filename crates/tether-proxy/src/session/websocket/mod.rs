@@ -7,7 +7,7 @@
 //! `4000 + status`. From then on the session task sees a [`WsLink`] like
 //! any other link.
 
-mod frame;
+pub(crate) mod frame;
 mod handshake;
 mod link;
 
