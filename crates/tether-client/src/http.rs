@@ -7,6 +7,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use tether_wire::http1::chunked::{BadChunk, ChunkedDecoder, Piece};
+use tether_wire::http1::framing::{answer_framing, AnswerFraming};
+
 use crate::config::Target;
 use crate::ClientError;
 
@@ -39,22 +42,23 @@ impl ResponseHead {
                 .is_some_and(|v| v.eq_ignore_ascii_case("persistent"))
     }
 
-    /// `Content-Length`, if present and valid.
-    pub(crate) fn content_length(&self) -> Result<Option<u64>, ClientError> {
-        match self.header("Content-Length") {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| ClientError::Protocol(format!("bad Content-Length {v:?}"))),
-        }
+    /// How the answer's body is delimited, by the same strict rules the
+    /// gateway holds answers to (tether-wire's `http1`): two framings,
+    /// differing lengths or a coding other than `chunked` are refused.
+    pub(crate) fn framing(&self) -> Result<AnswerFraming, ClientError> {
+        let fields = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        answer_framing(self.status, fields, false, false)
+            .map_err(|why| ClientError::Protocol(format!("bad answer framing: {why}")))
     }
 
-    fn is_chunked(&self) -> bool {
-        self.header("Transfer-Encoding").is_some_and(|v| {
-            v.rsplit(',')
-                .next()
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+    /// `Content-Length`, if the answer is framed by one.
+    pub(crate) fn content_length(&self) -> Result<Option<u64>, ClientError> {
+        Ok(match self.framing()? {
+            AnswerFraming::Length(n) => Some(n),
+            _ => None,
         })
     }
 }
@@ -164,15 +168,12 @@ pub(crate) async fn read_plain_body(
     buf: &mut BytesMut,
     head: &ResponseHead,
 ) -> Result<Bytes, ClientError> {
-    if head.status == 204 || head.status == 304 || (100..200).contains(&head.status) {
-        return Ok(Bytes::new());
-    }
-    if head.is_chunked() {
-        return read_chunked(stream, buf).await;
-    }
-    let limit = head
-        .content_length()?
-        .map(|n| n.min(MAX_PLAIN_BODY as u64) as usize);
+    let limit = match head.framing()? {
+        AnswerFraming::None => return Ok(Bytes::new()),
+        AnswerFraming::Chunked => return read_chunked(stream, buf).await,
+        AnswerFraming::Length(n) => Some(n.min(MAX_PLAIN_BODY as u64) as usize),
+        AnswerFraming::UntilClose => None,
+    };
     loop {
         let want = limit.unwrap_or(MAX_PLAIN_BODY);
         if buf.len() >= want {
@@ -192,16 +193,18 @@ pub(crate) async fn read_plain_body(
 }
 
 async fn read_chunked(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Bytes, ClientError> {
+    let mut decoder = ChunkedDecoder::new();
     let mut body = BytesMut::new();
     loop {
-        match decode_chunk(buf)? {
-            Some(Chunk::Data(data)) => {
+        match decode_chunk(&mut decoder, buf)? {
+            Some(Piece::Data(data)) => {
                 if body.len() < MAX_PLAIN_BODY {
                     let room = MAX_PLAIN_BODY - body.len();
                     body.extend_from_slice(&data[..data.len().min(room)]);
                 }
             }
-            Some(Chunk::End) => return Ok(body.freeze()),
+            Some(Piece::Trailers(_)) => {}
+            Some(Piece::End) => return Ok(body.freeze()),
             None => {
                 buf.reserve(4096);
                 if stream.read_buf(buf).await? == 0 {
@@ -214,46 +217,13 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Byte
     }
 }
 
-enum Chunk {
-    Data(Bytes),
-    End,
-}
-
-/// Takes one chunk (or the last chunk and its trailers) off `buf`.
-fn decode_chunk(buf: &mut BytesMut) -> Result<Option<Chunk>, ClientError> {
-    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
-        if buf.len() > 1024 {
-            return Err(ClientError::Protocol("chunk size line too long".into()));
-        }
-        return Ok(None);
-    };
-    let line = std::str::from_utf8(&buf[..eol])
-        .map_err(|_| ClientError::Protocol("bad chunk size".into()))?;
-    let size_text = line.split(';').next().unwrap_or("").trim();
-    let size = usize::from_str_radix(size_text, 16)
-        .map_err(|_| ClientError::Protocol(format!("bad chunk size {size_text:?}")))?;
-    if size == 0 {
-        // Trailers end with an empty line.
-        let rest = &buf[eol + 2..];
-        if rest.starts_with(b"\r\n") {
-            buf.advance(eol + 4);
-            return Ok(Some(Chunk::End));
-        }
-        return match rest.windows(4).position(|w| w == b"\r\n\r\n") {
-            Some(p) => {
-                buf.advance(eol + 2 + p + 4);
-                Ok(Some(Chunk::End))
-            }
-            None => Ok(None),
-        };
-    }
-    if buf.len() < eol + 2 + size + 2 {
-        return Ok(None);
-    }
-    buf.advance(eol + 2);
-    let data = buf.split_to(size).freeze();
-    buf.advance(2);
-    Ok(Some(Chunk::Data(data)))
+fn decode_chunk(
+    decoder: &mut ChunkedDecoder,
+    buf: &mut BytesMut,
+) -> Result<Option<Piece>, ClientError> {
+    decoder
+        .decode(buf)
+        .map_err(|BadChunk(why)| ClientError::Protocol(format!("bad chunked body: {why}")))
 }
 
 #[cfg(test)]
@@ -304,18 +274,42 @@ mod tests {
     #[test]
     fn chunks_decode() {
         let mut buf = BytesMut::from(&b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\nrest"[..]);
+        let mut dec = ChunkedDecoder::new();
         let mut out = Vec::new();
         loop {
-            match decode_chunk(&mut buf).unwrap() {
-                Some(Chunk::Data(d)) => out.extend_from_slice(&d),
-                Some(Chunk::End) => break,
+            match decode_chunk(&mut dec, &mut buf).unwrap() {
+                Some(Piece::Data(d)) => out.extend_from_slice(&d),
+                Some(Piece::Trailers(_)) => {}
+                Some(Piece::End) => break,
                 None => panic!("incomplete"),
             }
         }
         assert_eq!(out, b"abcde");
         assert_eq!(&buf[..], b"rest");
         let mut partial = BytesMut::from(&b"5\r\nab"[..]);
-        assert!(decode_chunk(&mut partial).unwrap().is_none());
-        assert!(decode_chunk(&mut BytesMut::from(&b"zz\r\n"[..])).is_err());
+        let mut dec = ChunkedDecoder::new();
+        assert!(matches!(
+            decode_chunk(&mut dec, &mut partial),
+            Ok(Some(Piece::Data(_)))
+        ));
+        assert!(decode_chunk(&mut dec, &mut partial).unwrap().is_none());
+        let mut bad = BytesMut::from(&b"zz\r\n"[..]);
+        assert!(decode_chunk(&mut ChunkedDecoder::new(), &mut bad).is_err());
+    }
+
+    /// The client holds answers to the gateway's rules: a lenient reader
+    /// took `Content-Length` with `Transfer-Encoding`, or any coding ending
+    /// in `chunked`.
+    #[test]
+    fn ambiguous_answers_are_refused() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+        ] {
+            let (head, _) = parse_head(raw).unwrap().unwrap();
+            assert!(head.framing().is_err(), "{}", String::from_utf8_lossy(raw));
+        }
     }
 }

@@ -20,6 +20,9 @@
 //! - [`replay`]: [`ReplayWindow`], the lines kept for resume and the resume
 //!   rule `o - 1 <= c <= S` (SPEC 4), on [`LineQueue`], lines stored back
 //!   to back in one buffer (also a session's backlog).
+//! - [`http1`]: the strict HTTP/1 pieces without `http` types: chunked
+//!   bodies and an answer's framing (SPEC 5), for the gateway and the
+//!   native client alike.
 //! - [`error`]: [`WireError`], every error above and the answer it gets.
 //!
 //! # Example
@@ -49,6 +52,7 @@
 pub mod control;
 pub mod error;
 pub mod headers;
+pub mod http1;
 pub mod line;
 pub mod replay;
 

@@ -245,15 +245,7 @@ fn parse_length(v: &[u8]) -> Result<u64, HeadError> {
     Ok(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-pub(crate) fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t'));
-    let Some(start) = start else { return &[] };
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(start);
-    &v[start..=end]
-}
+pub(crate) use tether_wire::http1::trim;
 
 /// The tokens of the `Connection` header(s) that matter to framing.
 #[derive(Debug, Default)]
