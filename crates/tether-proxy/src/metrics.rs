@@ -72,6 +72,21 @@ pub(crate) enum UpstreamKind {
     Protocol,
 }
 
+/// `tether_sessions_ended_total{reason}`, in the order of [`END_REASONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndKind {
+    ClientEnd = 0,
+    WorkerEnd,
+    GraceExpired,
+    ResumeGone,
+    LineTooLong,
+    WorkerStatus,
+    WorkerUnreachable,
+    ProtocolError,
+    Admin,
+    Shutdown,
+}
+
 /// `tether_resumes_total{result}`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum ResumeResult {
@@ -163,10 +178,8 @@ impl VhostMetrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn session_ended(&self, reason: &str) {
-        if let Some(i) = END_REASONS.iter().position(|r| *r == reason) {
-            self.ended[i].fetch_add(1, Ordering::Relaxed);
-        }
+    pub(crate) fn session_ended(&self, reason: EndKind) {
+        self.ended[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn resume(&self, result: ResumeResult) {
@@ -638,6 +651,20 @@ mod tests {
             (UpstreamKind::Protocol, "protocol"),
         ] {
             assert_eq!(UPSTREAM_KINDS[kind as usize], label);
+        }
+        for (kind, label) in [
+            (EndKind::ClientEnd, "client_end"),
+            (EndKind::WorkerEnd, "worker_end"),
+            (EndKind::GraceExpired, "grace_expired"),
+            (EndKind::ResumeGone, "resume_gone"),
+            (EndKind::LineTooLong, "line_too_long"),
+            (EndKind::WorkerStatus, "worker_status"),
+            (EndKind::WorkerUnreachable, "worker_unreachable"),
+            (EndKind::ProtocolError, "protocol_error"),
+            (EndKind::Admin, "admin"),
+            (EndKind::Shutdown, "shutdown"),
+        ] {
+            assert_eq!(END_REASONS[kind as usize], label);
         }
         assert_eq!(LIMIT_KINDS[Limit::BodyTimeout as usize], "body_timeout");
         assert_eq!(

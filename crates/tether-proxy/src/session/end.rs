@@ -3,6 +3,8 @@
 //! wire (the WebSocket close codes of SPEC 3 and 6 are in
 //! `websocket::link`; a native link just closes).
 
+use crate::metrics::EndKind;
+
 /// Why a session ended (the metric label of SPEC 9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EndReason {
@@ -21,6 +23,22 @@ pub(crate) enum EndReason {
 }
 
 impl EndReason {
+    /// The `reason` label that counts it.
+    pub(crate) fn metric_kind(self) -> EndKind {
+        match self {
+            EndReason::ClientEnd => EndKind::ClientEnd,
+            EndReason::WorkerEnd => EndKind::WorkerEnd,
+            EndReason::GraceExpired => EndKind::GraceExpired,
+            EndReason::ResumeGone => EndKind::ResumeGone,
+            EndReason::LineTooLong => EndKind::LineTooLong,
+            EndReason::ProtocolError => EndKind::ProtocolError,
+            EndReason::Admin => EndKind::Admin,
+            EndReason::WorkerStatus(_) => EndKind::WorkerStatus,
+            EndReason::WorkerUnreachable => EndKind::WorkerUnreachable,
+            EndReason::Shutdown => EndKind::Shutdown,
+        }
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             EndReason::ClientEnd => "client_end",

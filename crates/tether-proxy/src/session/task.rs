@@ -245,7 +245,7 @@ impl Session {
         if let Some(target) = self.message.take() {
             target.send_close();
         }
-        self.metrics.session_ended(reason.as_str());
+        self.metrics.session_ended(reason.metric_kind());
         self.metrics.backlog_bytes(-(self.backlog.bytes() as i64));
         self.metrics
             .replay_bytes(-(self.replay.held_bytes() as i64));
