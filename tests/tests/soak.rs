@@ -156,6 +156,9 @@ fn soak_plain_and_sessions_with_drops() {
         .collect();
 
     let pid = tether.pid();
+    let admin = tether
+        .admin_addr()
+        .expect("the soak config has an admin listener");
     let mut rss = Vec::new();
     let mut next_sample = start;
     while Instant::now() < deadline + Duration::from_secs(2) {
@@ -163,8 +166,9 @@ fn soak_plain_and_sessions_with_drops() {
             let kib = tether_tests::rss_kib(pid).unwrap_or(0);
             rss.push(kib);
             println!(
-                "soak: t={:>5}s rss={kib:>7} KiB plain={} errors={} sessions={} lines sent={} received={} drops={} losses={} duplicates={}",
+                "soak: t={:>5}s rss={kib:>7} KiB live sessions={} plain={} errors={} sessions={} lines sent={} received={} drops={} losses={} duplicates={}",
                 start.elapsed().as_secs(),
+                live_sessions(admin),
                 Counts::get(&counts.plain),
                 Counts::get(&counts.plain_errors),
                 Counts::get(&counts.sessions),
@@ -222,10 +226,12 @@ fn soak_plain_and_sessions_with_drops() {
 
     let kib = tether_tests::rss_kib(pid).unwrap_or(0);
     rss.push(kib);
+    let live = live_sessions(admin);
     let first = rss.first().copied().unwrap_or(0);
     let peak = rss.iter().copied().max().unwrap_or(0);
     println!(
         "soak: done in {} s (seed {seed}): tether RSS first {first} KiB, peak {peak} KiB, last {kib} KiB; \
+         live sessions at the end {live}; \
          plain requests {} ({} errors); sessions {} ({} closed and checked at the worker); \
          lines client->worker {}, worker->client {}; drops {}, resumes {}; losses {}, duplicates {}; \
          worker errors {}",
@@ -252,6 +258,32 @@ fn soak_plain_and_sessions_with_drops() {
     assert_eq!(Counts::get(&counts.losses), 0);
     assert_eq!(Counts::get(&counts.duplicates), 0);
     assert!(Counts::get(&counts.plain) > 0 && Counts::get(&counts.received) > 0);
+}
+
+/// Sessions tether holds (`tether_sessions`, attached and detached), from
+/// the admin listener's `/metrics`; `-` when it cannot be read.
+fn live_sessions(admin: SocketAddr) -> String {
+    let read = || -> std::io::Result<String> {
+        let mut c = RawConn::try_connect(admin)?;
+        c.set_read_timeout(Duration::from_secs(5));
+        c.try_send(&tether_tests::raw_http::request_bytes(
+            "GET",
+            "/metrics",
+            "admin",
+            &[],
+            b"",
+        ))?;
+        Ok(c.read_response_to("GET")?.body_text())
+    };
+    let Ok(text) = read() else {
+        return "-".into();
+    };
+    let live: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("tether_sessions{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    format!("{live}")
 }
 
 /// Keep-alive requests of every kind nginx serves here, one connection in
