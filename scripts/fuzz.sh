@@ -34,6 +34,10 @@ else
     mapfile -t targets < <(cargo fuzz list)
 fi
 
+# The fuzzed crates are built with the dependency versions the workspace
+# ships: its lock seeds the fuzz crate's, which only adds libFuzzer's own.
+cp Cargo.lock fuzz/Cargo.lock
+
 echo "fuzz: building ${#targets[@]} targets (release, debug assertions, AddressSanitizer)"
 start=$SECONDS
 cargo fuzz build --target-dir "$target_dir"

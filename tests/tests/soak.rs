@@ -10,6 +10,7 @@
 //! `cargo test -p tether-tests --test soak -- --ignored --nocapture`.
 //! Knobs: `SOAK_SECS`, `SOAK_SAMPLE_SECS`, `SOAK_PLAIN_CLIENTS` (threads,
 //! default 4), `SOAK_SESSIONS` (concurrent sessions, default 16),
+//! `SOAK_DROP_EVERY` (a reset about one step in N, default 150; 0: none),
 //! `SOAK_SEED`; `TETHER_BIN` runs another tether build (e.g. release).
 
 use std::collections::HashMap;
@@ -156,6 +157,9 @@ fn soak_plain_and_sessions_with_drops() {
         .collect();
 
     let pid = tether.pid();
+    let admin = tether
+        .admin_addr()
+        .expect("the soak config has an admin listener");
     let mut rss = Vec::new();
     let mut next_sample = start;
     while Instant::now() < deadline + Duration::from_secs(2) {
@@ -163,8 +167,9 @@ fn soak_plain_and_sessions_with_drops() {
             let kib = tether_tests::rss_kib(pid).unwrap_or(0);
             rss.push(kib);
             println!(
-                "soak: t={:>5}s rss={kib:>7} KiB plain={} errors={} sessions={} lines sent={} received={} drops={} losses={} duplicates={}",
+                "soak: t={:>5}s rss={kib:>7} KiB live sessions={} plain={} errors={} sessions={} lines sent={} received={} drops={} losses={} duplicates={}",
                 start.elapsed().as_secs(),
+                live_sessions(admin),
                 Counts::get(&counts.plain),
                 Counts::get(&counts.plain_errors),
                 Counts::get(&counts.sessions),
@@ -222,10 +227,12 @@ fn soak_plain_and_sessions_with_drops() {
 
     let kib = tether_tests::rss_kib(pid).unwrap_or(0);
     rss.push(kib);
+    let live = live_sessions(admin);
     let first = rss.first().copied().unwrap_or(0);
     let peak = rss.iter().copied().max().unwrap_or(0);
     println!(
         "soak: done in {} s (seed {seed}): tether RSS first {first} KiB, peak {peak} KiB, last {kib} KiB; \
+         live sessions at the end {live}; \
          plain requests {} ({} errors); sessions {} ({} closed and checked at the worker); \
          lines client->worker {}, worker->client {}; drops {}, resumes {}; losses {}, duplicates {}; \
          worker errors {}",
@@ -243,6 +250,13 @@ fn soak_plain_and_sessions_with_drops() {
         worker_errors.len(),
     );
 
+    // The session families, to tell a leak's end reason at a glance.
+    for line in metrics(admin).unwrap_or_default().lines() {
+        if line.starts_with("tether_sessions") && !line.ends_with(" 0") {
+            println!("soak: {line}");
+        }
+    }
+
     let problems = counts.problems.lock().unwrap().clone();
     assert!(
         problems.is_empty() && worker_errors.is_empty(),
@@ -252,6 +266,28 @@ fn soak_plain_and_sessions_with_drops() {
     assert_eq!(Counts::get(&counts.losses), 0);
     assert_eq!(Counts::get(&counts.duplicates), 0);
     assert!(Counts::get(&counts.plain) > 0 && Counts::get(&counts.received) > 0);
+}
+
+/// Sessions tether holds (`tether_sessions`, attached and detached), from
+/// the admin listener's `/metrics`; `-` when it cannot be read.
+fn live_sessions(admin: SocketAddr) -> String {
+    let Ok(text) = metrics(admin) else {
+        return "-".into();
+    };
+    let live: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("tether_sessions{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    format!("{live}")
+}
+
+fn metrics(admin: SocketAddr) -> std::io::Result<String> {
+    let mut c = RawConn::try_connect(admin)?;
+    c.set_read_timeout(Duration::from_secs(5));
+    let get = tether_tests::raw_http::request_bytes("GET", "/metrics", "admin", &[], b"");
+    c.try_send(&get)?;
+    Ok(c.read_response_to("GET")?.body_text())
 }
 
 /// Keep-alive requests of every kind nginx serves here, one connection in
@@ -363,12 +399,13 @@ async fn run_session(
     rng: &mut Rng,
     counts: &Counts,
 ) -> Result<(), String> {
+    let drop_every = knob("SOAK_DROP_EVERY", 150);
     let mut next_send = 1u64;
     let mut expected = 1u64;
     while next_send <= lines {
         let batch = (1 + rng.below(8)).min(lines - next_send + 1);
         for _ in 0..batch {
-            if rng.below(150) == 0 {
+            if drop_every != 0 && rng.below(drop_every) == 0 {
                 s.drop_connection_for_test();
                 counts.drops.fetch_add(1, Ordering::Relaxed);
             }
@@ -379,7 +416,7 @@ async fn run_session(
             next_send += 1;
         }
         for _ in 0..batch {
-            if rng.below(150) == 0 {
+            if drop_every != 0 && rng.below(drop_every) == 0 {
                 s.drop_connection_for_test();
                 counts.drops.fetch_add(1, Ordering::Relaxed);
             }

@@ -7,7 +7,8 @@
 //! `admin`; `listener`, `http1`, `h2` (connections); `gateway` and
 //! `router` (the request path); `session`; `forward`, `headers`, `tls`;
 //! `exchange`, `body`, `conn_limits`, `client_addr`; `codec`, [`config`],
-//! `pem`, `metrics`, [`descriptors`].
+//! `pem`, `metrics`, [`descriptors`]. `fuzzing` (hidden) opens a few
+//! parsers of `codec` and `session` to the fuzz targets in `fuzz/`.
 
 mod admin;
 mod body;
