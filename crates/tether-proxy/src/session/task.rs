@@ -387,6 +387,16 @@ impl Session {
                 }
             }
         }
+        if let State::Awaiting { .. } | State::Detached { .. } = self.state {
+            // Ended for requests (DELETE, SIGTERM) and its client gone: no
+            // resume can reach it any more, so the grace would only hold
+            // the session (and its place under max_sessions_per_ip).
+            if self.mailbox.is_closed() {
+                if let Phase::Finishing(reason) = self.phase {
+                    return Err(reason);
+                }
+            }
+        }
         if let State::Awaiting { grace, .. } | State::Detached { grace } = &mut self.state {
             if grace.as_mut().poll(cx).is_ready() {
                 return Err(match self.phase {

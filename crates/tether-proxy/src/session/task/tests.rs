@@ -742,3 +742,25 @@ async fn shutdown_while_finishing_is_said_as_shutdown() {
     settle().await;
     assert_eq!(s.ended().as_deref(), Some("shutdown"));
 }
+
+/// Found by the soak: after a DELETE answered while attached, a client
+/// that closed before its last lines were written left the session
+/// detached for the whole grace, counted against `max_sessions_per_ip`,
+/// though nothing could resume it any more.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_session_whose_client_leaves_ends_at_once() {
+    let mut s = open(config(|c| c.resume_grace = secs(120)));
+    let client = s.native(0);
+    s.worker_writes(&lines(1, 50)).await;
+    settle().await;
+    let (reply, done) = oneshot::channel();
+    assert!(s.handle.mailbox.send(Command::End { reply }).is_ok());
+    done.await.expect("answered");
+    let started = tokio::time::Instant::now();
+    drop(client);
+    settle().await;
+    assert_eq!(s.ended().as_deref(), Some("client_end"));
+    assert_eq!(started.elapsed(), Duration::ZERO, "ended without waiting");
+    assert_eq!(s.gauge("detached"), 0.0);
+    assert!(s.worker_closed().await);
+}
