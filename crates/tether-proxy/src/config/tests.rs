@@ -876,3 +876,11 @@ fn a_key_of_another_certificate_is_refused() {
     assert!(parse_in_dir(&dir, &cat(&[TLS_SERVER, VH, TLS_TABLE])).is_ok());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_vhost_without_hosts_has_an_empty_label() {
+    let mut v = parse("t.toml", VH).unwrap().vhosts.remove(0);
+    assert_eq!(v.label(), "a.test");
+    v.hosts.clear();
+    assert_eq!(v.label(), "");
+}
