@@ -45,8 +45,12 @@ fn start() -> (Apache, Tether) {
 /// Apache with the chat script, tether in front with `extra` in the
 /// message-mode `[vhost.persistent]`.
 fn start_with(extra: &str) -> (Apache, Tether) {
+    // Enough idle children for every session of the restart tests: a
+    // request that waits in the listen queue when Apache stops is reset
+    // after it was written, and such a request is never sent again.
     let apache = Apache::start(
-        "<FilesMatch \"\\.pphp$\">\n    SetHandler application/x-httpd-php\n</FilesMatch>\n",
+        "<FilesMatch \"\\.pphp$\">\n    SetHandler application/x-httpd-php\n</FilesMatch>\n\
+         StartServers 24\nMinSpareServers 24\nMaxSpareServers 48\nMaxRequestWorkers 64\n",
     );
     apache.put_file("chat.pphp", CHAT.as_bytes());
     std::fs::write(apache.root().join("events.log"), "").unwrap();
@@ -172,7 +176,7 @@ fn a_php_script_serves_a_session_through_events() {
 
 #[test]
 fn an_unreachable_worker_ends_the_session() {
-    let (apache, tether) = start();
+    let (apache, tether) = start_with("worker_retry = \"0s\"");
     let mut s = open_with(tether.addr(), HOST, "/chat.pphp", &[])
         .unwrap_or_else(|r| panic!("not persistent: {}", r.head_text()));
     s.chan.send(b"hello\n");
@@ -214,5 +218,165 @@ fn a_detached_session_ends_with_a_close_event_within_1s_of_its_grace() {
         detached.elapsed(),
         grace,
         grace + Duration::from_secs(1),
+    );
+}
+
+/// `clients` sessions each send `lines` numbered lines, one every `every`,
+/// without waiting for answers, while Apache is stopped completely for
+/// `down` after `down_after` and started again on the same port. Gives
+/// back each session's SessionID, what its client read until the end (or
+/// `limit`), and how the channel ended (`None`: still open).
+struct Restart {
+    sid: String,
+    got: Vec<String>,
+    end: Option<End>,
+}
+
+fn numbered_lines_across_a_restart(
+    apache: &mut Apache,
+    tether: &Tether,
+    clients: usize,
+    lines: usize,
+    down: Duration,
+) -> Vec<Restart> {
+    let every = Duration::from_millis(100);
+    let addr = tether.addr();
+    let opened: Vec<_> = (0..clients)
+        .map(|_| {
+            open_with(addr, HOST, "/chat.pphp", &[])
+                .unwrap_or_else(|r| panic!("not persistent: {}{}", r.head_text(), r.body_text()))
+        })
+        .collect();
+    let warm = std::sync::Arc::new(std::sync::Barrier::new(clients + 1));
+    let handles: Vec<_> = opened
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut s)| {
+            let warm = warm.clone();
+            std::thread::spawn(move || {
+                // One exchange before Apache stops, so that every session
+                // has its connection and its PHP child.
+                s.chan.send(format!("c{c}-0\n").as_bytes());
+                let mut got = vec![s.chan.line()];
+                warm.wait();
+                for n in 1..lines {
+                    if s.chan.try_send(format!("c{c}-{n}\n").as_bytes()).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(every);
+                }
+                let mut end = None;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while got.len() < lines && Instant::now() < deadline {
+                    s.chan.set_read_timeout(Duration::from_secs(10));
+                    match s.chan.try_line() {
+                        Ok(Some(l)) => got.push(String::from_utf8_lossy(&l).into_owned()),
+                        Ok(None) => {
+                            end = Some(End::Eof);
+                            break;
+                        }
+                        Err(_) => {
+                            end = Some(End::Reset);
+                            break;
+                        }
+                    }
+                }
+                Restart {
+                    sid: s.sid.clone(),
+                    got,
+                    end,
+                }
+            })
+        })
+        .collect();
+    warm.wait();
+    std::thread::sleep(Duration::from_secs(1));
+    apache.stop();
+    let stopped = Instant::now();
+    std::thread::sleep(down);
+    apache.start_again();
+    eprintln!("apache down for {:?}", stopped.elapsed());
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn sessions_wait_for_an_apache_that_stops_and_starts_again() {
+    // SPEC 6 `worker_retry`: Apache fully stopped for 5 s (the port
+    // refuses) while 20 clients keep sending: no session ends, every line
+    // reaches PHP once and in order, every answer reaches its client.
+    let (mut apache, tether) = start();
+    const CLIENTS: usize = 20;
+    const LINES: usize = 80;
+    let results = numbered_lines_across_a_restart(
+        &mut apache,
+        &tether,
+        CLIENTS,
+        LINES,
+        Duration::from_secs(5),
+    );
+    let ev = events(&apache);
+    let mut lost = 0;
+    let mut duplicated = 0;
+    for (c, r) in results.iter().enumerate() {
+        let want: Vec<String> = (0..LINES)
+            .map(|n| format!("php says: c{c}-{n}\n"))
+            .collect();
+        assert_eq!(
+            r.end,
+            None,
+            "session {c} ended after {} answers; tether:\n{}\n{}",
+            r.got.len(),
+            tether.stderr_text(),
+            metrics(&tether)
+        );
+        assert_eq!(r.got, want, "client {c} gets every answer, in order");
+        let at_php: Vec<&str> = ev
+            .iter()
+            .filter(|e| e.starts_with(&format!("line {} ", r.sid)))
+            .map(|e| e.rsplit(' ').next().unwrap())
+            .collect();
+        let sent: Vec<String> = (0..LINES).map(|n| format!("c{c}-{n}")).collect();
+        lost += sent
+            .iter()
+            .filter(|l| !at_php.contains(&l.as_str()))
+            .count();
+        duplicated += at_php.len().saturating_sub(LINES);
+        assert_eq!(at_php, sent, "every line reaches PHP once, in order");
+    }
+    eprintln!(
+        "{CLIENTS} sessions, {} lines, apache down 5 s: {lost} lost, {duplicated} duplicated",
+        CLIENTS * LINES
+    );
+    let m = metrics(&tether);
+    assert!(
+        m.lines()
+            .filter(|l| l.starts_with("tether_sessions_ended_total{"))
+            .all(|l| l.ends_with(" 0")),
+        "no session ended: {m}"
+    );
+    // Each session had one request refused, however often it was tried.
+    assert!(
+        m.contains(&format!(
+            "tether_upstream_errors_total{{vhost=\"{HOST}\",kind=\"connect\"}} {CLIENTS}"
+        )),
+        "a refused request is counted once: {m}"
+    );
+}
+
+#[test]
+fn sessions_end_when_apache_stays_away_longer_than_worker_retry() {
+    let (mut apache, tether) = start_with("resume_grace = \"30s\"\nworker_retry = \"2s\"");
+    const CLIENTS: usize = 5;
+    let results =
+        numbered_lines_across_a_restart(&mut apache, &tether, CLIENTS, 40, Duration::from_secs(5));
+    for (c, r) in results.iter().enumerate() {
+        assert_eq!(r.end, Some(End::Eof), "session {c}: {} lines", r.got.len());
+    }
+    let m = metrics(&tether);
+    assert!(
+        m.contains(&format!(
+            "tether_sessions_ended_total{{vhost=\"{HOST}\",reason=\"worker_unreachable\"}} {CLIENTS}"
+        )),
+        "{m}"
     );
 }

@@ -510,7 +510,7 @@ impl Session {
                     // The worker side is over; whole lines are still owed
                     // to the client (SPEC 2 "Worker end", SPEC 6).
                     self.finish(match gone {
-                        WorkerGone::Closed => EndReason::WorkerEnd,
+                        WorkerGone::Closed | WorkerGone::Ended => EndReason::WorkerEnd,
                         WorkerGone::Status(s) => EndReason::WorkerStatus(s),
                         WorkerGone::Unreachable => EndReason::WorkerUnreachable,
                         WorkerGone::LineTooLong => return Err(EndReason::LineTooLong),

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -18,10 +19,17 @@ use http_body::Body as _;
 use tether_wire::LineReader;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::balance::Worker;
 use super::link::poll_read_lines;
 use crate::body::Body;
 use crate::config::OriginUrl;
 use crate::forward::{UpstreamError, Upstreams};
+use crate::metrics::VhostMetrics;
+
+/// The first pause before a request the worker did not take is tried
+/// again, and the longest (SPEC 6).
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Client lines queued for the worker before the task stops reading the
 /// client.
@@ -34,6 +42,9 @@ static SESSION_EVENT: HeaderName = HeaderName::from_static("session-event");
 pub(crate) enum WorkerGone {
     /// Stream mode: the worker closed or reset its connection.
     Closed,
+    /// Message mode: a 2xx answer with `Session-Event: close`, its lines
+    /// all returned.
+    Ended,
     /// Message mode: a non-2xx answer.
     Status(u16),
     /// Message mode: the worker could not be reached.
@@ -61,7 +72,7 @@ impl WorkerSide {
     pub(crate) fn can_take(&self) -> bool {
         match self {
             WorkerSide::Stream(s) => s.out.len() < TO_WORKER_HIGH,
-            WorkerSide::Message(m) => m.queued.len() < TO_WORKER_HIGH,
+            WorkerSide::Message(m) => m.queued.len() < m.max_queued,
         }
     }
 
@@ -161,6 +172,11 @@ impl StreamSide {
 pub(crate) struct MessageTarget {
     pub(crate) upstreams: Upstreams,
     pub(crate) worker: OriginUrl,
+    /// The pinned worker's health, marked down when it refuses (SPEC 7).
+    pub(crate) health: Arc<Worker>,
+    /// `worker_retry`.
+    pub(crate) retry: Duration,
+    pub(crate) metrics: Arc<VhostMetrics>,
     /// Path and query of the opening request.
     pub(crate) target: String,
     /// The opening request's end-to-end fields (Host, cookies, ...), its
@@ -207,12 +223,53 @@ impl MessageTarget {
         req
     }
 
-    /// `Session-Event: close`, once, whatever ended the session; its
-    /// answer is ignored.
+    /// Sends one request, again and again while the worker does not take
+    /// the connection, for up to `worker_retry` (SPEC 6): a restarting
+    /// Apache costs a wait, not the session. A request that may have been
+    /// written is never sent twice, since the worker may have acted on it.
+    /// An upstream error is counted once per request, however many tries
+    /// it took (SPEC 9).
+    async fn send(
+        &self,
+        event: &'static str,
+        body: Bytes,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let give_up = tokio::time::Instant::now() + self.retry;
+        let mut pause = RETRY_FIRST;
+        let mut counted = false;
+        loop {
+            let req = self.request(event, body.clone());
+            let failed = match self.upstreams.send_once(&self.worker, req).await {
+                Ok(resp) => return Ok(resp),
+                Err(f) => f,
+            };
+            if !counted {
+                counted = true;
+                if let Some(kind) = failed.kind.metric_kind() {
+                    self.metrics.upstream_error(kind);
+                }
+            }
+            if !failed.unsent {
+                return Err(failed.kind);
+            }
+            self.health.mark_down();
+            let now = tokio::time::Instant::now();
+            if now + pause > give_up {
+                tracing::warn!(worker = %self.worker.as_written, event, "worker unreachable for worker_retry");
+                return Err(failed.kind);
+            }
+            tracing::debug!(worker = %self.worker.as_written, event, ?pause, "worker refused; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// `Session-Event: close`, once, whatever ended the session (the
+    /// worker's own `Session-Event: close` too: the script's clean-up has
+    /// one place to run); its answer is ignored.
     pub(crate) fn send_close(self: Arc<Self>) {
         tokio::spawn(async move {
-            let req = self.request("close", Bytes::new());
-            if let Ok(resp) = self.upstreams.send(&self.worker, req).await {
+            if let Ok(resp) = self.send("close", Bytes::new()).await {
                 let mut body = resp.into_body();
                 while let Some(Ok(_)) =
                     std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
@@ -230,6 +287,11 @@ pub(crate) struct MessageSide {
     target: Arc<MessageTarget>,
     /// Client lines for the next request.
     queued: BytesMut,
+    /// `detached_backlog`: client lines waiting for a restarting worker
+    /// are held up to this, then the client is read more slowly.
+    max_queued: usize,
+    /// The answer being read said `Session-Event: close`.
+    closing: bool,
     in_flight: Option<Pending>,
     /// The body of a 2xx answer being read.
     answer: Option<Body>,
@@ -238,10 +300,16 @@ pub(crate) struct MessageSide {
 }
 
 impl MessageSide {
-    pub(crate) fn new(target: Arc<MessageTarget>, max_line: usize) -> MessageSide {
+    pub(crate) fn new(
+        target: Arc<MessageTarget>,
+        max_line: usize,
+        max_queued: usize,
+    ) -> MessageSide {
         MessageSide {
             target,
             queued: BytesMut::new(),
+            max_queued,
+            closing: false,
             in_flight: None,
             answer: None,
             input: LineReader::new(max_line),
@@ -273,6 +341,9 @@ impl MessageSide {
                         }
                         self.answer = None;
                         self.input.shrink();
+                        if self.closing {
+                            self.gone = Some(WorkerGone::Ended);
+                        }
                     }
                     Poll::Ready(Some(Err(_))) => self.gone = Some(WorkerGone::Unreachable),
                     Poll::Pending => return Poll::Pending,
@@ -283,6 +354,10 @@ impl MessageSide {
                 match pending.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(resp)) if resp.status().is_success() => {
+                        self.closing = resp
+                            .headers()
+                            .get(&SESSION_EVENT)
+                            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
                         self.answer = Some(resp.into_body());
                     }
                     // A non-2xx answer's body is discarded.
@@ -300,10 +375,7 @@ impl MessageSide {
             let batch = self.queued.split().freeze();
             self.queued = BytesMut::new();
             let target = self.target.clone();
-            self.in_flight = Some(Box::pin(async move {
-                let req = target.request("message", batch);
-                target.upstreams.send(&target.worker, req).await
-            }));
+            self.in_flight = Some(Box::pin(async move { target.send("message", batch).await }));
         }
     }
 }
