@@ -172,14 +172,19 @@ Header always set X-Origin apache
     /// Stops Apache completely, as `apachectl graceful-stop` does
     /// (SIGWINCH): the port refuses connections from then on, and requests
     /// in flight are finished first (a SIGTERM would kill them halfway).
-    /// Waits until the parent has exited.
+    /// A child waiting on a kept-alive connection still serves one more
+    /// request on it, or waits for `KeepAliveTimeout`, so a test that
+    /// stops Apache sets a short one. Waits until the parent has exited.
     pub fn stop(&mut self) {
         let _ = Command::new("kill")
             .arg("-WINCH")
             .arg(self.child.pid().to_string())
             .status();
         if self.child.wait_timeout(Duration::from_secs(20)).is_none() {
-            panic!("apache did not stop within 20 s of SIGWINCH");
+            panic!(
+                "apache did not stop within 20 s of SIGWINCH; error.log:\n{}",
+                self.error_log()
+            );
         }
     }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use tether_tests::apache::Apache;
 use tether_tests::session::{open_with, resume_ok, session_vhost, End, HOST, WAIT};
-use tether_tests::{assert_between, wait_for, RawConn, Tether};
+use tether_tests::websocket::{OP_BINARY, OP_CLOSE, OP_TEXT};
+use tether_tests::{assert_between, wait_for, RawConn, Tether, WsClient};
 
 const CHAT: &str = r#"<?php
 $event = $_SERVER['HTTP_SESSION_EVENT'] ?? '-';
@@ -28,6 +29,8 @@ if ($event === 'message') {
     foreach (explode("\n", rtrim($body, "\n")) as $line) {
         file_put_contents(__DIR__ . '/events.log', "line $sid $line\n", FILE_APPEND | LOCK_EX);
         if ($line === 'fail') { http_response_code(500); echo "not for the client\n"; exit; }
+        if ($line === 'gone') { http_response_code(410); exit; }
+        if ($line === 'bye') { header('Session-Event: close'); echo "goodbye\n"; exit; }
         if ($line === 'partial') { echo "partial-without-lf"; flush(); continue; }
         echo "php says: $line\n";
         flush();
@@ -47,10 +50,13 @@ fn start() -> (Apache, Tether) {
 fn start_with(extra: &str) -> (Apache, Tether) {
     // Enough idle children for every session of the restart tests: a
     // request that waits in the listen queue when Apache stops is reset
-    // after it was written, and such a request is never sent again.
+    // after it was written, and such a request is never sent again. Short
+    // keep-alive and request timeouts let a graceful stop end soon: a
+    // child waits that long on an idle connection before it exits.
     let apache = Apache::start(
         "<FilesMatch \"\\.pphp$\">\n    SetHandler application/x-httpd-php\n</FilesMatch>\n\
-         StartServers 24\nMinSpareServers 24\nMaxSpareServers 48\nMaxRequestWorkers 64\n",
+         StartServers 24\nMinSpareServers 24\nMaxSpareServers 48\nMaxRequestWorkers 64\n\
+         KeepAliveTimeout 2\nTimeout 5\n",
     );
     apache.put_file("chat.pphp", CHAT.as_bytes());
     std::fs::write(apache.root().join("events.log"), "").unwrap();
@@ -185,13 +191,10 @@ fn an_unreachable_worker_ends_the_session() {
     s.chan.send(b"anyone?\n");
     let (_, end) = s.chan.lines_until_end(Duration::from_secs(30));
     assert_eq!(end, End::Eof);
-    let m = metrics(&tether);
-    assert!(
-        m.contains(&format!(
-            "tether_sessions_ended_total{{vhost=\"{HOST}\",reason=\"worker_unreachable\"}} 1"
-        )),
-        "{m}"
-    );
+    // Counted as the task ends, just after the client's EOF.
+    wait_for("the end counted", WAIT, || {
+        (ended(&tether, "worker_unreachable") == "1").then_some(())
+    });
 }
 
 #[test]
@@ -291,11 +294,16 @@ fn numbered_lines_across_a_restart(
         .collect();
     warm.wait();
     std::thread::sleep(Duration::from_secs(1));
+    // Down from the signal on: the listener closes at once.
+    let stopping = Instant::now();
     apache.stop();
-    let stopped = Instant::now();
     std::thread::sleep(down);
     apache.start_again();
-    eprintln!("apache down for {:?}", stopped.elapsed());
+    eprintln!(
+        "apache down for {:?} (graceful stop {:?}, then {down:?})",
+        stopping.elapsed(),
+        stopping.elapsed() - down
+    );
     handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
@@ -366,17 +374,145 @@ fn sessions_wait_for_an_apache_that_stops_and_starts_again() {
 #[test]
 fn sessions_end_when_apache_stays_away_longer_than_worker_retry() {
     let (mut apache, tether) = start_with("resume_grace = \"30s\"\nworker_retry = \"2s\"");
-    const CLIENTS: usize = 5;
+    const CLIENTS: usize = 20;
     let results =
         numbered_lines_across_a_restart(&mut apache, &tether, CLIENTS, 40, Duration::from_secs(5));
     for (c, r) in results.iter().enumerate() {
         assert_eq!(r.end, Some(End::Eof), "session {c}: {} lines", r.got.len());
     }
-    let m = metrics(&tether);
-    assert!(
-        m.contains(&format!(
-            "tether_sessions_ended_total{{vhost=\"{HOST}\",reason=\"worker_unreachable\"}} {CLIENTS}"
-        )),
-        "{m}"
+    wait_for("the ends counted", WAIT, || {
+        (ended(&tether, "worker_unreachable") == CLIENTS.to_string()).then_some(())
+    });
+}
+
+/// A WebSocket session on `path`: the upgrade, the empty control record,
+/// the open record and the initial body's text frame.
+fn ws_open(addr: SocketAddr, path: &str) -> WsClient {
+    let (mut ws, _) = WsClient::connect(
+        addr,
+        HOST,
+        path,
+        &[("Sec-WebSocket-Protocol", "persistent")],
+    )
+    .unwrap_or_else(|r| panic!("no 101: {}", r.head_text()));
+    ws.conn().set_read_timeout(WAIT);
+    ws.send_binary(b"");
+    let record = ws.read_message().expect("the open record");
+    assert_eq!(record.opcode, OP_BINARY);
+    let record = String::from_utf8(record.payload).unwrap();
+    if !record.ends_with("&initial=0") {
+        let initial = ws.read_message().expect("the initial text frame");
+        assert_eq!(initial.opcode, OP_TEXT, "{record}");
+    }
+    ws
+}
+
+/// Text frames until the gateway's close frame; the close is answered.
+fn ws_until_close(ws: &mut WsClient) -> (Vec<String>, u16, String) {
+    let mut texts = Vec::new();
+    loop {
+        let f = ws.read_message().expect("a message or the close");
+        match f.opcode {
+            OP_TEXT => texts.push(String::from_utf8(f.payload).unwrap()),
+            OP_CLOSE => {
+                let code = f.close_code().unwrap_or(1005);
+                let reason = f.close_reason();
+                let _ = ws.send_close(code, "");
+                return (texts, code, reason);
+            }
+            op => panic!("opcode {op:#x} before the close"),
+        }
+    }
+}
+
+fn ended(t: &Tether, reason: &str) -> String {
+    let m = metrics(t);
+    m.lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "tether_sessions_ended_total{{vhost=\"{HOST}\",reason=\"{reason}\"}}"
+            ))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_php_script_ends_the_session_with_session_event_close() {
+    // SPEC 6: a 2xx answer with `Session-Event: close`: its lines, then a
+    // worker end (native EOF, WebSocket 1000), and the close event once.
+    let (apache, tether) = start();
+    let mut s = open_with(tether.addr(), HOST, "/chat.pphp", &[])
+        .unwrap_or_else(|r| panic!("not persistent: {}", r.head_text()));
+    s.chan.send(b"hello\n");
+    assert_eq!(s.chan.line(), "php says: hello\n");
+    s.chan.send(b"bye\n");
+    let (lines, end) = s.chan.lines_until_end(WAIT);
+    assert_eq!(
+        lines,
+        [b"goodbye\n".to_vec()],
+        "the answer's line, then the end"
     );
+    assert_eq!(end, End::Eof);
+    wait_for("the session's end", WAIT, || {
+        (ended(&tether, "worker_end") == "1").then_some(())
+    });
+
+    let mut ws = ws_open(tether.addr(), "/chat.pphp");
+    ws.send_text("bye");
+    let (texts, code, reason) = ws_until_close(&mut ws);
+    assert_eq!(texts, ["goodbye"]);
+    assert_eq!(code, 1000, "{reason}");
+    wait_for("both ends", WAIT, || {
+        (ended(&tether, "worker_end") == "2").then_some(())
+    });
+
+    // The close event still goes, once per session: the script's clean-up
+    // has one place whoever ended the session.
+    std::thread::sleep(Duration::from_millis(500));
+    let ev = events(&apache);
+    let closes: Vec<_> = ev.iter().filter(|e| e.starts_with("close ")).collect();
+    assert_eq!(closes.len(), 2, "{ev:?}");
+    assert!(closes.iter().any(|c| c.contains(&s.sid)), "{ev:?}");
+}
+
+#[test]
+fn a_mid_session_status_over_websocket_is_4502_with_the_status() {
+    let (_apache, tether) = start();
+    let mut ws = ws_open(tether.addr(), "/chat.pphp");
+    ws.send_text("hello");
+    let f = ws.read_message().unwrap();
+    assert_eq!(String::from_utf8(f.payload).unwrap(), "php says: hello");
+    // Alone in its request: PHP cannot set a status after output.
+    ws.send_text("gone");
+    let (texts, code, reason) = ws_until_close(&mut ws);
+    assert!(texts.is_empty(), "{texts:?}");
+    assert_eq!((code, reason.as_str()), (4502, "worker status 410"));
+    wait_for("the end counted", WAIT, || {
+        (ended(&tether, "worker_status") == "1").then_some(())
+    });
+}
+
+#[test]
+fn a_websocket_client_learns_that_the_worker_stayed_away() {
+    let (mut apache, tether) = start_with("worker_retry = \"1s\"");
+    let mut ws = ws_open(tether.addr(), "/chat.pphp");
+    ws.send_text("hello");
+    let f = ws.read_message().unwrap();
+    assert_eq!(String::from_utf8(f.payload).unwrap(), "php says: hello");
+    apache.stop();
+    let sent = Instant::now();
+    ws.send_text("anyone?");
+    let (texts, code, reason) = ws_until_close(&mut ws);
+    assert!(texts.is_empty(), "{texts:?}");
+    assert_eq!((code, reason.as_str()), (4502, "worker unreachable"));
+    assert_between(
+        "the end after worker_retry",
+        sent.elapsed(),
+        Duration::from_millis(900),
+        Duration::from_secs(4),
+    );
+    wait_for("the end counted", WAIT, || {
+        (ended(&tether, "worker_unreachable") == "1").then_some(())
+    });
 }

@@ -254,12 +254,14 @@ impl MessageTarget {
             }
             self.health.mark_down();
             let now = tokio::time::Instant::now();
-            if now + pause > give_up {
+            if now >= give_up {
                 tracing::warn!(worker = %self.worker.as_written, event, "worker unreachable for worker_retry");
                 return Err(failed.kind);
             }
+            // The last try is at `worker_retry`, so that the wait is as
+            // long as configured, not cut short by the doubling.
             tracing::debug!(worker = %self.worker.as_written, event, ?pause, "worker refused; retrying");
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(pause.min(give_up - now)).await;
             pause = (pause * 2).min(RETRY_MAX);
         }
     }
