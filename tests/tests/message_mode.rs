@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tether_tests::apache::Apache;
-use tether_tests::session::{open_with, resume_ok, session_vhost, End, HOST, WAIT};
+use tether_tests::session::{delete, open_with, resume_ok, session_vhost, End, HOST, WAIT};
 use tether_tests::websocket::{OP_BINARY, OP_CLOSE, OP_TEXT};
 use tether_tests::{assert_between, wait_for, RawConn, Tether, WsClient};
 
@@ -30,6 +30,10 @@ if ($event === 'message') {
         file_put_contents(__DIR__ . '/events.log', "line $sid $line\n", FILE_APPEND | LOCK_EX);
         if ($line === 'fail') { http_response_code(500); echo "not for the client\n"; exit; }
         if ($line === 'gone') { http_response_code(410); exit; }
+        if ($line === 'slow') {
+            usleep(500000);
+            file_put_contents(__DIR__ . '/events.log', "slept $sid\n", FILE_APPEND | LOCK_EX);
+        }
         if ($line === 'bye') { header('Session-Event: close'); echo "goodbye\n"; exit; }
         if ($line === 'partial') { echo "partial-without-lf"; flush(); continue; }
         echo "php says: $line\n";
@@ -515,4 +519,46 @@ fn a_websocket_client_learns_that_the_worker_stayed_away() {
     wait_for("the end counted", WAIT, || {
         (ended(&tether, "worker_unreachable") == "1").then_some(())
     });
+}
+
+#[test]
+fn a_client_end_lets_the_answer_in_flight_reach_the_client() {
+    // SPEC 6: a DELETE while a message request is in flight: its lines
+    // still reach the attached native client, then EOF; the close event
+    // comes after that request, once.
+    let (apache, tether) = start();
+    let mut s = open_with(tether.addr(), HOST, "/chat.pphp", &[])
+        .unwrap_or_else(|r| panic!("not persistent: {}", r.head_text()));
+    s.chan.send(b"slow\n");
+    wait_for("the request in flight", WAIT, || {
+        events(&apache)
+            .iter()
+            .any(|e| e.starts_with(&format!("line {} slow", s.sid)))
+            .then_some(())
+    });
+    let resp = delete(tether.addr(), HOST, "/chat.pphp", &s.sid);
+    assert_eq!(resp.status, 204, "{}", resp.head_text());
+    let (lines, end) = s.chan.lines_until_end(WAIT);
+    assert_eq!(lines, [b"php says: slow\n".to_vec()]);
+    assert_eq!(end, End::Eof);
+    wait_for("the end counted", WAIT, || {
+        (ended(&tether, "client_end") == "1").then_some(())
+    });
+
+    // WebSocket close 1000 with a request in flight: the request finishes
+    // (the script is not cut off) before the close event.
+    let mut ws = ws_open(tether.addr(), "/chat.pphp");
+    ws.send_text("slow");
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = ws.send_close(1000, "");
+    let ev = wait_for("two close events", WAIT, || {
+        let ev = events(&apache);
+        (ev.iter().filter(|e| e.starts_with("close ")).count() == 2).then_some(ev)
+    });
+    let order: Vec<&str> = ev
+        .iter()
+        .filter(|e| e.starts_with("slept ") || e.starts_with("close "))
+        .map(|e| e.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(order, ["slept", "close", "slept", "close"], "{ev:?}");
 }

@@ -176,6 +176,11 @@ impl Upstreams {
         }
     }
 
+    /// `origin_response_timeout`.
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     /// Sends `req` (its URI still in origin-form) to `upstream` and waits for
     /// the answer head at most `origin_response_timeout` after the request
     /// body ended. The answer's framing is checked (SPEC 5): one that could

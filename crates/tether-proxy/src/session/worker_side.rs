@@ -45,6 +45,9 @@ pub(crate) enum WorkerGone {
     /// Message mode: a 2xx answer with `Session-Event: close`, its lines
     /// all returned.
     Ended,
+    /// Message mode: the client ended the session and the request that
+    /// was in flight then has been answered, its lines all returned.
+    Drained,
     /// Message mode: a non-2xx answer.
     Status(u16),
     /// Message mode: the worker could not be reached.
@@ -268,21 +271,45 @@ impl MessageTarget {
 
     /// `Session-Event: close`, once, whatever ended the session (the
     /// worker's own `Session-Event: close` too: the script's clean-up has
-    /// one place to run); its answer is ignored.
-    pub(crate) fn send_close(self: Arc<Self>) {
+    /// one place to run); its answer is ignored. A message request still
+    /// in flight is let finish first (up to `origin_response_timeout`):
+    /// dropping it could stop the script halfway, and the close event
+    /// must not overtake it.
+    pub(crate) fn send_close(self: Arc<Self>, unfinished: Option<Unfinished>) {
         tokio::spawn(async move {
+            if let Some(unfinished) = unfinished {
+                let limit = self.upstreams.response_timeout();
+                let _ = tokio::time::timeout(limit, async {
+                    let body = match unfinished {
+                        Unfinished::Request(pending) => match pending.await {
+                            Ok(resp) => resp.into_body(),
+                            Err(_) => return,
+                        },
+                        Unfinished::Answer(body) => body,
+                    };
+                    drain(body).await;
+                })
+                .await;
+            }
             if let Ok(resp) = self.send("close", Bytes::new()).await {
-                let mut body = resp.into_body();
-                while let Some(Ok(_)) =
-                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-                {
-                }
+                drain(resp.into_body()).await;
             }
         });
     }
 }
 
+/// Reads a body to its end, for the connection's sake.
+async fn drain(mut body: Body) {
+    while let Some(Ok(_)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {}
+}
+
 type Pending = Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send>>;
+
+/// A message request that was still on its way when the session ended.
+pub(crate) enum Unfinished {
+    Request(Pending),
+    Answer(Body),
+}
 
 /// Message mode: client lines become `POST`s; answers' lines come back.
 pub(crate) struct MessageSide {
@@ -294,6 +321,8 @@ pub(crate) struct MessageSide {
     max_queued: usize,
     /// The answer being read said `Session-Event: close`.
     closing: bool,
+    /// The client ended the session: no request after the one in flight.
+    winding_down: bool,
     in_flight: Option<Pending>,
     /// The body of a 2xx answer being read.
     answer: Option<Body>,
@@ -312,11 +341,33 @@ impl MessageSide {
             queued: BytesMut::new(),
             max_queued,
             closing: false,
+            winding_down: false,
             in_flight: None,
             answer: None,
             input: LineReader::new(max_line),
             gone: None,
         }
+    }
+
+    /// A request is in flight or its answer is being read.
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight.is_some() || self.answer.is_some()
+    }
+
+    /// The client ended the session (SPEC 6): client lines not yet sent
+    /// are discarded, and the side ends ([`WorkerGone::Drained`]) once the
+    /// answer in flight has given its lines.
+    pub(crate) fn wind_down(&mut self) {
+        self.queued = BytesMut::new();
+        self.winding_down = true;
+    }
+
+    /// What is still on its way, for [`MessageTarget::send_close`].
+    pub(crate) fn unfinished(self) -> Option<Unfinished> {
+        if let Some(body) = self.answer {
+            return Some(Unfinished::Answer(body));
+        }
+        self.in_flight.map(Unfinished::Request)
     }
 
     fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, WorkerGone>> {
@@ -369,6 +420,10 @@ impl MessageSide {
                     Poll::Ready(Err(_)) => self.gone = Some(WorkerGone::Unreachable),
                 }
                 self.in_flight = None;
+                continue;
+            }
+            if self.winding_down {
+                self.gone = Some(WorkerGone::Drained);
                 continue;
             }
             if self.queued.is_empty() {
