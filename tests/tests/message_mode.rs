@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tether_tests::apache::Apache;
 use tether_tests::session::{delete, open_with, resume_ok, session_vhost, End, HOST, WAIT};
+use tether_tests::tether::tether_bin;
 use tether_tests::websocket::{OP_BINARY, OP_CLOSE, OP_TEXT};
 use tether_tests::{assert_between, wait_for, RawConn, Tether, WsClient};
 
@@ -52,6 +53,11 @@ fn start() -> (Apache, Tether) {
 /// Apache with the chat script, tether in front with `extra` in the
 /// message-mode `[vhost.persistent]`.
 fn start_with(extra: &str) -> (Apache, Tether) {
+    start_on(HOST, extra)
+}
+
+/// [`start_with`] on a vhost of `host` (`"*"`: every Host).
+fn start_on(host: &str, extra: &str) -> (Apache, Tether) {
     // Enough idle children for every session of the restart tests: a
     // request that waits in the listen queue when Apache stops is reset
     // after it was written, and such a request is never sent again. Short
@@ -69,7 +75,7 @@ fn start_with(extra: &str) -> (Apache, Tether) {
     let tether = Tether::start(&Tether::config(
         "",
         &[session_vhost(
-            HOST,
+            host,
             &url,
             std::slice::from_ref(&url),
             &format!("mode = \"message\"\n{extra}"),
@@ -561,4 +567,50 @@ fn a_client_end_lets_the_answer_in_flight_reach_the_client() {
         .map(|e| e.split(' ').next().unwrap())
         .collect();
     assert_eq!(order, ["slept", "close", "slept", "close"], "{ev:?}");
+}
+
+#[test]
+fn tether_connect_prints_the_answer_to_a_last_line_every_time() {
+    // `printf 'back\n' | tether connect URL`: stdin ends right after the
+    // line, before PHP answered; the answer must still be printed.
+    let (_apache, tether) = start_on("*", "");
+    let url = format!("http://{}/chat.pphp", tether.addr());
+    for run in 0..50 {
+        let mut child = std::process::Command::new(tether_bin())
+            .args(["connect", "--linger", "300ms", &url])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tether connect");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(format!("back{run}\n").as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "run {run}: {stderr}");
+        assert_eq!(
+            stdout,
+            format!("welcome -\nphp says: back{run}\n"),
+            "run {run}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn tether_connect_exits_non_zero_with_the_reason_when_the_session_is_refused() {
+    let (apache, tether) = start_on("*", "worker_retry = \"0s\"");
+    drop(apache);
+    let url = format!("http://{}/chat.pphp", tether.addr());
+    let out = std::process::Command::new(tether_bin())
+        .args(["connect", &url])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("tether connect");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("502"), "{stderr}");
 }
