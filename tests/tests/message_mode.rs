@@ -614,3 +614,26 @@ fn tether_connect_exits_non_zero_with_the_reason_when_the_session_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("502"), "{stderr}");
 }
+
+#[test]
+fn the_php_walkthrough_script_works_as_documented() {
+    // docs/php.md's script, taken from the page itself.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/php.md"))
+        .expect("docs/php.md");
+    let script = doc
+        .split("```php\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a php block in docs/php.md");
+    let (apache, tether) = start();
+    apache.put_file("walkthrough.pphp", script.as_bytes());
+    let mut s = open_with(tether.addr(), HOST, "/walkthrough.pphp", &[])
+        .unwrap_or_else(|r| panic!("not persistent: {}{}", r.head_text(), r.body_text()));
+    assert_eq!(s.initial, b"welcome, say something\n");
+    s.chan.send(b"hello\n");
+    assert_eq!(s.chan.line(), "you said: hello\n");
+    s.chan.send(b"bye\n");
+    let (lines, end) = s.chan.lines_until_end(WAIT);
+    assert_eq!(lines, [b"goodbye after 2 lines\n".to_vec()]);
+    assert_eq!(end, End::Eof);
+}
