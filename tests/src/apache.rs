@@ -186,6 +186,17 @@ Header always set X-Origin apache
                 self.error_log()
             );
         }
+        // A child may outlive the parent for a moment, still holding the
+        // listening socket: stopped means the port refuses.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "apache's port still accepts 10 s after the parent exited"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts a stopped Apache again: same config, same port.

@@ -532,6 +532,11 @@ impl Session {
                     // to the client (SPEC 2 "Worker end", SPEC 6).
                     self.finish(match gone {
                         WorkerGone::Closed | WorkerGone::Ended => EndReason::WorkerEnd,
+                        // Ended by the client already: no resume can come
+                        // for a detached one (the mailbox is closed).
+                        WorkerGone::Drained if !self.attached() => {
+                            return Err(EndReason::ClientEnd)
+                        }
                         WorkerGone::Drained => EndReason::ClientEnd,
                         WorkerGone::Status(s) => EndReason::WorkerStatus(s),
                         WorkerGone::Unreachable => EndReason::WorkerUnreachable,

@@ -253,6 +253,7 @@ impl MessageTarget {
                 }
             }
             if !failed.unsent {
+                tracing::warn!(worker = %self.worker.as_written, event, kind = failed.kind.as_str(), "worker failed a request it may have received; not sent again");
                 return Err(failed.kind);
             }
             self.health.mark_down();
@@ -434,5 +435,185 @@ impl MessageSide {
             let target = self.target.clone();
             self.in_flight = Some(Box::pin(async move { target.send("message", batch).await }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Message-mode requests against a scripted worker on a real socket
+    //! (hyper's client needs one), in real time.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::metrics::Metrics;
+    use crate::session::balance::{WorkerPin, WorkerPool, Workers};
+
+    /// A port nothing listens on (yet).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    struct Setup {
+        side: MessageSide,
+        pin: WorkerPin,
+        metrics: Arc<Metrics>,
+        _pool: WorkerPool,
+    }
+
+    fn setup(port: u16, retry: Duration) -> Setup {
+        let url = OriginUrl {
+            as_written: format!("http://127.0.0.1:{port}"),
+            authority: format!("127.0.0.1:{port}"),
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let pool = WorkerPool::default();
+        let workers = Workers::new("t.test", std::slice::from_ref(&url), &pool);
+        let Ok(pin) = workers.claim(&tether_wire::SessionId::from_random([1; 24]), 10) else {
+            panic!("no worker");
+        };
+        let metrics = Arc::new(Metrics::default());
+        let server = ServerConfig {
+            origin_connect_timeout: Duration::from_secs(1),
+            origin_response_timeout: Duration::from_secs(2),
+            ..ServerConfig::default()
+        };
+        let target = Arc::new(MessageTarget {
+            upstreams: Upstreams::new(&server),
+            worker: url,
+            health: pin.0.clone(),
+            retry,
+            metrics: metrics.vhost("t.test"),
+            target: "/chat.pphp".into(),
+            headers: HeaderMap::new(),
+        });
+        Setup {
+            side: MessageSide::new(target, 1024, 64 * 1024),
+            pin,
+            metrics,
+            _pool: pool,
+        }
+    }
+
+    /// Serves `answers` requests, one per connection, each answered with
+    /// `answer` (`None`: the connection is closed after the request was
+    /// read, without an answer). Counts the requests read.
+    async fn serve(listener: TcpListener, answer: Option<&'static str>, seen: Arc<AtomicUsize>) {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                if let Some(answer) = answer {
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    }
+
+    async fn next(side: &mut MessageSide) -> Result<Bytes, WorkerGone> {
+        std::future::poll_fn(|cx| side.poll_line(cx)).await
+    }
+
+    fn upstream_errors(m: &Metrics) -> String {
+        m.render(&[])
+            .lines()
+            .filter(|l| l.starts_with("tether_upstream_errors_total{vhost=\"t.test\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\ngot a\n";
+
+    #[tokio::test]
+    async fn a_refused_request_waits_for_the_worker_and_goes_once() {
+        let port = free_port();
+        let mut s = setup(port, Duration::from_secs(10));
+        s.side.queued.extend_from_slice(b"a\n");
+        let seen = Arc::new(AtomicUsize::new(0));
+        let later = seen.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+            serve(listener, Some(OK), later).await;
+        });
+        let started = Instant::now();
+        assert_eq!(next(&mut s.side).await, Ok(Bytes::from_static(b"got a\n")));
+        assert!(started.elapsed() >= Duration::from_millis(700));
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "sent once it could be");
+        assert!(!s.pin.0.is_up(), "marked down at the first refusal");
+        let errors = upstream_errors(&s.metrics);
+        assert!(
+            errors.contains("kind=\"connect\"} 1"),
+            "one error for the request, whatever the tries: {errors}"
+        );
+    }
+
+    #[tokio::test]
+    async fn worker_retry_bounds_the_wait_and_zero_turns_it_off() {
+        let port = free_port();
+        let mut s = setup(port, Duration::ZERO);
+        s.side.queued.extend_from_slice(b"a\n");
+        assert_eq!(next(&mut s.side).await, Err(WorkerGone::Unreachable));
+
+        let mut s = setup(port, Duration::from_millis(1000));
+        s.side.queued.extend_from_slice(b"a\n");
+        let started = Instant::now();
+        assert_eq!(next(&mut s.side).await, Err(WorkerGone::Unreachable));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1000) && took < Duration::from_millis(1800),
+            "the last try at worker_retry: {took:?}"
+        );
+        assert!(upstream_errors(&s.metrics).contains("kind=\"connect\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn a_written_request_is_never_sent_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(serve(listener, None, seen.clone()));
+        let mut s = setup(port, Duration::from_secs(10));
+        s.side.queued.extend_from_slice(b"a\n");
+        assert_eq!(next(&mut s.side).await, Err(WorkerGone::Unreachable));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        assert!(s.pin.0.is_up(), "a worker that took the connection is up");
+    }
+
+    #[tokio::test]
+    async fn session_event_close_ends_the_side_after_the_answers_lines() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer =
+            "HTTP/1.1 200 OK\r\nSession-Event: close\r\ntransfer-encoding: chunked\r\n\r\n\
+                      4\r\none\n\r\n3\r\ntwo\r\n0\r\n\r\n";
+        tokio::spawn(serve(listener, Some(answer), Arc::new(AtomicUsize::new(0))));
+        let mut s = setup(port, Duration::from_secs(1));
+        s.side.queued.extend_from_slice(b"bye\n");
+        assert_eq!(next(&mut s.side).await, Ok(Bytes::from_static(b"one\n")));
+        assert_eq!(next(&mut s.side).await, Ok(Bytes::from_static(b"two\n")));
+        assert_eq!(next(&mut s.side).await, Err(WorkerGone::Ended));
     }
 }
