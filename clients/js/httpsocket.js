@@ -58,6 +58,8 @@ export class HTTPSocket extends EventTarget {
     this.initialBody = null; // the opening answer's body (a string; never a line)
     this.received = 0; // lines received from the gateway (channel lines)
     this.readyState = 'connecting'; // connecting | open | reconnecting | closing | closed
+    this.closeCode = null; // the close code that ended the socket, once closed
+    this.closeReason = null; // its reason, e.g. 'worker status 410' (SPEC 6)
 
     this._handlers = {}; // on<event> properties
     this._conn = null; // the current connection: { ws, record, opened, timer }
@@ -279,6 +281,7 @@ export class HTTPSocket extends EventTarget {
     }
     if (code === 4409) return this._finish('close', { code, reason }, closeError(code, reason));
     if (code === 4410) return this._finish('sessionlost', { code, reason }, closeError(code, reason));
+    if (code === 4502) return this._finish('close', workerEnd(code, reason), closeError(code, reason));
     if (RETRY_CODES.has(code)) return this._lost(code, reason);
     this._finish('close', { code, reason, error: `session failed: ${code} ${reason}`.trim() }, closeError(code, reason));
   }
@@ -334,6 +337,8 @@ export class HTTPSocket extends EventTarget {
     clearTimeout(this._ackTimer);
     this._timer = this._ackTimer = null;
     this.readyState = 'closed';
+    this.closeCode = detail.code;
+    this.closeReason = detail.reason ?? '';
     this._endError = error;
     this._resend = [];
     this._resendBytes = 0;
@@ -380,6 +385,19 @@ function toWebSocketUrl(url) {
 
 function count(value) {
   return value !== null && /^[0-9]{1,15}$/.test(value) ? Number(value) : null;
+}
+
+// 4502 (SPEC 6): the worker failed the session: `worker status <code>`
+// (a message-mode worker's non-2xx answer), `worker unreachable`, or a
+// gateway's reason such as `not utf-8`. The session is over, not lost: a
+// new one would meet the same worker, so the page is told why rather than
+// asked to start anew.
+function workerEnd(code, reason) {
+  const detail = { code, reason, error: `worker failed: ${reason || code}` };
+  const status = /^worker status ([0-9]{3})$/.exec(reason);
+  if (status) detail.workerStatus = Number(status[1]);
+  if (reason === 'worker unreachable') detail.workerUnreachable = true;
+  return detail;
 }
 
 function closeError(code, reason) {

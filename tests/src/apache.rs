@@ -165,26 +165,45 @@ Header always set X-Origin apache
             php = php.display(),
         );
         std::fs::write(d.join("httpd.conf"), &conf).expect("write httpd.conf");
-        let mut cmd = Command::new("apache2");
-        cmd.arg("-d")
-            .arg(d)
-            .arg("-f")
-            .arg(d.join("httpd.conf"))
-            .arg("-DFOREGROUND")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        let mut child = ChildGuard::spawn(
-            "apache2",
-            cmd,
-            &d.join("apache.stderr"),
-            StopWith::Graceful(Signal::Term, Duration::from_secs(10)),
-        );
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        if let Err(e) = wait_until_accepts(addr, STARTUP_TIMEOUT, || child.check_alive()) {
-            let log = std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
-            panic!("apache did not start: {e}\nerror.log:\n{log}\nconfig:\n{conf}");
-        }
+        let child = spawn(d, port, &conf);
         Apache { dir, child, port }
+    }
+
+    /// Stops Apache completely, as `apachectl graceful-stop` does
+    /// (SIGWINCH): the port refuses connections from then on, and requests
+    /// in flight are finished first (a SIGTERM would kill them halfway).
+    /// A child waiting on a kept-alive connection still serves one more
+    /// request on it, or waits for `KeepAliveTimeout`, so a test that
+    /// stops Apache sets a short one. Waits until the parent has exited.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-WINCH")
+            .arg(self.child.pid().to_string())
+            .status();
+        if self.child.wait_timeout(Duration::from_secs(20)).is_none() {
+            panic!(
+                "apache did not stop within 20 s of SIGWINCH; error.log:\n{}",
+                self.error_log()
+            );
+        }
+        // A child may outlive the parent for a moment, still holding the
+        // listening socket: stopped means the port refuses.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "apache's port still accepts 10 s after the parent exited"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a stopped Apache again: same config, same port.
+    pub fn start_again(&mut self) {
+        let d = self.dir.path().to_owned();
+        let conf = std::fs::read_to_string(d.join("httpd.conf")).expect("read httpd.conf");
+        self.child = spawn(&d, self.port, &conf);
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -221,6 +240,31 @@ Header always set X-Origin apache
         set_mode(&p, 0o644);
         p
     }
+}
+
+/// Runs Apache in the foreground from `d/httpd.conf`; waits until `port`
+/// accepts.
+fn spawn(d: &Path, port: u16, conf: &str) -> ChildGuard {
+    let mut cmd = Command::new("apache2");
+    cmd.arg("-d")
+        .arg(d)
+        .arg("-f")
+        .arg(d.join("httpd.conf"))
+        .arg("-DFOREGROUND")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut child = ChildGuard::spawn(
+        "apache2",
+        cmd,
+        &d.join("apache.stderr"),
+        StopWith::Graceful(Signal::Term, Duration::from_secs(10)),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if let Err(e) = wait_until_accepts(addr, STARTUP_TIMEOUT, || child.check_alive()) {
+        let log = std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
+        panic!("apache did not start: {e}\nerror.log:\n{log}\nconfig:\n{conf}");
+    }
+    child
 }
 
 fn find_php_module() -> PathBuf {

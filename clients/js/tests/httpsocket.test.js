@@ -212,6 +212,37 @@ for (const [name, WebSocket] of IMPLEMENTATIONS) {
       assert.throws(() => s.send('x'), /closed/);
     });
 
+    test('4502 from a message-mode worker is a close with the reason, never sessionlost', async () => {
+      for (const [reason, extra] of [
+        ['worker status 410', { workerStatus: 410 }],
+        ['worker unreachable', { workerUnreachable: true }],
+      ]) {
+        const { s, conn } = await opened();
+        let lost = false;
+        s.addEventListener('sessionlost', () => (lost = true));
+        conn.sendLine('before');
+        const closing = once(s, 'close');
+        conn.close(4502, reason);
+        assert.deepEqual(await closing, { code: 4502, reason, error: `worker failed: ${reason}`, ...extra });
+        assert.equal(s.closeCode, 4502);
+        assert.equal(s.closeReason, reason);
+        assert.equal(lost, false);
+        assert.equal(await s.read(), 'before', 'the lines before the end are kept');
+        await assert.rejects(s.read(), (e) => e.code === 4502 && e.message.includes(reason));
+        assert.equal(await gw.connectsWithin(200), false, 'no reconnection after 4502');
+      }
+    });
+
+    test('closeCode and closeReason after a normal end', async () => {
+      const { s, conn } = await opened();
+      assert.equal(s.closeCode, null);
+      const closing = once(s, 'close');
+      conn.close(1000, 'worker_end');
+      await closing;
+      assert.equal(s.closeCode, 1000);
+      assert.equal(s.closeReason, 'worker_end');
+    });
+
     test('4409 (taken over) closes without reconnecting', async () => {
       const { s, conn } = await opened();
       let lost = false;

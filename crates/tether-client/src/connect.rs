@@ -8,11 +8,21 @@
 //! - Resumes and the end are reported on stderr: `# resumed after drop (n
 //!   lines replayed)` (n: our lines that the gateway had not received and
 //!   that were sent again), `# session ended`.
-//! - EOF on stdin (Ctrl-D) ends the session: every sent line is synced, then
-//!   `DELETE`; the lines the gateway still sends are printed until its EOF,
-//!   and the run returns `Ok(())` (exit 0). With
-//!   [`ConnectOptions::close_on_eof`] off, the session stays open after stdin
-//!   ends, until the worker ends it.
+//! - EOF on stdin (Ctrl-D) ends the session once the answers have come:
+//!   lines are printed until the worker ends the session or nothing came for
+//!   [`ConnectOptions::linger`] (`--linger`, default 1 s), then every sent
+//!   line is synced and the session is ended (`DELETE`); the lines the
+//!   gateway still sends are printed until its EOF, and the run returns
+//!   `Ok(())` (exit 0). Without the linger, `printf 'x\n' | tether connect`
+//!   would end the session while the answer to `x` was still on its way
+//!   (a message-mode worker answers after the request). With
+//!   [`ConnectOptions::close_on_eof`] off, the session stays open after
+//!   stdin ends, until the worker ends it.
+//! - A session that fails (lost: `410` on a resume after a drop, a refused
+//!   open, ...) is reported on stderr (`# session failed: <reason>`) and
+//!   returned as the error (non-zero exit). A native client learns nothing
+//!   more than EOF when the gateway ends a session (SPEC 2), so an EOF
+//!   followed by `410` is the normal end.
 //! - A line over `max_line` is reported (`# line not sent: ...`) and
 //!   skipped; any other failure is returned.
 //!
@@ -20,6 +30,7 @@
 //! pending terminal read never holds up the runtime's shutdown.
 
 use std::io::BufRead;
+use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -37,6 +48,9 @@ pub struct ConnectOptions {
     pub close_on_eof: bool,
     /// Write the initial body to stdout (default `true`).
     pub print_initial_body: bool,
+    /// After stdin ends, how long no line from the gateway means that no
+    /// more answers are coming (default 1 s).
+    pub linger: Duration,
 }
 
 impl Default for ConnectOptions {
@@ -46,6 +60,7 @@ impl Default for ConnectOptions {
             headers: Vec::new(),
             close_on_eof: true,
             print_initial_body: true,
+            linger: Duration::from_secs(1),
         }
     }
 }
@@ -96,12 +111,19 @@ where
     }
     let mut handle = session.spawn();
     let mut input_open = true;
+    // Set when stdin ended and the session is to be closed: a line from
+    // the gateway pushes it back.
+    let mut linger: Option<tokio::time::Instant> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
         tokio::select! {
             event = handle.rx.recv() => match event {
                 Some(SessionEvent::Line(line)) => {
                     out.write_all(&line).await?;
                     out.flush().await?;
+                    if let Some(at) = &mut linger {
+                        *at = tokio::time::Instant::now() + opts.linger;
+                    }
                 }
                 Some(SessionEvent::Resumed { resent, .. }) => {
                     note(&mut err, &format!("# resumed after drop ({resent} lines replayed)")).await;
@@ -129,16 +151,20 @@ where
                 None => {
                     input_open = false;
                     if opts.close_on_eof {
-                        match handle.tx.close().await {
-                            Ok(()) | Err(ClientError::Ended) => {}
-                            Err(e) => {
-                                note(&mut err, &format!("# close failed: {e}")).await;
-                                return Err(e);
-                            }
-                        }
+                        linger = Some(tokio::time::Instant::now() + opts.linger);
                     }
                 }
             },
+            _ = tokio::time::sleep_until(linger.unwrap_or(far)), if linger.is_some() => {
+                linger = None;
+                match handle.tx.close().await {
+                    Ok(()) | Err(ClientError::Ended) => {}
+                    Err(e) => {
+                        note(&mut err, &format!("# close failed: {e}")).await;
+                        return Err(e);
+                    }
+                }
+            }
         }
     }
 }

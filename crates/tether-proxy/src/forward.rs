@@ -176,6 +176,11 @@ impl Upstreams {
         }
     }
 
+    /// `origin_response_timeout`.
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     /// Sends `req` (its URI still in origin-form) to `upstream` and waits for
     /// the answer head at most `origin_response_timeout` after the request
     /// body ended. The answer's framing is checked (SPEC 5): one that could
@@ -184,8 +189,19 @@ impl Upstreams {
     pub(crate) async fn send(
         &self,
         upstream: &OriginUrl,
-        mut req: Request<Body>,
+        req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
+        self.send_once(upstream, req).await.map_err(|f| f.kind)
+    }
+
+    /// [`Upstreams::send`], saying also whether the request failed before
+    /// any byte of it was written, which is what makes resending it safe
+    /// (SPEC 6 `worker_retry`).
+    pub(crate) async fn send_once(
+        &self,
+        upstream: &OriginUrl,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, Failed> {
         let path = req
             .uri()
             .path_and_query()
@@ -196,7 +212,7 @@ impl Upstreams {
             .authority(upstream.authority.as_str())
             .path_and_query(path)
             .build()
-            .map_err(|_| UpstreamError::Protocol)?;
+            .map_err(|_| Failed::sent(UpstreamError::Protocol))?;
         *req.version_mut() = http::Version::HTTP_11;
         let asked_upgrade = asks_upgrade(&req);
         let to_head = req.method() == http::Method::HEAD;
@@ -209,7 +225,7 @@ impl Upstreams {
                     Ok(Ok(p)) => p,
                     _ => {
                         tracing::warn!(upstream = %upstream.as_written, "max_upstream_connections reached");
-                        return Err(UpstreamError::Saturated);
+                        return Err(Failed::sent(UpstreamError::Saturated));
                     }
                 }
             }
@@ -233,13 +249,13 @@ impl Upstreams {
                 // first.
                 biased;
                 how = ended => if how == Ok(BodyEnd::Stalled) {
-                    return Err(UpstreamError::ClientStalled);
+                    return Err(Failed::sent(UpstreamError::ClientStalled));
                 },
                 r = &mut answer => return self.check(upstream, r, permit, to_head, asked_upgrade),
             }
         }
         match tokio::time::timeout(self.response_timeout, answer).await {
-            Err(_) => Err(UpstreamError::Timeout),
+            Err(_) => Err(Failed::sent(UpstreamError::Timeout)),
             Ok(r) => self.check(upstream, r, permit, to_head, asked_upgrade),
         }
     }
@@ -251,13 +267,20 @@ impl Upstreams {
         permit: UpstreamPermit,
         to_head: bool,
         asked_upgrade: bool,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<Response<Body>, Failed> {
         let resp = match answer {
             Ok(resp) => resp,
             Err(e) => {
                 let kind = UpstreamError::classify(&e);
                 tracing::debug!(upstream = %upstream.as_written, error = %e, ?kind, "upstream failed");
-                return Err(kind);
+                // hyper-util says `is_connect` only for errors of the
+                // connector, before a connection existed to write on; a
+                // pooled connection found closed before the request went
+                // out is retried inside hyper-util and never reaches here.
+                return Err(Failed {
+                    kind,
+                    unsent: e.is_connect(),
+                });
             }
         };
         match answer::framing(resp.status(), resp.headers(), to_head, asked_upgrade) {
@@ -271,8 +294,27 @@ impl Upstreams {
                     conn.close();
                 }
                 tracing::warn!(upstream = %upstream.as_written, status = resp.status().as_u16(), why, "upstream answer refused");
-                Err(UpstreamError::Protocol)
+                Err(Failed::sent(UpstreamError::Protocol))
             }
+        }
+    }
+}
+
+/// A failed exchange and whether the request may have reached the
+/// upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Failed {
+    pub(crate) kind: UpstreamError,
+    /// No byte of the request was written: the connection was refused, or
+    /// not accepted within `origin_connect_timeout`.
+    pub(crate) unsent: bool,
+}
+
+impl Failed {
+    fn sent(kind: UpstreamError) -> Failed {
+        Failed {
+            kind,
+            unsent: false,
         }
     }
 }

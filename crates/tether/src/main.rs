@@ -68,6 +68,11 @@ enum Command {
     Connect {
         /// The URL of a persistent path, like http://127.0.0.1:8080/chat.pphp
         url: String,
+        /// After stdin ends, keep printing what comes until nothing came
+        /// for this long (or the worker ends the session), then end the
+        /// session: "1s", "500ms".
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        linger: std::time::Duration,
     },
 }
 
@@ -86,7 +91,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
         Command::Demo => report(demo()),
-        Command::Connect { url } => report(connect(&url)),
+        Command::Connect { url, linger } => report(connect(&url, linger)),
     }
 }
 
@@ -215,13 +220,32 @@ fn free_or(port: u16) -> anyhow::Result<std::net::SocketAddr> {
 }
 
 /// `tether connect URL`: a line-oriented terminal client.
-fn connect(url: &str) -> anyhow::Result<()> {
+fn connect(url: &str, linger: std::time::Duration) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(tether_client::connect::run_connect(
         url,
-        tether_client::connect::ConnectOptions::default(),
+        tether_client::connect::ConnectOptions {
+            linger,
+            ..Default::default()
+        },
     ))?;
     Ok(())
+}
+
+/// `--linger`: a whole number with `ms`, `s` or `m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like \"1s\" or \"500ms\""))?;
+    match &text[digits.len()..] {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!(
+            "{text:?} is not a duration like \"1s\" or \"500ms\""
+        )),
+    }
 }
 
 /// Prints a failed command's error chain on stderr.
@@ -285,7 +309,25 @@ mod tests {
         assert_eq!(cli.log_format, LogFormat::Json);
         assert!(matches!(cli.command, Command::Check { config } if config == Path::new("t.toml")));
         let cli = Cli::try_parse_from(["tether", "connect", "http://127.0.0.1:1/x.pphp"]).unwrap();
-        assert!(matches!(cli.command, Command::Connect { .. }));
+        assert!(matches!(
+            cli.command,
+            Command::Connect { linger, .. } if linger == std::time::Duration::from_secs(1)
+        ));
+        let cli = Cli::try_parse_from([
+            "tether",
+            "connect",
+            "--linger",
+            "250ms",
+            "http://127.0.0.1:1/x.pphp",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Connect { linger, .. } if linger == std::time::Duration::from_millis(250)
+        ));
+        assert!(
+            Cli::try_parse_from(["tether", "connect", "--linger", "1.5s", "http://h/x"]).is_err()
+        );
         assert!(Cli::try_parse_from(["tether", "run"]).is_err());
     }
 

@@ -56,6 +56,7 @@ pub(super) const PERSISTENT_KEYS: &[&str] = &[
     "allowed_origins",
     "max_sessions_per_worker",
     "unused_grace",
+    "worker_retry",
 ];
 
 /// The largest configuration file read: far above any real one.

@@ -496,6 +496,7 @@ fn empty_persistent_table_gets_the_spec_defaults() {
     assert_eq!(p.max_sessions, 100_000);
     assert_eq!(p.max_sessions_per_ip, 1_000);
     assert_eq!(p.max_lines_per_second, 10_000);
+    assert_eq!(p.worker_retry, Duration::from_secs(30));
     assert!(p.allowed_origins.is_empty());
     assert_eq!(
         *p,
@@ -552,6 +553,7 @@ replay_window = "256KiB"             # lines sent toward the client, kept for re
 detached_backlog = "1MiB"            # output buffered while detached before backpressure
 max_line = "64KiB"                   # longest line in either direction, LF included
 max_initial_body = "4MiB"            # longest initial body a worker may send
+worker_retry = "30s"                 # message mode: how long an unreachable worker is waited for (section 6)
 max_sessions = 100000                # live sessions on this vhost
 max_sessions_per_ip = 1000
 max_lines_per_second = 10000         # per session and direction; excess is read more slowly
@@ -615,6 +617,7 @@ max_lines_per_second = 42
 allowed_origins = ["HTTPS://App.Example.Test", "http://localhost:3000"]
 max_sessions_per_worker = 12
 unused_grace = "1s"
+worker_retry = "0s"
 
 [[vhost]]
 hosts = ["plain.test"]
@@ -680,6 +683,7 @@ enabled = false
             ],
             max_sessions_per_worker: 12,
             unused_grace: Duration::from_secs(1),
+            worker_retry: Duration::ZERO,
         }),
     };
     assert_eq!(config.vhosts[0], expected_chat);

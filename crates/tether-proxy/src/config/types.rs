@@ -126,6 +126,10 @@ pub struct PersistentConfig {
     /// The grace of a session whose channel never carried a line (at most
     /// `resume_grace`): open-and-drop costs a worker little.
     pub unused_grace: Duration,
+    /// Message mode: how long a worker that refuses or does not accept
+    /// connections is waited for before its sessions end (SPEC 6);
+    /// zero: not at all.
+    pub worker_retry: Duration,
 }
 
 impl PersistentConfig {
@@ -148,6 +152,7 @@ impl PersistentConfig {
             allowed_origins: Vec::new(),
             max_sessions_per_worker: 10_000,
             unused_grace: Duration::from_secs(30),
+            worker_retry: Duration::from_secs(30),
         }
     }
 }

@@ -297,6 +297,7 @@ impl Checker<'_> {
             u64::MAX,
         );
         out.unused_grace = self.duration(sec, "unused_grace", d.unused_grace, true);
+        out.worker_retry = self.duration(sec, "worker_retry", d.worker_retry, true);
         out.max_lines_per_second = self.count(
             sec,
             "max_lines_per_second",

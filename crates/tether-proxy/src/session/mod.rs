@@ -470,7 +470,7 @@ pub(crate) async fn open_session(
 
     let answer = match config.mode {
         SessionMode::Stream => open_stream(env, config, &worker, req).await,
-        SessionMode::Message => open_message(env, config, &worker, req).await,
+        SessionMode::Message => open_message(env, config, &worker, &vhost.metrics, req).await,
     };
     let answer = match answer {
         Ok(a) => a,
@@ -591,7 +591,8 @@ async fn open_stream(
 async fn open_message(
     env: &SessionEnv,
     config: &PersistentConfig,
-    worker: &Worker,
+    worker: &Arc<Worker>,
+    metrics: &Arc<VhostMetrics>,
     mut req: Request<Body>,
 ) -> Result<Answer, OpenError> {
     let is_head = req.method() == Method::HEAD;
@@ -634,6 +635,9 @@ async fn open_message(
     let message = Arc::new(MessageTarget {
         upstreams: env.upstreams.clone(),
         worker: worker.url.clone(),
+        health: worker.clone(),
+        retry: config.worker_retry,
+        metrics: metrics.clone(),
         target,
         headers: template,
     });
@@ -641,7 +645,11 @@ async fn open_message(
         status: parts.status,
         headers,
         initial,
-        side: WorkerSide::Message(MessageSide::new(message.clone(), config.max_line)),
+        side: WorkerSide::Message(MessageSide::new(
+            message.clone(),
+            config.max_line,
+            config.detached_backlog,
+        )),
         message: Some(message),
     }))
 }

@@ -31,7 +31,7 @@ use super::link::{ClientRead, Link, NotUtf8};
 use super::mailbox::Mailbox;
 use super::rate::RateGate;
 use super::registry::{Registry, SessionHandle, SessionSlot};
-use super::worker_side::{MessageTarget, WorkerGone, WorkerSide};
+use super::worker_side::{MessageTarget, Unfinished, WorkerGone, WorkerSide};
 use crate::config::PersistentConfig;
 use crate::metrics::{Direction, SessionState, VhostMetrics};
 
@@ -172,6 +172,9 @@ struct Session {
     phase: Phase,
     /// Message mode: where `Session-Event: close` goes when the session ends.
     message: Option<Arc<MessageTarget>>,
+    /// Message mode: the request that was in flight when the worker side
+    /// was closed; it finishes before the close event goes.
+    unfinished: Option<Unfinished>,
     /// Client lines delivered to the worker (`Session-Received`).
     delivered: u64,
     /// Worker lines not yet sent toward the client, stored back to back
@@ -209,6 +212,7 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         state: State::Closed,
         phase: Phase::Live(opening.worker),
         message: opening.message,
+        unfinished: None,
         delivered: 0,
         // The ring may grow to what reading can queue: the larger of the
         // two read limits (plus the one line that crosses it).
@@ -242,8 +246,11 @@ impl Session {
         }
         self.mailbox.close();
         self.registry.remove(&self.id);
+        if let Phase::Live(_) = self.phase {
+            self.finish(reason);
+        }
         if let Some(target) = self.message.take() {
-            target.send_close();
+            target.send_close(self.unfinished.take());
         }
         self.metrics.session_ended(reason.metric_kind());
         self.metrics.backlog_bytes(-(self.backlog.bytes() as i64));
@@ -322,7 +329,10 @@ impl Session {
     /// client has its lines. A gateway's end (`DELETE`, SIGTERM) also
     /// renames the end of a session already finishing.
     fn finish(&mut self, reason: EndReason) {
-        self.phase = Phase::Finishing(reason);
+        let old = mem::replace(&mut self.phase, Phase::Finishing(reason));
+        if let Phase::Live(WorkerSide::Message(side)) = old {
+            self.unfinished = side.unfinished();
+        }
     }
 
     fn attached(&self) -> bool {
@@ -438,7 +448,18 @@ impl Session {
                 self.transition(To::Attached { link, from });
             }
             Command::End { reply } => {
-                self.finish(EndReason::ClientEnd);
+                let attached = self.attached();
+                match &mut self.phase {
+                    // SPEC 6: the answer in flight still reaches an
+                    // attached client, then EOF (`WorkerGone::Drained`).
+                    Phase::Live(WorkerSide::Message(side)) if side.busy() && attached => {
+                        side.wind_down();
+                        self.mailbox.close();
+                        let _ = reply.send(());
+                        return Ok(());
+                    }
+                    _ => self.finish(EndReason::ClientEnd),
+                }
                 // Ended now: an attached client still gets its lines, but
                 // no request can reach the session any more (a resume gets
                 // the 410 of SPEC 4).
@@ -520,7 +541,13 @@ impl Session {
                     // The worker side is over; whole lines are still owed
                     // to the client (SPEC 2 "Worker end", SPEC 6).
                     self.finish(match gone {
-                        WorkerGone::Closed => EndReason::WorkerEnd,
+                        WorkerGone::Closed | WorkerGone::Ended => EndReason::WorkerEnd,
+                        // Ended by the client already: no resume can come
+                        // for a detached one (the mailbox is closed).
+                        WorkerGone::Drained if !self.attached() => {
+                            return Err(EndReason::ClientEnd)
+                        }
+                        WorkerGone::Drained => EndReason::ClientEnd,
                         WorkerGone::Status(s) => EndReason::WorkerStatus(s),
                         WorkerGone::Unreachable => EndReason::WorkerUnreachable,
                         WorkerGone::LineTooLong => return Err(EndReason::LineTooLong),

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -18,10 +19,17 @@ use http_body::Body as _;
 use tether_wire::LineReader;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::balance::Worker;
 use super::link::poll_read_lines;
 use crate::body::Body;
 use crate::config::OriginUrl;
 use crate::forward::{UpstreamError, Upstreams};
+use crate::metrics::VhostMetrics;
+
+/// The first pause before a request the worker did not take is tried
+/// again, and the longest (SPEC 6).
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Client lines queued for the worker before the task stops reading the
 /// client.
@@ -34,6 +42,12 @@ static SESSION_EVENT: HeaderName = HeaderName::from_static("session-event");
 pub(crate) enum WorkerGone {
     /// Stream mode: the worker closed or reset its connection.
     Closed,
+    /// Message mode: a 2xx answer with `Session-Event: close`, its lines
+    /// all returned.
+    Ended,
+    /// Message mode: the client ended the session and the request that
+    /// was in flight then has been answered, its lines all returned.
+    Drained,
     /// Message mode: a non-2xx answer.
     Status(u16),
     /// Message mode: the worker could not be reached.
@@ -61,7 +75,7 @@ impl WorkerSide {
     pub(crate) fn can_take(&self) -> bool {
         match self {
             WorkerSide::Stream(s) => s.out.len() < TO_WORKER_HIGH,
-            WorkerSide::Message(m) => m.queued.len() < TO_WORKER_HIGH,
+            WorkerSide::Message(m) => m.queued.len() < m.max_queued,
         }
     }
 
@@ -161,6 +175,11 @@ impl StreamSide {
 pub(crate) struct MessageTarget {
     pub(crate) upstreams: Upstreams,
     pub(crate) worker: OriginUrl,
+    /// The pinned worker's health, marked down when it refuses (SPEC 7).
+    pub(crate) health: Arc<Worker>,
+    /// `worker_retry`.
+    pub(crate) retry: Duration,
+    pub(crate) metrics: Arc<VhostMetrics>,
     /// Path and query of the opening request.
     pub(crate) target: String,
     /// The opening request's end-to-end fields (Host, cookies, ...), its
@@ -207,29 +226,104 @@ impl MessageTarget {
         req
     }
 
-    /// `Session-Event: close`, once, whatever ended the session; its
-    /// answer is ignored.
-    pub(crate) fn send_close(self: Arc<Self>) {
-        tokio::spawn(async move {
-            let req = self.request("close", Bytes::new());
-            if let Ok(resp) = self.upstreams.send(&self.worker, req).await {
-                let mut body = resp.into_body();
-                while let Some(Ok(_)) =
-                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-                {
+    /// Sends one request, again and again while the worker does not take
+    /// the connection, for up to `worker_retry` (SPEC 6): a restarting
+    /// Apache costs a wait, not the session. A request that may have been
+    /// written is never sent twice, since the worker may have acted on it.
+    /// An upstream error is counted once per request, however many tries
+    /// it took (SPEC 9).
+    async fn send(
+        &self,
+        event: &'static str,
+        body: Bytes,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let give_up = tokio::time::Instant::now() + self.retry;
+        let mut pause = RETRY_FIRST;
+        let mut counted = false;
+        loop {
+            let req = self.request(event, body.clone());
+            let failed = match self.upstreams.send_once(&self.worker, req).await {
+                Ok(resp) => return Ok(resp),
+                Err(f) => f,
+            };
+            if !counted {
+                counted = true;
+                if let Some(kind) = failed.kind.metric_kind() {
+                    self.metrics.upstream_error(kind);
                 }
+            }
+            if !failed.unsent {
+                tracing::warn!(worker = %self.worker.as_written, event, kind = failed.kind.as_str(), "worker failed a request it may have received; not sent again");
+                return Err(failed.kind);
+            }
+            self.health.mark_down();
+            let now = tokio::time::Instant::now();
+            if now >= give_up {
+                tracing::warn!(worker = %self.worker.as_written, event, "worker unreachable for worker_retry");
+                return Err(failed.kind);
+            }
+            // The last try is at `worker_retry`, so that the wait is as
+            // long as configured, not cut short by the doubling.
+            tracing::debug!(worker = %self.worker.as_written, event, ?pause, "worker refused; retrying");
+            tokio::time::sleep(pause.min(give_up - now)).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// `Session-Event: close`, once, whatever ended the session (the
+    /// worker's own `Session-Event: close` too: the script's clean-up has
+    /// one place to run); its answer is ignored. A message request still
+    /// in flight is let finish first (up to `origin_response_timeout`):
+    /// dropping it could stop the script halfway, and the close event
+    /// must not overtake it.
+    pub(crate) fn send_close(self: Arc<Self>, unfinished: Option<Unfinished>) {
+        tokio::spawn(async move {
+            if let Some(unfinished) = unfinished {
+                let limit = self.upstreams.response_timeout();
+                let _ = tokio::time::timeout(limit, async {
+                    let body = match unfinished {
+                        Unfinished::Request(pending) => match pending.await {
+                            Ok(resp) => resp.into_body(),
+                            Err(_) => return,
+                        },
+                        Unfinished::Answer(body) => body,
+                    };
+                    drain(body).await;
+                })
+                .await;
+            }
+            if let Ok(resp) = self.send("close", Bytes::new()).await {
+                drain(resp.into_body()).await;
             }
         });
     }
 }
 
+/// Reads a body to its end, for the connection's sake.
+async fn drain(mut body: Body) {
+    while let Some(Ok(_)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {}
+}
+
 type Pending = Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send>>;
+
+/// A message request that was still on its way when the session ended.
+pub(crate) enum Unfinished {
+    Request(Pending),
+    Answer(Body),
+}
 
 /// Message mode: client lines become `POST`s; answers' lines come back.
 pub(crate) struct MessageSide {
     target: Arc<MessageTarget>,
     /// Client lines for the next request.
     queued: BytesMut,
+    /// `detached_backlog`: client lines waiting for a restarting worker
+    /// are held up to this, then the client is read more slowly.
+    max_queued: usize,
+    /// The answer being read said `Session-Event: close`.
+    closing: bool,
+    /// The client ended the session: no request after the one in flight.
+    winding_down: bool,
     in_flight: Option<Pending>,
     /// The body of a 2xx answer being read.
     answer: Option<Body>,
@@ -238,15 +332,43 @@ pub(crate) struct MessageSide {
 }
 
 impl MessageSide {
-    pub(crate) fn new(target: Arc<MessageTarget>, max_line: usize) -> MessageSide {
+    pub(crate) fn new(
+        target: Arc<MessageTarget>,
+        max_line: usize,
+        max_queued: usize,
+    ) -> MessageSide {
         MessageSide {
             target,
             queued: BytesMut::new(),
+            max_queued,
+            closing: false,
+            winding_down: false,
             in_flight: None,
             answer: None,
             input: LineReader::new(max_line),
             gone: None,
         }
+    }
+
+    /// A request is in flight or its answer is being read.
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight.is_some() || self.answer.is_some()
+    }
+
+    /// The client ended the session (SPEC 6): client lines not yet sent
+    /// are discarded, and the side ends ([`WorkerGone::Drained`]) once the
+    /// answer in flight has given its lines.
+    pub(crate) fn wind_down(&mut self) {
+        self.queued = BytesMut::new();
+        self.winding_down = true;
+    }
+
+    /// What is still on its way, for [`MessageTarget::send_close`].
+    pub(crate) fn unfinished(self) -> Option<Unfinished> {
+        if let Some(body) = self.answer {
+            return Some(Unfinished::Answer(body));
+        }
+        self.in_flight.map(Unfinished::Request)
     }
 
     fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, WorkerGone>> {
@@ -273,6 +395,9 @@ impl MessageSide {
                         }
                         self.answer = None;
                         self.input.shrink();
+                        if self.closing {
+                            self.gone = Some(WorkerGone::Ended);
+                        }
                     }
                     Poll::Ready(Some(Err(_))) => self.gone = Some(WorkerGone::Unreachable),
                     Poll::Pending => return Poll::Pending,
@@ -283,6 +408,10 @@ impl MessageSide {
                 match pending.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(resp)) if resp.status().is_success() => {
+                        self.closing = resp
+                            .headers()
+                            .get(&SESSION_EVENT)
+                            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
                         self.answer = Some(resp.into_body());
                     }
                     // A non-2xx answer's body is discarded.
@@ -294,16 +423,197 @@ impl MessageSide {
                 self.in_flight = None;
                 continue;
             }
+            if self.winding_down {
+                self.gone = Some(WorkerGone::Drained);
+                continue;
+            }
             if self.queued.is_empty() {
                 return Poll::Pending;
             }
             let batch = self.queued.split().freeze();
             self.queued = BytesMut::new();
             let target = self.target.clone();
-            self.in_flight = Some(Box::pin(async move {
-                let req = target.request("message", batch);
-                target.upstreams.send(&target.worker, req).await
-            }));
+            self.in_flight = Some(Box::pin(async move { target.send("message", batch).await }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Message-mode requests against a scripted worker on a real socket
+    //! (hyper's client needs one), in real time.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::metrics::Metrics;
+    use crate::session::balance::{WorkerPin, WorkerPool, Workers};
+
+    /// A port nothing listens on (yet).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    struct Setup {
+        side: MessageSide,
+        pin: WorkerPin,
+        metrics: Arc<Metrics>,
+        _pool: WorkerPool,
+    }
+
+    fn setup(port: u16, retry: Duration) -> Setup {
+        let url = OriginUrl {
+            as_written: format!("http://127.0.0.1:{port}"),
+            authority: format!("127.0.0.1:{port}"),
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let pool = WorkerPool::default();
+        let workers = Workers::new("t.test", std::slice::from_ref(&url), &pool);
+        let Ok(pin) = workers.claim(&tether_wire::SessionId::from_random([1; 24]), 10) else {
+            panic!("no worker");
+        };
+        let metrics = Arc::new(Metrics::default());
+        let server = ServerConfig {
+            origin_connect_timeout: Duration::from_secs(1),
+            origin_response_timeout: Duration::from_secs(2),
+            ..ServerConfig::default()
+        };
+        let target = Arc::new(MessageTarget {
+            upstreams: Upstreams::new(&server),
+            worker: url,
+            health: pin.0.clone(),
+            retry,
+            metrics: metrics.vhost("t.test"),
+            target: "/chat.pphp".into(),
+            headers: HeaderMap::new(),
+        });
+        Setup {
+            side: MessageSide::new(target, 1024, 64 * 1024),
+            pin,
+            metrics,
+            _pool: pool,
+        }
+    }
+
+    /// Serves `answers` requests, one per connection, each answered with
+    /// `answer` (`None`: the connection is closed after the request was
+    /// read, without an answer). Counts the requests read.
+    async fn serve(listener: TcpListener, answer: Option<&'static str>, seen: Arc<AtomicUsize>) {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                if let Some(answer) = answer {
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    }
+
+    async fn next(side: &mut MessageSide) -> Result<Bytes, WorkerGone> {
+        std::future::poll_fn(|cx| side.poll_line(cx)).await
+    }
+
+    fn upstream_errors(m: &Metrics) -> String {
+        m.render(&[])
+            .lines()
+            .filter(|l| l.starts_with("tether_upstream_errors_total{vhost=\"t.test\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\ngot a\n";
+
+    #[tokio::test]
+    async fn a_refused_request_waits_for_the_worker_and_goes_once() {
+        let port = free_port();
+        let mut s = setup(port, Duration::from_secs(10));
+        s.side.queued.extend_from_slice(b"a\n");
+        let seen = Arc::new(AtomicUsize::new(0));
+        let later = seen.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+            serve(listener, Some(OK), later).await;
+        });
+        let started = Instant::now();
+        assert_eq!(next(&mut s.side).await, Ok(Bytes::from_static(b"got a\n")));
+        assert!(started.elapsed() >= Duration::from_millis(700));
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "sent once it could be");
+        assert!(!s.pin.0.is_up(), "marked down at the first refusal");
+        let errors = upstream_errors(&s.metrics);
+        assert!(
+            errors.contains("kind=\"connect\"} 1"),
+            "one error for the request, whatever the tries: {errors}"
+        );
+    }
+
+    #[tokio::test]
+    async fn worker_retry_bounds_the_wait_and_zero_turns_it_off() {
+        let port = free_port();
+        let mut s = setup(port, Duration::ZERO);
+        s.side.queued.extend_from_slice(b"a\n");
+        assert_eq!(next(&mut s.side).await, Err(WorkerGone::Unreachable));
+
+        let mut s = setup(port, Duration::from_millis(1000));
+        s.side.queued.extend_from_slice(b"a\n");
+        let started = Instant::now();
+        assert_eq!(next(&mut s.side).await, Err(WorkerGone::Unreachable));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1000) && took < Duration::from_millis(1800),
+            "the last try at worker_retry: {took:?}"
+        );
+        assert!(upstream_errors(&s.metrics).contains("kind=\"connect\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn a_written_request_is_never_sent_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(serve(listener, None, seen.clone()));
+        let mut s = setup(port, Duration::from_secs(10));
+        s.side.queued.extend_from_slice(b"a\n");
+        assert_eq!(next(&mut s.side).await, Err(WorkerGone::Unreachable));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        assert!(s.pin.0.is_up(), "a worker that took the connection is up");
+    }
+
+    #[tokio::test]
+    async fn session_event_close_ends_the_side_after_the_answers_lines() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer =
+            "HTTP/1.1 200 OK\r\nSession-Event: close\r\ntransfer-encoding: chunked\r\n\r\n\
+                      4\r\none\n\r\n3\r\ntwo\r\n0\r\n\r\n";
+        tokio::spawn(serve(listener, Some(answer), Arc::new(AtomicUsize::new(0))));
+        let mut s = setup(port, Duration::from_secs(1));
+        s.side.queued.extend_from_slice(b"bye\n");
+        assert_eq!(next(&mut s.side).await, Ok(Bytes::from_static(b"one\n")));
+        assert_eq!(next(&mut s.side).await, Ok(Bytes::from_static(b"two\n")));
+        assert_eq!(next(&mut s.side).await, Err(WorkerGone::Ended));
     }
 }
