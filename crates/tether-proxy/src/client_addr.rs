@@ -1,9 +1,74 @@
-//! The key per-address limits count by (`max_connections_per_ip`,
-//! `max_sessions_per_ip`): one IPv6 client usually holds a whole /64 and
-//! can pick any address in it, so IPv6 addresses count by their /64; an
-//! IPv4-mapped IPv6 address counts as the IPv4 address it is.
+//! Per-address limits (`max_connections_per_ip`, `max_sessions_per_ip`):
+//! the key they count by, and the count itself. One IPv6 client usually
+//! holds a whole /64 and can pick any address in it, so IPv6 addresses
+//! count by their /64; an IPv4-mapped IPv6 address counts as the IPv4
+//! address it is.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Mutex, PoisonError};
+
+/// Places taken per address key; an address with none left has no entry,
+/// so the map holds only addresses with something open.
+#[derive(Default)]
+pub(crate) struct PerAddress {
+    // A std mutex: touched once per open and once per close, never held
+    // across an await; a poisoned lock still counts (a count has no
+    // invariant a panic could break), so `Drop`s that release never panic.
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerAddress {
+    /// Takes a place for `ip` (already a [`limit_key`]) if it has fewer
+    /// than `max`.
+    pub(crate) fn try_take(&self, ip: IpAddr, max: usize) -> bool {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                counts.remove(&ip);
+            }
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives back a place taken by [`PerAddress::try_take`].
+    pub(crate) fn release(&self, ip: IpAddr) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn poison_for_test(&self) {
+        let _ = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+                panic!("poison the lock");
+            })
+            .join()
+        });
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.counts.is_poisoned()
+    }
+}
 
 pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
     match ip {
@@ -21,6 +86,20 @@ pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_are_counted_and_given_back() {
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let counts = PerAddress::default();
+        assert!(counts.try_take(a, 2) && counts.try_take(a, 2));
+        assert!(!counts.try_take(a, 2));
+        counts.release(a);
+        assert!(counts.try_take(a, 2));
+        assert!(!counts.try_take(a, 0));
+        counts.release(a);
+        counts.release(a);
+        assert!(counts.counts.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn ipv6_counts_by_its_64() {

@@ -19,6 +19,7 @@ use super::balance::WorkerPool;
 use super::mailbox::Mailbox;
 use super::task::Command;
 use super::VhostScope;
+use crate::client_addr::{limit_key, PerAddress};
 use crate::metrics::{Limit, Metrics};
 
 /// What the affinity index maps a SessionID to: a way to talk to the
@@ -46,8 +47,7 @@ pub(crate) enum Refusal {
 #[derive(Default)]
 struct VhostCounts {
     live: AtomicUsize,
-    // Touched once per session open and end, never across an await.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: PerAddress,
 }
 
 /// All live sessions of the process; outlives config reloads.
@@ -77,18 +77,7 @@ pub(crate) struct SessionSlot {
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        let mut per_ip = self
-            .counts
-            .per_ip
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-        drop(per_ip);
+        self.counts.per_ip.release(self.ip);
         self.counts.live.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -102,7 +91,7 @@ impl Registry {
         max_sessions: usize,
         max_per_ip: usize,
     ) -> Result<SessionSlot, Refusal> {
-        let ip = crate::client_addr::limit_key(ip);
+        let ip = limit_key(ip);
         let counts = self
             .counts
             .lock()
@@ -115,16 +104,11 @@ impl Registry {
             self.metrics.limit_hit(Limit::Sessions);
             return Err(Refusal::Sessions);
         }
-        let mut per_ip = counts.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = per_ip.entry(ip).or_insert(0);
-        if *n >= max_per_ip {
-            drop(per_ip);
+        if !counts.per_ip.try_take(ip, max_per_ip) {
             counts.live.fetch_sub(1, Ordering::AcqRel);
             self.metrics.limit_hit(Limit::SessionsPerIp);
             return Err(Refusal::SessionsPerIp);
         }
-        *n += 1;
-        drop(per_ip);
         Ok(SessionSlot { counts, ip })
     }
 
@@ -231,11 +215,7 @@ mod tests {
         let again = registry.admit(&a, one, 3, 2).expect("a place was freed");
         drop((second, third, other, again));
         assert_eq!(registry.total_live(), 0);
-        assert!(registry.counts.lock().unwrap()[&a]
-            .per_ip
-            .lock()
-            .unwrap()
-            .is_empty());
+        assert!(registry.counts.lock().unwrap()[&a].per_ip.is_empty());
     }
 
     #[test]
