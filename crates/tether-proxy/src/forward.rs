@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body::Body as _;
@@ -128,31 +128,29 @@ pub(crate) struct Upstreams {
 
 /// `max_upstream_connections` per upstream authority: requests in flight
 /// (one connection each on HTTP/1.1), so that one client's fan-out, e.g.
-/// many HTTP/2 streams, cannot open connections without bound.
+/// many HTTP/2 streams, cannot open connections without bound. Built for
+/// every origin and worker of a config load, then only read: no lock on
+/// the request path.
 struct UpstreamLimits {
-    max: usize,
-    // Touched once per request to find the semaphore; never held across
-    // an await.
-    by_upstream: Mutex<HashMap<String, Arc<Semaphore>>>,
+    by_upstream: HashMap<String, Arc<Semaphore>>,
+    /// For an upstream the config load did not name (none in `tether run`).
+    other: Arc<Semaphore>,
 }
 
 impl UpstreamLimits {
-    fn semaphore(&self, authority: &str) -> Arc<Semaphore> {
-        let mut map = self
-            .by_upstream
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(s) = map.get(authority) {
-            return s.clone();
-        }
-        let s = Arc::new(Semaphore::new(self.max));
-        map.insert(authority.to_owned(), s.clone());
-        s
+    fn semaphore(&self, authority: &str) -> &Arc<Semaphore> {
+        self.by_upstream.get(authority).unwrap_or(&self.other)
     }
 }
 
 impl Upstreams {
-    pub(crate) fn new(server: &ServerConfig) -> Upstreams {
+    /// The client of a config load whose origins and workers are
+    /// `upstreams` (their authorities, each with its own cap).
+    pub(crate) fn new<'a>(
+        server: &ServerConfig,
+        upstreams: impl IntoIterator<Item = &'a str>,
+    ) -> Upstreams {
+        let cap = server.max_upstream_connections;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(server.origin_connect_timeout));
@@ -170,8 +168,11 @@ impl Upstreams {
             connect_timeout: server.origin_connect_timeout,
             body_stall: server.idle_timeout,
             limits: Arc::new(UpstreamLimits {
-                max: server.max_upstream_connections,
-                by_upstream: Mutex::new(HashMap::new()),
+                by_upstream: upstreams
+                    .into_iter()
+                    .map(|a| (a.to_owned(), Arc::new(Semaphore::new(cap))))
+                    .collect(),
+                other: Arc::new(Semaphore::new(cap)),
             }),
         }
     }
@@ -221,7 +222,9 @@ impl Upstreams {
         let permit = match semaphore.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                match tokio::time::timeout(self.connect_timeout, semaphore.acquire_owned()).await {
+                match tokio::time::timeout(self.connect_timeout, semaphore.clone().acquire_owned())
+                    .await
+                {
                     Ok(Ok(p)) => p,
                     _ => {
                         tracing::warn!(upstream = %upstream.as_written, "max_upstream_connections reached");

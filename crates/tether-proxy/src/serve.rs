@@ -55,7 +55,7 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
 
     let metrics = Arc::new(Metrics::default());
     let sessions = Arc::new(Registry::new(metrics.clone()));
-    let upstreams = Upstreams::new(&config.server);
+    let upstreams = Upstreams::new(&config.server, config.upstream_authorities());
     let (runtime_tx, runtime_rx) = watch::channel(Arc::new(Runtime::new(
         &config,
         upstreams,
@@ -95,7 +95,7 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         };
         match reload(&current, &new, &mut listeners, &ctx).await {
             Ok(()) => {
-                let upstreams = Upstreams::new(&new.server);
+                let upstreams = Upstreams::new(&new.server, new.upstream_authorities());
                 let runtime = Runtime::new(&new, upstreams, sessions.clone(), metrics.clone());
                 let _ = runtime_tx.send(Arc::new(runtime));
                 current = *new;

@@ -17,6 +17,22 @@ pub struct Config {
     pub vhosts: Vec<VhostConfig>,
 }
 
+impl Config {
+    /// The authority of every origin and worker, each once.
+    pub fn upstream_authorities(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = Vec::new();
+        for v in &self.vhosts {
+            all.push(&v.origin.authority);
+            if let Some(p) = &v.persistent {
+                all.extend(p.workers.iter().map(|w| w.authority.as_str()));
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,

@@ -489,7 +489,7 @@ mod tests {
             ..ServerConfig::default()
         };
         let target = Arc::new(MessageTarget {
-            upstreams: Upstreams::new(&server),
+            upstreams: Upstreams::new(&server, []),
             worker: url,
             health: pin.0.clone(),
             retry,
