@@ -24,7 +24,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tether_tests::raw_http::request_bytes;
+use tether_tests::raw_http::{find, read_raw_request, request_bytes};
 use tether_tests::session::{
     head_or_plain, open_with, resume_with, tcp_queues, End, LineWorker, Opened, ACCEPT, HOST, WAIT,
 };
@@ -275,90 +275,12 @@ impl RawUpstream {
 fn serve_raw(mut s: TcpStream, tx: &mpsc::Sender<Vec<u8>>, response: &[u8]) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
     let mut buf = Vec::new();
-    while let Some(req) = read_raw_request(&mut s, &mut buf) {
+    while let Some((_, req)) = read_raw_request(&mut s, &mut buf) {
         let _ = tx.send(req);
         if s.write_all(response).is_err() {
             return;
         }
     }
-}
-
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|i| i + from)
-}
-
-/// Reads more bytes into `buf`; `None` at EOF or error.
-fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
-    let mut b = [0u8; 16 * 1024];
-    match s.read(&mut b) {
-        Ok(0) | Err(_) => None,
-        Ok(n) => {
-            buf.extend_from_slice(&b[..n]);
-            Some(())
-        }
-    }
-}
-
-/// Index just after the next CRLF at or after `from`.
-fn line_end(s: &mut TcpStream, buf: &mut Vec<u8>, from: usize) -> Option<usize> {
-    loop {
-        if let Some(i) = find(buf, b"\r\n", from) {
-            return Some(i + 2);
-        }
-        fill(s, buf)?;
-    }
-}
-
-/// One whole request (framed by Content-Length or chunked, trailers
-/// included), taken off the front of `buf`.
-fn read_raw_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    let head_end = loop {
-        if let Some(i) = find(buf, b"\r\n\r\n", 0) {
-            break i + 4;
-        }
-        fill(s, buf)?;
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let field = |name: &str| {
-        head.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_string())
-    };
-    let mut end = head_end;
-    if field("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        loop {
-            let after = line_end(s, buf, end)?;
-            let size_line = String::from_utf8_lossy(&buf[end..after - 2]).to_string();
-            let hex = size_line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(hex, 16).ok()?;
-            end = after;
-            if size == 0 {
-                // Trailer fields up to the empty line.
-                loop {
-                    let after = line_end(s, buf, end)?;
-                    let empty = after - end == 2;
-                    end = after;
-                    if empty {
-                        break;
-                    }
-                }
-                break;
-            }
-            while buf.len() < end + size + 2 {
-                fill(s, buf)?;
-            }
-            end += size + 2;
-        }
-    } else if let Some(cl) = field("content-length") {
-        end += cl.parse::<usize>().ok()?;
-        while buf.len() < end {
-            fill(s, buf)?;
-        }
-    }
-    Some(buf.drain(..end).collect())
 }
 
 // ------------------------------------------------------------ 1. smuggling
