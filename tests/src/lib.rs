@@ -39,7 +39,7 @@ pub use access_log::AccessLog;
 pub use apache::Apache;
 pub use nginx::Nginx;
 pub use process::{ChildGuard, Signal};
-pub use raw_http::{RawConn, Response};
+pub use raw_http::{metric, RawConn, Response};
 pub use tempfile::TempDir;
 pub use tether::Tether;
 pub use websocket::{WsClient, WsFrame};

@@ -508,3 +508,17 @@ pub fn read_raw_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(usize, 
     }
     Some((head_end, buf.drain(..end).collect()))
 }
+
+/// The value of the Prometheus sample `series` (name with its labels, as
+/// printed) on the admin listener's `/metrics`.
+pub fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let mut conn = RawConn::try_connect(admin).ok()?;
+    conn.set_read_timeout(crate::session::WAIT);
+    conn.try_send(&request_bytes("GET", "/metrics", "admin", &[], b""))
+        .ok()?;
+    let r = conn.read_final_response_to("GET").ok()?;
+    r.body_text().lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
+}

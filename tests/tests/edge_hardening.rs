@@ -72,6 +72,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use tether_tests::metric;
 use tether_tests::raw_http::{read_raw_request, request_bytes};
 use tether_tests::session::{
     delete, open_with, resume_with, session_vhost, LineWorker, Opened, ACCEPT, WAIT,
@@ -81,20 +82,6 @@ use tether_tests::{free_port, wait_for, Apache, Nginx, RawConn, Response, Tether
 const WORKER: &str = env!("CARGO_BIN_EXE_line_worker");
 
 // ---------------------------------------------------------------- helpers
-
-/// The value of the Prometheus sample `series` (name with its labels, as
-/// printed) on the admin listener's `/metrics`.
-fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    let mut conn = RawConn::try_connect(admin).ok()?;
-    conn.set_read_timeout(WAIT);
-    conn.try_send(&request_bytes("GET", "/metrics", "admin", &[], b""))
-        .ok()?;
-    let r = conn.read_final_response_to("GET").ok()?;
-    r.body_text().lines().find_map(|l| {
-        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
-        rest.trim().parse().ok()
-    })
-}
 
 /// `metric`, 0 when the series is not printed (yet).
 fn metric_or_zero(admin: SocketAddr, series: &str) -> f64 {

@@ -24,6 +24,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use tether_tests::metric;
 use tether_tests::raw_http::{find, read_raw_request, request_bytes};
 use tether_tests::session::{
     head_or_plain, open_with, resume_with, tcp_queues, End, LineWorker, Opened, ACCEPT, HOST, WAIT,
@@ -92,20 +93,6 @@ fn start(text: &str) -> Tether {
 
 fn write_config(tether: &Tether, text: &str) {
     std::fs::write(tether.dir().join("tether.toml"), text).expect("write tether.toml");
-}
-
-/// The value of the Prometheus sample `series` (name with its labels, as
-/// printed) on the admin listener's `/metrics`.
-fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    let mut conn = RawConn::try_connect(admin).ok()?;
-    conn.set_read_timeout(WAIT);
-    conn.try_send(&request_bytes("GET", "/metrics", "admin", &[], b""))
-        .ok()?;
-    let r = conn.read_final_response_to("GET").ok()?;
-    r.body_text().lines().find_map(|l| {
-        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
-        rest.trim().parse().ok()
-    })
 }
 
 /// Waits until `tether_config_reloads_total{result="ok"}` reaches `n`.
