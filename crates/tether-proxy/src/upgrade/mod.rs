@@ -371,7 +371,6 @@ impl Taking {
                 metrics.upgrade(true);
                 metrics.handover_sessions(n);
                 tracing::info!(target: "tether", sessions = n, elapsed_ms = self.started.elapsed().as_millis() as u64, "upgrade: handover complete");
-                crate::notify::main_pid();
             }
             Err(e) => {
                 tracing::error!(target: "tether", error = %e, "upgrade failed in the new process; exiting, the old process keeps serving");
@@ -415,6 +414,9 @@ impl Taking {
                 }
                 Message::Sync => send(&mut self.channel, &Message::Taken(taken), &[])?,
                 Message::Done => {
+                    // systemd learns the new main PID before the old
+                    // process, told below, exits.
+                    crate::notify::main_pid();
                     send(&mut self.channel, &Message::Taken(taken), &[])?;
                     return Ok(taken);
                 }
