@@ -7,7 +7,10 @@
 # skip for want of one.
 set -euo pipefail
 
-PACKAGES=(nginx-light apache2 libapache2-mod-php haproxy wrk curl python3-websockets chromium)
+# prometheus: for its promtool (tests/tests/dashboards.rs checks the alert
+# rules and the dashboard's queries); on a host running systemd, installing
+# it also starts a Prometheus server on :9090.
+PACKAGES=(nginx-light apache2 libapache2-mod-php haproxy wrk curl python3-websockets chromium prometheus)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -22,7 +25,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 check_tools() {
     local absent=()
     local tool
-    for tool in nginx apache2 haproxy wrk curl chromium node npm; do
+    for tool in nginx apache2 haproxy wrk curl chromium node npm promtool; do
         command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || absent+=("$tool")
     done
     # The Python the tests run (tests/src/ws_echo.rs): Debian's, where
