@@ -100,6 +100,60 @@ fn the_dockerfile_keeps_its_contract() {
 }
 
 #[test]
+fn the_compose_file_names_files_that_exist_and_one_token() {
+    let dir = repo().join("deploy/docker");
+    let text = std::fs::read_to_string(dir.join("compose.yaml")).unwrap();
+    let mut sources = Vec::new();
+    for line in text.lines().map(str::trim) {
+        // Bind mounts: "- ./file:/path:ro", "- ../dir:/path:ro".
+        if let Some(volume) = line.strip_prefix("- ").filter(|v| v.starts_with('.')) {
+            sources.push(volume.split(':').next().unwrap().to_owned());
+        }
+        if let Some(context) = line.strip_prefix("context: ") {
+            sources.push(context.to_owned());
+        }
+    }
+    assert!(sources.len() >= 5, "volumes and context: {sources:?}");
+    for source in &sources {
+        let source = source.strip_prefix("./").unwrap_or(source);
+        assert!(
+            dir.join(source).exists(),
+            "compose.yaml: {source} does not exist"
+        );
+    }
+    let dockerfile = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("dockerfile: "))
+        .expect("dockerfile:");
+    assert!(repo().join(dockerfile).exists(), "{dockerfile}");
+    // The token chat.pphp presents is the one tether checks.
+    let config = std::fs::read_to_string(dir.join("compose.tether.toml")).unwrap();
+    let token = config
+        .lines()
+        .find_map(|l| l.strip_prefix("admin_token = "))
+        .expect("admin_token")
+        .trim_matches('"');
+    assert!(
+        text.contains(&format!("TETHER_ADMIN_TOKEN: {token}\n")),
+        "compose.yaml and compose.tether.toml disagree on the token"
+    );
+    let out = run(Command::new(tether_bin())
+        .args(["check", "-c"])
+        .arg(dir.join("compose.tether.toml")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(engine) = engine() {
+        ok(Command::new(engine)
+            .args(["compose", "-f"])
+            .arg(dir.join("compose.yaml"))
+            .args(["config", "--quiet"]));
+    }
+}
+
+#[test]
 fn the_image_builds_and_runs_or_the_dockerfile_lints_clean() {
     let Some(engine) = engine() else {
         let out = Command::new("hadolint").arg(dockerfile()).output().unwrap_or_else(|e| {
