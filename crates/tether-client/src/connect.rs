@@ -62,6 +62,18 @@ pub struct ConnectOptions {
     /// Take over this session, whose client already received this many
     /// lines, instead of opening one ([`Session::take_over`]).
     pub resume: Option<(SessionId, u64)>,
+    /// The transport: native HTTP/1.1 (default) or WebSocket ([`crate::ws`]).
+    pub transport: Transport,
+}
+
+/// How `tether connect` reaches the session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// SPEC 2: the session channel is the HTTP/1.1 connection itself.
+    #[default]
+    Native,
+    /// SPEC 3: a WebSocket with the `persistent` subprotocol.
+    WebSocket,
 }
 
 impl Default for ConnectOptions {
@@ -73,6 +85,7 @@ impl Default for ConnectOptions {
             print_initial_body: true,
             linger: Duration::from_secs(1),
             resume: None,
+            transport: Transport::Native,
         }
     }
 }
@@ -115,12 +128,17 @@ where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
-    let opened = match &opts.resume {
-        Some((id, received)) => Session::take_over(config, id.clone(), *received).await,
-        None => Session::open(config).await,
+    let opened = match (opts.transport, &opts.resume) {
+        (Transport::WebSocket, resume) => crate::ws::open(config, resume.clone()).await,
+        (Transport::Native, Some((id, received))) => {
+            Session::take_over(config, id.clone(), *received)
+                .await
+                .map(Session::spawn)
+        }
+        (Transport::Native, None) => Session::open(config).await.map(Session::spawn),
     };
-    let session = match opened {
-        Ok(session) => session,
+    let mut handle = match opened {
+        Ok(handle) => handle,
         Err(ClientError::NotPersistent {
             status,
             headers,
@@ -150,18 +168,17 @@ where
                 &mut err,
                 &format!(
                     "# session {} taken over ({received} lines received)",
-                    session.id()
+                    handle.id()
                 ),
             )
             .await;
         }
-        None => note(&mut err, &format!("# session {} opened", session.id())).await,
+        None => note(&mut err, &format!("# session {} opened", handle.id())).await,
     }
-    if opts.print_initial_body && !session.initial_body().is_empty() {
-        out.write_all(session.initial_body()).await?;
+    if opts.print_initial_body && !handle.initial_body().is_empty() {
+        out.write_all(handle.initial_body()).await?;
         out.flush().await?;
     }
-    let mut handle = session.spawn();
     let mut input_open = true;
     // Set when stdin ended and the session is to be closed: a line from
     // the gateway pushes it back.

@@ -91,7 +91,19 @@ enum Command {
         /// replays the later ones.
         #[arg(long, value_name = "N", requires = "resume")]
         received: Option<u64>,
+        /// "native" (the HTTP/1.1 connection is the session channel) or
+        /// "websocket" (what browsers use); both resume after a drop.
+        #[arg(long, value_enum, default_value_t = TransportArg::Native)]
+        transport: TransportArg,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    /// The native transport (SPEC 2).
+    Native,
+    /// The WebSocket transport (SPEC 3).
+    Websocket,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,6 +128,7 @@ fn main() -> ExitCode {
             accept,
             resume,
             received,
+            transport,
         } => report(connect(
             &url,
             tether_client::connect::ConnectOptions {
@@ -123,6 +136,10 @@ fn main() -> ExitCode {
                 headers,
                 accept,
                 resume: resume.zip(received),
+                transport: match transport {
+                    TransportArg::Native => tether_client::connect::Transport::Native,
+                    TransportArg::Websocket => tether_client::connect::Transport::WebSocket,
+                },
                 ..Default::default()
             },
         )),
@@ -420,6 +437,8 @@ mod tests {
             "abcdefghijklmnopqrstuv",
             "--received",
             "7",
+            "--transport",
+            "websocket",
             "http://127.0.0.1:1/x.pphp",
         ])
         .unwrap();
@@ -428,6 +447,7 @@ mod tests {
             accept,
             resume,
             received,
+            transport,
             ..
         } = cli.command
         else {
@@ -443,6 +463,7 @@ mod tests {
         assert_eq!(accept.as_deref(), Some("application/x-persistent; q=1"));
         assert_eq!(resume.unwrap().as_str(), "abcdefghijklmnopqrstuv");
         assert_eq!(received, Some(7));
+        assert_eq!(transport, TransportArg::Websocket);
 
         let url = "http://127.0.0.1:1/x.pphp";
         for bad in [
@@ -458,6 +479,7 @@ mod tests {
             &["--received", "3"],
             &["--resume", "short", "--received", "3"],
             &["--resume", "abcdefghijklmnopqrstuv", "--received", "-1"],
+            &["--transport", "ws"],
         ] {
             let mut args = vec!["tether", "connect"];
             args.extend_from_slice(bad);
