@@ -10,7 +10,7 @@ set -euo pipefail
 # prometheus: for its promtool (tests/tests/dashboards.rs checks the alert
 # rules and the dashboard's queries); on a host running systemd, installing
 # it also starts a Prometheus server on :9090.
-PACKAGES=(nginx-light apache2 libapache2-mod-php haproxy wrk curl python3-websockets chromium prometheus)
+PACKAGES=(nginx-light apache2 libapache2-mod-php haproxy wrk curl python3-websockets chromium prometheus nghttp2-client)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -55,7 +55,7 @@ install_hadolint() {
 check_tools() {
     local absent=()
     local tool
-    for tool in nginx apache2 haproxy wrk curl chromium node npm promtool; do
+    for tool in nginx apache2 haproxy wrk curl chromium node npm promtool h2load; do
         command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || absent+=("$tool")
     done
     # The Python the tests run (tests/src/ws_echo.rs): Debian's, where

@@ -236,3 +236,34 @@ fn redirect_http_sends_plain_requests_to_https_and_serves_tls_ones() {
         "only b.test and the TLS request: {served:?}"
     );
 }
+
+#[test]
+fn h2load_over_tls_has_no_failed_request() {
+    let origin = worker();
+    let (_tether, tls) = start(origin.addr(), "");
+    let out = Command::new("h2load")
+        .args(["-n", "400", "-c", "4", "-m", "10", "-t", "1"])
+        .arg(format!("--connect-to=127.0.0.1:{}", tls.port()))
+        .arg("https://a.test/plain.pphp")
+        .output()
+        .expect("h2load (nghttp2-client; make deps installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "h2load: {}",
+        text.lines()
+            .filter(|l| l.starts_with("requests:") || l.starts_with("finished in"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    assert!(text.contains("Application protocol: h2"), "{text}");
+    assert!(
+        text.contains("requests: 400 total, 400 started, 400 done, 400 succeeded, 0 failed, 0 errored, 0 timeout"),
+        "{text}"
+    );
+    assert!(text.contains("status codes: 400 2xx"), "{text}");
+}
