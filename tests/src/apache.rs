@@ -176,13 +176,21 @@ Header always set X-Origin apache
     /// request on it, or waits for `KeepAliveTimeout`, so a test that
     /// stops Apache sets a short one. Waits until the parent has exited.
     pub fn stop(&mut self) {
+        self.stop_by("-WINCH")
+    }
+
+    pub fn stop_now(&mut self) {
+        self.stop_by("-TERM")
+    }
+
+    fn stop_by(&mut self, signal: &str) {
         let _ = Command::new("kill")
-            .arg("-WINCH")
+            .arg(signal)
             .arg(self.child.pid().to_string())
             .status();
         if self.child.wait_timeout(Duration::from_secs(20)).is_none() {
             panic!(
-                "apache did not stop within 20 s of SIGWINCH; error.log:\n{}",
+                "apache did not stop within 20 s of {signal}; error.log:\n{}",
                 self.error_log()
             );
         }

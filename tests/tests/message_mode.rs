@@ -59,16 +59,12 @@ fn start_with(extra: &str) -> (Apache, Tether) {
 /// [`start_with`] on a vhost of `host` (`"*"`: every Host).
 fn start_on(host: &str, extra: &str) -> (Apache, Tether) {
     // Enough idle children that no request of the restart tests waits in
-    // the listen queue, and a short `Timeout` so that a graceful stop ends
-    // soon. No keep-alive: after a graceful stop, a kept-alive connection
-    // of tether's pool to a child that is gone was at times found dead
-    // only when the next request was written on it, and a written request
-    // is never sent again (SPEC 6), so that session ended; see the report
-    // of issue 14.
+    // the listen queue (tether's pool keeps connections alive, and each
+    // idle one holds a prefork child).
     let apache = Apache::start(
         "<FilesMatch \"\\.pphp$\">\n    SetHandler application/x-httpd-php\n</FilesMatch>\n\
          StartServers 24\nMinSpareServers 24\nMaxSpareServers 48\nMaxRequestWorkers 64\n\
-         KeepAlive Off\nTimeout 5\n",
+         Timeout 5\n",
     );
     apache.put_file("chat.pphp", CHAT.as_bytes());
     std::fs::write(apache.root().join("events.log"), "").unwrap();
@@ -311,20 +307,23 @@ fn numbered_lines_across_a_restart(
         .collect();
     warm.wait();
     std::thread::sleep(Duration::from_secs(1));
-    // While Apache stops gracefully (about 1 s) its port still completes
-    // TCP handshakes that no child will accept, and resets them when the
-    // last process exits: a request written there is lost after it was
-    // written, which tether never repeats (SPEC 6), so that session would
-    // end. The clients hold their lines for that second (300 ms before,
-    // for requests in flight to finish, and 500 ms after); they send
-    // throughout the 5 s the port refuses, which is what `worker_retry`
-    // is about.
+    // `apachectl stop` (SIGTERM) kills the children at once: a request
+    // PHP is running is lost, and until the parent has exited (about
+    // 100 ms) the port still completes TCP handshakes that no child will
+    // accept and resets them, a request written there included. A written
+    // request is never sent again (SPEC 6: PHP may have acted on it), so
+    // such a session would end; no client can tell those apart from a
+    // request PHP took. The clients hold their lines around the signal
+    // (300 ms before, for requests in flight to finish, and 300 ms after)
+    // and send throughout the 5 s the port refuses, which is what
+    // `worker_retry` is about: sessions whose kept-alive connections were
+    // closed, and requests refused, all go on.
     quiet.store(true, std::sync::atomic::Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(300));
     let stopping = Instant::now();
-    apache.stop();
+    apache.stop_now();
     let stop_took = stopping.elapsed();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(300));
     quiet.store(false, std::sync::atomic::Ordering::SeqCst);
     std::thread::sleep(down);
     apache.start_again();

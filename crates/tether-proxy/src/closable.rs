@@ -9,6 +9,14 @@
 //! reads on that connection ([`Connected::extra`]). Closing through it
 //! makes the connection's next read or write fail, which hyper turns into
 //! the connection's end (the origin sees it closed).
+//!
+//! A kept-alive connection is also looked at before a request is written
+//! on it: an origin that closed it while idle (Apache stopping, its
+//! keep-alive timeout) is found by the kernel at once, while hyper's pool
+//! learns it only when the connection's task next runs. Writing there
+//! would lose the request after it was written, which for a message
+//! request ends the session (SPEC 6); refused before any byte goes out,
+//! it is [`NotWritten`] and may be sent again on another connection.
 
 use std::future::Future;
 use std::io;
@@ -50,13 +58,61 @@ impl CloseHandle {
 pub(crate) struct ClosableIo {
     io: TokioIo<TcpStream>,
     shared: Arc<Shared>,
+    /// Bytes were read and none written since: the next write starts a
+    /// request on a kept-alive connection.
+    between_requests: bool,
 }
 
 impl ClosableIo {
     fn closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
     }
+
+    fn note_written(&mut self, written: &Poll<io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(n)) if *n > 0) {
+            self.between_requests = false;
+        }
+    }
+
+    /// Whether the next write may go out: `Err` if the connection is
+    /// closed by the gateway, or is between requests and the origin
+    /// already closed or reset it, or sent bytes nobody asked for.
+    fn writable(&mut self) -> io::Result<()> {
+        if self.closed() {
+            return Err(aborted());
+        }
+        if self.between_requests && peer_left(self.io.inner()) {
+            self.shared.closed.store(true, Ordering::Release);
+            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, NotWritten));
+        }
+        Ok(())
+    }
 }
+
+/// One non-blocking peek: anything but "nothing to read yet" means the
+/// idle connection cannot carry a request.
+fn peer_left(stream: &TcpStream) -> bool {
+    use rustix::io::Errno;
+    use rustix::net::RecvFlags;
+    let mut byte = [0u8; 1];
+    match rustix::net::recv(stream, &mut byte[..], RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Err(Errno::AGAIN | Errno::INTR) => false,
+        Ok(_) | Err(_) => true,
+    }
+}
+
+/// The origin had closed a kept-alive connection before any byte of the
+/// request was written on it: the request never reached it.
+#[derive(Debug)]
+pub(crate) struct NotWritten;
+
+impl std::fmt::Display for NotWritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the origin closed the kept-alive connection before the request was written")
+    }
+}
+
+impl std::error::Error for NotWritten {}
 
 fn aborted() -> io::Error {
     io::Error::new(
@@ -81,6 +137,7 @@ impl tower::Service<Uri> for ClosableConnector {
             Ok(ClosableIo {
                 io,
                 shared: Arc::default(),
+                between_requests: false,
             })
         })
     }
@@ -102,11 +159,16 @@ impl Read for ClosableIo {
             return Poll::Ready(Err(aborted()));
         }
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if polled.is_pending() {
-            self.shared.reader.register(cx.waker());
-            // A close between the check and the registration.
-            if self.closed() {
-                return Poll::Ready(Err(aborted()));
+        match polled {
+            // Bytes came (or the end, after which nothing is written).
+            Poll::Ready(Ok(())) => self.between_requests = true,
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending => {
+                self.shared.reader.register(cx.waker());
+                // A close between the check and the registration.
+                if self.closed() {
+                    return Poll::Ready(Err(aborted()));
+                }
             }
         }
         polled
@@ -119,10 +181,10 @@ impl Write for ClosableIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.closed() {
-            return Poll::Ready(Err(aborted()));
-        }
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        self.writable()?;
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.note_written(&written);
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -142,9 +204,81 @@ impl Write for ClosableIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.closed() {
-            return Poll::Ready(Err(aborted()));
-        }
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        self.writable()?;
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.note_written(&written);
+        written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn connected() -> (ClosableIo, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connector = ClosableConnector(HttpConnector::new());
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        let (io, accepted) =
+            tokio::join!(tower::Service::call(&mut connector, uri), listener.accept());
+        (io.unwrap(), accepted.unwrap().0)
+    }
+
+    async fn read_some(io: &mut ClosableIo) -> usize {
+        let mut raw = [0u8; 64];
+        let mut buf = hyper::rt::ReadBuf::new(&mut raw);
+        poll_fn(|cx| Pin::new(&mut *io).poll_read(cx, buf.unfilled()))
+            .await
+            .unwrap();
+        buf.filled().len()
+    }
+
+    async fn write(io: &mut ClosableIo, bytes: &[u8]) -> io::Result<usize> {
+        poll_fn(|cx| Pin::new(&mut *io).poll_write(cx, bytes)).await
+    }
+
+    #[tokio::test]
+    async fn a_request_is_not_written_on_a_connection_the_origin_closed() {
+        let (mut io, mut origin) = connected().await;
+        write(&mut io, b"first request").await.unwrap();
+        origin.write_all(b"its answer").await.unwrap();
+        assert_eq!(read_some(&mut io).await, 10);
+        // The origin closes the idle connection; the kernel knows at once.
+        let mut seen = Vec::new();
+        origin.read_buf(&mut seen).await.unwrap();
+        drop(origin);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let err = write(&mut io, b"second request").await.unwrap_err();
+        assert!(err.get_ref().is_some_and(|e| e.is::<NotWritten>()), "{err}");
+        assert_eq!(seen, b"first request");
+    }
+
+    #[tokio::test]
+    async fn an_open_kept_alive_connection_carries_the_next_request() {
+        let (mut io, mut origin) = connected().await;
+        write(&mut io, b"first").await.unwrap();
+        origin.write_all(b"answer").await.unwrap();
+        assert_eq!(read_some(&mut io).await, 6);
+        assert_eq!(write(&mut io, b"second").await.unwrap(), 6);
+        let mut seen = vec![0u8; 11];
+        origin.read_exact(&mut seen).await.unwrap();
+        assert_eq!(seen, b"firstsecond");
+    }
+
+    #[tokio::test]
+    async fn bytes_nobody_asked_for_make_the_connection_unusable() {
+        let (mut io, mut origin) = connected().await;
+        write(&mut io, b"first").await.unwrap();
+        origin.write_all(b"answer").await.unwrap();
+        assert_eq!(read_some(&mut io).await, 6);
+        origin
+            .write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(write(&mut io, b"second").await.is_err());
     }
 }

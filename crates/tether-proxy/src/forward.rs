@@ -20,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Body, BodyEnd, UpstreamPermit, WatchedBody};
-use crate::closable::{ClosableConnector, CloseHandle};
+use crate::closable::{ClosableConnector, CloseHandle, NotWritten};
 use crate::codec::answer;
 use crate::config::{OriginUrl, ServerConfig};
 use crate::metrics::UpstreamKind;
@@ -115,6 +115,15 @@ impl UpstreamError {
 /// 16 KiB buffer does.
 const MAX_UPSTREAM_BUFFER: usize = 16 * 1024;
 
+/// How long an idle upstream connection is kept for reuse: shorter than
+/// Apache's default `KeepAliveTimeout` (5 s), so that the gateway, not
+/// the origin, closes it. An origin that closes first races the next
+/// request written on the connection, and a written request that gets no
+/// answer is a 502 for a plain request and the session's end for a
+/// message request (SPEC 6). An idle connection also holds an Apache
+/// prefork child that could serve someone else.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
 /// The pooled client to origins.
 #[derive(Clone)]
 pub(crate) struct Upstreams {
@@ -157,7 +166,7 @@ impl Upstreams {
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(server.max_upstream_connections.min(256))
             .http1_max_buf_size(MAX_UPSTREAM_BUFFER)
             .set_host(false)
@@ -275,14 +284,17 @@ impl Upstreams {
             Ok(resp) => resp,
             Err(e) => {
                 let kind = UpstreamError::classify(&e);
-                tracing::debug!(upstream = %upstream.as_written, error = %e, ?kind, "upstream failed");
+                tracing::debug!(upstream = %upstream.as_written, error = ?e, ?kind, "upstream failed");
                 // hyper-util says `is_connect` only for errors of the
                 // connector, before a connection existed to write on; a
-                // pooled connection found closed before the request went
-                // out is retried inside hyper-util and never reaches here.
+                // pooled connection hyper-util already knew closed is
+                // retried inside it and never reaches here; one only the
+                // kernel knew closed is `NotWritten` (closable.rs).
+                let stale = not_written(&e);
                 return Err(Failed {
                     kind,
-                    unsent: e.is_connect(),
+                    unsent: e.is_connect() || stale,
+                    stale,
                 });
             }
         };
@@ -311,6 +323,10 @@ pub(crate) struct Failed {
     /// No byte of the request was written: the connection was refused, or
     /// not accepted within `origin_connect_timeout`.
     pub(crate) unsent: bool,
+    /// A kept-alive connection was found closed by the upstream before
+    /// the request was written on it: another connection may well work,
+    /// so this says nothing yet of the upstream's health.
+    pub(crate) stale: bool,
 }
 
 impl Failed {
@@ -318,8 +334,22 @@ impl Failed {
         Failed {
             kind,
             unsent: false,
+            stale: false,
         }
     }
+}
+
+fn not_written(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = err.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.is::<NotWritten>()) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// `Connection: upgrade` with an `Upgrade` field: the request asks to
