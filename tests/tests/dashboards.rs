@@ -498,6 +498,8 @@ fn every_metric_and_label_of_the_dashboard_and_alerts_is_in_metrics() {
         "tether_worker_up",
         "tether_limits_hit_total",
         "tether_config_reloads_total",
+        "tether_upgrades_total",
+        "tether_handover_sessions_total",
         "tether_session_duration_seconds_bucket",
         "tether_resume_duration_seconds_bucket",
         "tether_message_request_duration_seconds_bucket",
