@@ -195,6 +195,60 @@ impl Session {
         Ok(session)
     }
 
+    /// Takes over an existing session by hand (`tether connect --resume`):
+    /// one resume with `SessionID: id` and `Session-Received: received`,
+    /// the count of lines the caller already has (the gateway replays the
+    /// later ones first). An attached connection of another client is
+    /// closed by the gateway (SPEC 4 takeover). The lines that client sent
+    /// are the gateway's to account for: this session's sent count starts
+    /// at the gateway's `Session-Received`.
+    ///
+    /// Not retried: `410` is [`ClientError::SessionLost`], another answer
+    /// [`ClientError::NotPersistent`] with its body, a failed connect its
+    /// error. There is no initial body.
+    pub async fn take_over(
+        config: ClientConfig,
+        id: SessionId,
+        received: u64,
+    ) -> Result<Session, ClientError> {
+        let target = Target::parse(&config.url)?;
+        let mut session = Session {
+            reader: LineReader::new(config.max_line),
+            resend: ResendBuffer::new(config.max_unacked_bytes),
+            config,
+            target,
+            id,
+            initial_body: Bytes::new(),
+            conn: None,
+            ready: VecDeque::new(),
+            out: BytesMut::new(),
+            received,
+            resumes: 0,
+            ended: false,
+            write_failed: None,
+            rng: seed(),
+        };
+        match session.try_resume().await? {
+            Attempt::Attached {
+                stream,
+                rest,
+                count,
+            } => {
+                session.resend = ResendBuffer::after(session.config.max_unacked_bytes, count);
+                session.conn = Some(stream);
+                session.reader.push(&rest);
+                session.take_whole_lines()?;
+                Ok(session)
+            }
+            Attempt::Gone { reason } => Err(ClientError::SessionLost { reason }),
+            Attempt::Refused { status, body } => Err(ClientError::NotPersistent {
+                status,
+                headers: Vec::new(),
+                body: Bytes::from(body),
+            }),
+        }
+    }
+
     /// The session's ID, as the gateway issued it.
     pub fn id(&self) -> &SessionId {
         &self.id

@@ -278,6 +278,7 @@ impl Session {
             target.send_close(self.unfinished.take());
         }
         self.metrics.session_ended(reason.metric_kind());
+        self.metrics.session_lived(self.started.elapsed());
         self.metrics.backlog_bytes(-(self.backlog.bytes() as i64));
         self.metrics
             .replay_bytes(-(self.replay.held_bytes() as i64));
