@@ -241,11 +241,6 @@ async fn serve(
     tracing::info!("draining");
     admin_state.draining.store(true, Ordering::Release);
     ctx.drain.cancel();
-    // The copies kept for an upgrade would hold the ports open once the
-    // accept loops end, and the kernel would go on completing handshakes
-    // nobody accepts (SPEC 8: listeners stop accepting). After a handover
-    // the new process has its own.
-    drop(listeners);
     ctx.tracker.close();
     let drain_timeout = current.server.drain_timeout;
     let deadline = Instant::now() + drain_timeout;
