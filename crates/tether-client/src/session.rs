@@ -500,7 +500,7 @@ impl Session {
     /// Handles a drop: resumes, or records the normal end (EOF then 410).
     pub(crate) async fn recover(&mut self, lost: ConnLost) -> Result<Resumed, ClientError> {
         if let ConnLost::Error(e) = &lost {
-            tracing::debug!(session = ?self.id, error = %e, "connection lost");
+            tracing::debug!(session = %self.id, error = %e, "connection lost");
         }
         let outcome = self.resume(matches!(lost, ConnLost::Eof)).await;
         if let Ok(Resumed::Ended) = outcome {
@@ -516,8 +516,8 @@ impl Session {
     /// Reconnects and resumes (see the module docs).
     async fn resume(&mut self, after_eof: bool) -> Result<Resumed, ClientError> {
         match &after_eof {
-            true => tracing::debug!(session = ?self.id, "EOF; trying one resume"),
-            false => tracing::debug!(session = ?self.id, "connection lost; resuming"),
+            true => tracing::debug!(session = %self.id, "EOF; trying one resume"),
+            false => tracing::debug!(session = %self.id, "connection lost; resuming"),
         }
         self.conn = None;
         self.ready.clear();
@@ -547,11 +547,11 @@ impl Session {
                     let resent = self.resend.sent() - count;
                     self.resumes += 1;
                     self.take_whole_lines()?;
-                    tracing::debug!(session = ?self.id, count, resent, "resumed");
+                    tracing::debug!(session = %self.id, count, resent, "resumed");
                     return Ok(Resumed::Attached { resent });
                 }
                 Ok(Attempt::Gone { reason }) if after_eof => {
-                    tracing::debug!(session = ?self.id, %reason, "410 after EOF: session ended");
+                    tracing::debug!(session = %self.id, %reason, "410 after EOF: session ended");
                     return Ok(Resumed::Ended);
                 }
                 Ok(Attempt::Gone { reason }) => return Err(ClientError::SessionLost { reason }),

@@ -531,7 +531,7 @@ pub(crate) async fn open_session(
     vhost
         .metrics
         .session_opened(transport == Transport::WebSocket);
-    tracing::debug!(session = ?id, worker = %worker.url.as_written, "session opened");
+    tracing::debug!(session = %id, worker = %worker.url.as_written, "session opened");
     Ok(Opened {
         handle,
         status,
