@@ -287,13 +287,37 @@ fn demo() -> anyhow::Result<()> {
         let config = config::parse("<demo>", &text)
             .map_err(|e| anyhow::anyhow!("the demo configuration is invalid:\n{e}"))?;
         println!("tether demo: open http://{listen}/ in a browser");
-        println!("try a persistent session: tether connect http://{listen}/chat.pphp");
+        println!(
+            "try a persistent session: {} connect http://{listen}/chat.pphp",
+            this_command()
+        );
+        println!("metrics: http://{admin}/metrics   health: http://{admin}/healthz");
         println!("stop with Ctrl-C");
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(signals(tx, None, None));
         tether_proxy::run(config, rx).await?;
         Ok(())
     })
+}
+
+/// How to run this binary again from the demo's shell: `tether` when that
+/// is what the PATH finds, else the binary's own path (`cargo run` puts it
+/// under target/).
+fn this_command() -> String {
+    let me = std::env::current_exe().ok();
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            let candidate = dir.join("tether");
+            candidate.is_file()
+                && me.as_ref().is_some_and(|me| {
+                    std::fs::canonicalize(&candidate).ok() == std::fs::canonicalize(me).ok()
+                })
+        })
+    });
+    match me {
+        Some(path) if !on_path => path.display().to_string(),
+        _ => "tether".to_owned(),
+    }
 }
 
 /// 127.0.0.1:`port` when it is free, else a free port the system picks.
