@@ -228,6 +228,7 @@ pub(crate) struct VhostMetrics {
     opened_native: AtomicU64,
     opened_websocket: AtomicU64,
     opened_page: AtomicU64,
+    opened_http: AtomicU64,
     ended: [AtomicU64; 10],
     resumes: [AtomicU64; 3],
     takeovers: AtomicU64,
@@ -300,6 +301,7 @@ impl VhostMetrics {
             OpenedOver::Native => &self.opened_native,
             OpenedOver::WebSocket => &self.opened_websocket,
             OpenedOver::Page => &self.opened_page,
+            OpenedOver::Http => &self.opened_http,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -362,6 +364,8 @@ pub(crate) enum OpenedOver {
     WebSocket,
     /// A browser navigation: the page is the session (SPEC 12).
     Page,
+    /// The HTTP transport: Server-Sent Events down, POSTs up (SPEC 13).
+    Http,
 }
 
 /// All metrics of the process; outlives config reloads.
@@ -642,6 +646,12 @@ impl Metrics {
                 "tether_sessions_opened_total",
                 &[("vhost", &m.label), ("transport", "page")],
                 m.opened_page.load(Ordering::Relaxed) as f64,
+            );
+            sample(
+                &mut out,
+                "tether_sessions_opened_total",
+                &[("vhost", &m.label), ("transport", "http")],
+                m.opened_http.load(Ordering::Relaxed) as f64,
             );
         }
 

@@ -39,6 +39,9 @@ pub(crate) enum Body {
     Upstream(hyper::body::Incoming, UpstreamPermit),
     /// A request body on its way upstream, watched for its end and stalls.
     Watched(Box<WatchedBody>),
+    /// A session's down channel of Server-Sent Events (SPEC 13), fed by
+    /// its session task for as long as the session keeps it.
+    Sse(crate::session::SseBody),
 }
 
 /// One place among an upstream's `max_upstream_connections`.
@@ -152,6 +155,7 @@ impl std::fmt::Debug for Body {
             Body::Channel(_) => "channel",
             Body::Upstream(..) => "upstream",
             Body::Watched(_) => "watched",
+            Body::Sse(_) => "sse",
         };
         write!(f, "Body({kind})")
     }
@@ -208,6 +212,7 @@ impl HttpBody for Body {
                 Pin::new(b).poll_frame(cx).map_err(Into::into)
             }
             Body::Watched(w) => w.poll_frame(cx),
+            Body::Sse(s) => s.poll_data(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
             Body::Channel(c) => {
                 if let Some(demand) = c.demand.take() {
                     let _ = demand.send(());
@@ -223,6 +228,7 @@ impl HttpBody for Body {
             Body::Full(d) => d.is_none(),
             Body::Incoming(b) | Body::Upstream(b, _) => b.is_end_stream(),
             Body::Watched(w) => w.inner.is_end_stream(),
+            Body::Sse(_) => false,
             Body::Channel(c) => c.length == Some(0),
         }
     }
@@ -233,6 +239,7 @@ impl HttpBody for Body {
             Body::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Incoming(b) | Body::Upstream(b, _) => b.size_hint(),
             Body::Watched(w) => w.inner.size_hint(),
+            Body::Sse(_) => SizeHint::new(),
             Body::Channel(c) => c.length.map_or_else(SizeHint::new, SizeHint::with_exact),
         }
     }

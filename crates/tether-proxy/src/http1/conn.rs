@@ -394,6 +394,10 @@ where
         } else {
             None
         };
+        // A session's down channel (SPEC 13) may stay silent for long; the
+        // client's FIN or reset must detach it now, not at the next write,
+        // so the connection is read while it streams.
+        let watch_client = matches!(resp.body(), Body::Sse(_));
         let (parts, mut body) = resp.into_parts();
         let status = parts.status;
         let mut body_bytes: u64 = 0;
@@ -413,6 +417,10 @@ where
         let mut write_failed = false;
         while !body_done {
             let pumping = may_read_body && pump.as_ref().is_some_and(BodyPump::active);
+            // Bytes a client sends after its request stay for the next
+            // one; beyond a head's worth the connection is not read.
+            let watching =
+                watch_client && !pumping && self.buf.len() < self.rt.server.max_header_bytes;
             tokio::select! {
                 frame = body.frame() => match frame {
                     None => {
@@ -454,7 +462,23 @@ where
                         }
                     },
                 },
-                ev = async { pump.as_mut().expect("pumping").step(&mut self.reader, &mut self.buf, stall).await }, if pumping => {
+                // One branch reads the client, for its body or to watch it:
+                // both borrow the reader.
+                ev = async {
+                    if pumping {
+                        Ok(pump.as_mut().expect("pumping").step(&mut self.reader, &mut self.buf, stall).await)
+                    } else {
+                        Err(self.reader.read_buf(&mut self.buf).await)
+                    }
+                }, if pumping || watching => {
+                    let ev = match ev {
+                        Ok(ev) => ev,
+                        Err(Ok(0) | Err(_)) => {
+                            write_failed = true;
+                            break;
+                        }
+                        Err(Ok(_)) => continue,
+                    };
                     if let Err(e) = ev {
                         if !head_flushed && matches!(e, ClientBodyError::BadChunk(_)) {
                             // Nothing of the answer went out yet: the

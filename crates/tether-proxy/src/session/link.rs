@@ -2,7 +2,9 @@
 //! lines in and bytes out. The session task knows nothing else of the
 //! transport: the native HTTP/1.1 link (`native`) is a raw byte stream
 //! after the answer head; the WebSocket link (`websocket`, SPEC 3) carries
-//! lines in text frames and control records in binary ones.
+//! lines in text frames and control records in binary ones; the HTTP
+//! transport's link (`sse`, SPEC 13) is its down channel, an answer body
+//! of Server-Sent Events.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -18,6 +20,7 @@ use tokio::net::TcpStream;
 use super::end::Closing;
 use super::handover::LinkState;
 use super::native::NativeLink;
+use super::sse::SseLink;
 use super::websocket::WsLink;
 
 /// Size of the per-thread read buffer that session sockets are read into.
@@ -146,6 +149,8 @@ pub(crate) struct NotUtf8;
 pub(crate) enum Link {
     Native(NativeLink),
     WebSocket(WsLink),
+    /// The HTTP transport's down channel (SPEC 13).
+    Sse(SseLink),
 }
 
 impl Link {
@@ -155,6 +160,18 @@ impl Link {
         match *self {
             Link::Native(l) => l.export().map_err(|l| Box::new(Link::Native(*l))),
             Link::WebSocket(l) => l.export().map_err(|l| Box::new(Link::WebSocket(*l))),
+            // Its socket belongs to an HTTP connection (maybe HTTP/2, with
+            // other streams): closed like a TLS link, the client resumes.
+            Link::Sse(l) => Err(Box::new(Link::Sse(l))),
+        }
+    }
+
+    /// The transport's name, for the session's log line.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Link::Native(_) => "native",
+            Link::WebSocket(_) => "websocket",
+            Link::Sse(_) => "http",
         }
     }
 
@@ -174,6 +191,7 @@ impl Link {
         match self {
             Link::Native(l) => l.pending(),
             Link::WebSocket(l) => l.pending(),
+            Link::Sse(l) => l.pending(),
         }
     }
 
@@ -185,6 +203,7 @@ impl Link {
                 Ok(())
             }
             Link::WebSocket(l) => l.queue_line(line),
+            Link::Sse(l) => l.queue_line(line),
         }
     }
 
@@ -192,6 +211,7 @@ impl Link {
         match self {
             Link::Native(l) => l.poll_line(cx),
             Link::WebSocket(l) => l.poll_line(cx),
+            Link::Sse(l) => l.poll_line(cx),
         }
     }
 
@@ -201,6 +221,7 @@ impl Link {
         match self {
             Link::Native(l) => l.poll_write_some(cx),
             Link::WebSocket(l) => l.poll_write_some(cx),
+            Link::Sse(l) => l.poll_write_some(cx),
         }
     }
 
@@ -214,6 +235,7 @@ impl Link {
         match self {
             Link::Native(l) => l.poll_finish(cx),
             Link::WebSocket(l) => l.poll_finish(cx, why),
+            Link::Sse(l) => l.poll_finish(cx, why),
         }
     }
 
@@ -223,6 +245,8 @@ impl Link {
         match self {
             Link::Native(_) => Poll::Pending,
             Link::WebSocket(l) => l.poll_dead(cx),
+            // Keep-alive comments; a dead client drops the answer body.
+            Link::Sse(l) => l.poll_dead(cx),
         }
     }
 
@@ -231,7 +255,7 @@ impl Link {
     /// close).
     pub(crate) fn release(self) {
         match self {
-            Link::Native(_) => {}
+            Link::Native(_) | Link::Sse(_) => {}
             Link::WebSocket(l) => l.release(),
         }
     }
@@ -243,6 +267,7 @@ impl Link {
         match self {
             Link::Native(_) => {}
             Link::WebSocket(l) => l.abort(why),
+            Link::Sse(l) => l.abort(why),
         }
     }
 }

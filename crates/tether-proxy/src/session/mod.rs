@@ -9,7 +9,9 @@
 //!
 //! - `balance`: worker choice and health; `registry`: the affinity cache
 //!   and the session counters; `worker`: opening on a worker;
-//!   `task`: the session itself; `link`: a client connection of a session.
+//!   `task`: the session itself; `link`: a client connection of a session;
+//!   `websocket` and `sse` (the HTTP transport of SPEC 13): the browser
+//!   transports, each one more kind of link.
 
 pub(crate) mod balance;
 mod end;
@@ -21,6 +23,7 @@ mod page;
 pub(crate) mod push;
 mod rate;
 pub(crate) mod registry;
+mod sse;
 mod task;
 pub(crate) mod websocket;
 mod worker;
@@ -37,6 +40,7 @@ use tokio::sync::oneshot;
 
 pub(crate) use link::ClientIo;
 pub(crate) use registry::Registry;
+pub(crate) use sse::SseBody;
 
 use self::balance::Worker;
 use self::balance::{NoWorker, WorkerPool, Workers};
@@ -160,6 +164,13 @@ pub(crate) async fn handle(
             return refusal;
         }
         return page::open(env, vhost, route, conn, req).await;
+    }
+    // The HTTP transport (SPEC 13), over HTTP/1.1 and HTTP/2 alike.
+    if sse::is_down(&req, &route.config.accept) {
+        return sse::down(env, vhost, route, conn, req).await;
+    }
+    if sse::is_up(&req) {
+        return sse::up(env, vhost, route, conn, req).await;
     }
     if req.version() == Version::HTTP_2 {
         if req.headers().contains_key(&headers::SESSION_ID) && req.method() != Method::DELETE {
@@ -410,6 +421,19 @@ pub(crate) enum Transport {
     WebSocket,
     /// A browser navigation (SPEC 12): the answer is the page.
     Page,
+    /// Server-Sent Events down, POSTs up (SPEC 13).
+    Http,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Native => "native",
+            Transport::WebSocket => "websocket",
+            Transport::Page => "page",
+            Transport::Http => "http",
+        }
+    }
 }
 
 /// Opens a session on a worker (SPEC 2 step 5 and 6), whatever the
@@ -536,11 +560,13 @@ pub(crate) async fn open_session(
         pin,
         registry: env.sessions.clone(),
         metrics: vhost.metrics.clone(),
+        transport: transport.as_str(),
     });
     vhost.metrics.session_opened(match transport {
         Transport::Native => OpenedOver::Native,
         Transport::WebSocket => OpenedOver::WebSocket,
         Transport::Page => OpenedOver::Page,
+        Transport::Http => OpenedOver::Http,
     });
     tracing::debug!(session = %id, worker = %worker.url.as_written, "session opened");
     Ok(Opened {

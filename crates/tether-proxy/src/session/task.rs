@@ -75,6 +75,41 @@ pub(crate) enum Command {
     /// Upgrade (SPEC 10): the session leaves this process, as soon as no
     /// message request is on its way; its state comes back on `reply`.
     Move { reply: oneshot::Sender<Moved> },
+    /// The HTTP transport's up channel (SPEC 13): `lines` follow the
+    /// client's `sent` lines; those the session already delivered are
+    /// skipped. `ack` is the down channel's count (like WebSocket `ack`).
+    /// Taken whether or not a link is attached.
+    Post {
+        sent: u64,
+        lines: Vec<Bytes>,
+        ack: Option<u64>,
+        reply: oneshot::Sender<Posted>,
+    },
+}
+
+/// What became of a POST's lines (SPEC 13).
+#[derive(Debug)]
+pub(crate) enum Posted {
+    /// Taken (those at or below the count skipped): the new count.
+    Taken(u64),
+    /// The POST starts after a line the session never got: nothing taken,
+    /// the count to resend from.
+    Gap(u64),
+    /// Too many POSTs of this session are waiting already.
+    Busy,
+}
+
+/// POSTs a session holds while their lines wait for the worker or the
+/// rate limit; a client has one or two in flight, a retry included.
+const MAX_POSTS: usize = 8;
+
+/// A POST whose lines are being taken, in arrival order; its count is
+/// checked when it reaches the front, after the POSTs before it.
+struct Post {
+    sent: u64,
+    lines: std::collections::VecDeque<Bytes>,
+    checked: bool,
+    reply: oneshot::Sender<Posted>,
 }
 
 /// How the session task stops: the session ended, or it moves to another
@@ -125,6 +160,8 @@ pub(crate) struct Opening {
     pub(crate) pin: WorkerPin,
     pub(crate) registry: Arc<Registry>,
     pub(crate) metrics: Arc<VhostMetrics>,
+    /// The transport it opened over, for the end log line.
+    pub(crate) transport: &'static str,
 }
 
 /// Per-session counts for the end-of-session log line.
@@ -208,6 +245,11 @@ struct Session {
     registry: Arc<Registry>,
     /// Upgrade: where the session's state goes once it can move.
     moving: Option<oneshot::Sender<Moved>>,
+    /// Up channel POSTs whose lines are not all taken yet (SPEC 13).
+    posts: std::collections::VecDeque<Post>,
+    /// The transport of the newest client link (the one it opened with
+    /// until a link attaches), for the end log line.
+    transport: &'static str,
     _slot: SessionSlot,
     _pin: WorkerPin,
 }
@@ -247,6 +289,8 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         metrics: opening.metrics,
         registry: opening.registry,
         moving: None,
+        posts: Default::default(),
+        transport: opening.transport,
         _slot: opening.slot,
         _pin: opening.pin,
     };
@@ -288,6 +332,7 @@ impl Session {
             vhost = %self.vhost,
             client = %self.peer,
             session = %self.id,
+            transport = self.transport,
             reason = reason.as_str(),
             duration_ms = self.started.elapsed().as_millis() as u64,
             lines_to_worker = s.lines_to_worker,
@@ -414,6 +459,7 @@ impl Session {
         moved |= self.feed_link()?;
         moved |= self.write_link(cx);
         moved |= self.read_client(cx)?;
+        moved |= self.take_posts(cx);
         moved |= self.write_worker(cx);
         if let Phase::Finishing(reason) = self.phase {
             let owed = !self.backlog.is_empty() || self.replay.is_replaying();
@@ -475,6 +521,7 @@ impl Session {
                     // A connection overtaken before it could attach.
                     return Ok(());
                 }
+                self.transport = link.kind();
                 self.transition(To::Attached { link, from });
             }
             Command::End { reply } => {
@@ -501,6 +548,26 @@ impl Session {
             }
             Command::Fail(reason) => return Err(reason),
             Command::Move { reply } => self.moving = Some(reply),
+            Command::Post {
+                sent,
+                lines,
+                ack,
+                reply,
+            } => {
+                if let Some(n) = ack {
+                    self.ack(n);
+                }
+                if self.posts.len() >= MAX_POSTS {
+                    let _ = reply.send(Posted::Busy);
+                    return Ok(());
+                }
+                self.posts.push_back(Post {
+                    sent,
+                    lines: lines.into(),
+                    checked: false,
+                    reply,
+                });
+            }
             Command::Push { lines, reply } => {
                 if let Phase::Finishing(_) = self.phase {
                     let _ = reply.send(Err(PushRefused::Ended));
@@ -676,22 +743,11 @@ impl Session {
                 Poll::Pending => return Ok(moved || link.pending() > queued),
                 Poll::Ready(ClientRead::Line(line)) => {
                     moved = true;
-                    // After the worker's end, client lines have nowhere to go.
-                    if let Phase::Live(worker) = &mut self.phase {
-                        self.client_rate.note();
-                        self.metrics.line(Direction::ToWorker, line.len());
-                        self.stats.lines_to_worker += 1;
-                        self.stats.bytes_to_worker += line.len() as u64;
-                        self.delivered += 1;
-                        worker.deliver(&line);
-                    }
+                    self.deliver(&line);
                 }
                 Poll::Ready(ClientRead::Ack(n)) => {
                     moved = true;
-                    let held = self.replay.held_bytes();
-                    self.replay.ack(n.min(self.replay.sent()));
-                    self.metrics
-                        .replay_bytes(self.replay.held_bytes() as i64 - held as i64);
+                    self.ack(n);
                 }
                 Poll::Ready(ClientRead::Gone) => {
                     if let Some(link) = self.transition(To::Detached) {
@@ -708,6 +764,66 @@ impl Session {
                 Poll::Ready(ClientRead::Broken) => return Err(EndReason::ProtocolError),
             }
         }
+    }
+
+    /// A client line, whatever its transport, delivered to the worker
+    /// (SPEC 4 "Delivered"); after the worker's end, client lines have
+    /// nowhere to go.
+    fn deliver(&mut self, line: &[u8]) {
+        if let Phase::Live(worker) = &mut self.phase {
+            self.client_rate.note();
+            self.metrics.line(Direction::ToWorker, line.len());
+            self.stats.lines_to_worker += 1;
+            self.stats.bytes_to_worker += line.len() as u64;
+            self.delivered += 1;
+            worker.deliver(line);
+        }
+    }
+
+    /// The client has received lines up to `n`: they leave the replay
+    /// window.
+    fn ack(&mut self, n: u64) {
+        let held = self.replay.held_bytes();
+        self.replay.ack(n.min(self.replay.sent()));
+        self.metrics
+            .replay_bytes(self.replay.held_bytes() as i64 - held as i64);
+    }
+
+    /// Takes the lines of waiting POSTs (SPEC 13), oldest first, as fast
+    /// as the worker and the rate limit take a link's lines; a POST is
+    /// answered once its lines are taken. Its count is checked when it
+    /// comes to the front, so a retry behind the POST it repeats skips
+    /// what that one delivered.
+    fn take_posts(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut moved = false;
+        while let Some(post) = self.posts.front_mut() {
+            if !post.checked {
+                post.checked = true;
+                if post.sent > self.delivered {
+                    let post = self.posts.pop_front().expect("a front POST");
+                    let _ = post.reply.send(Posted::Gap(self.delivered));
+                    moved = true;
+                    continue;
+                }
+                let skip = (self.delivered - post.sent).min(post.lines.len() as u64);
+                post.lines.drain(..skip as usize);
+            }
+            let Some(line) = post.lines.front().cloned() else {
+                let post = self.posts.pop_front().expect("a front POST");
+                let _ = post.reply.send(Posted::Taken(self.delivered));
+                moved = true;
+                continue;
+            };
+            if let Phase::Live(worker) = &self.phase {
+                if !worker.can_take() || !self.client_rate.allow(cx, self.registry.metrics()) {
+                    return moved;
+                }
+            }
+            post.lines.pop_front();
+            self.deliver(&line);
+            moved = true;
+        }
+        moved
     }
 
     fn write_worker(&mut self, cx: &mut Context<'_>) -> bool {

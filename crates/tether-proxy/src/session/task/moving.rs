@@ -44,8 +44,13 @@ fn bad(what: impl Into<String>) -> NotRestored {
 
 impl Session {
     /// Whether the session can leave now: not while a message request is
-    /// on its way (it completes here first, SPEC 10).
+    /// on its way (it completes here first, SPEC 10), nor while an up
+    /// channel POST waits for its lines to be taken (its answer is owed
+    /// from here).
     pub(super) fn can_move(&self) -> bool {
+        if !self.posts.is_empty() {
+            return false;
+        }
         match &self.phase {
             Phase::Live(worker) => worker.can_move(),
             Phase::Finishing(_) => true,
@@ -259,6 +264,10 @@ pub(crate) fn restore(moved: Moved, home: &Home) -> Result<SessionHandle, NotRes
             }
         }
     };
+    let transport = match &state {
+        State::Attached { link, .. } => link.kind(),
+        _ => "-",
+    };
     if let Some(gauge) = gauge_of(&state) {
         metrics.session_state(gauge, 1);
     }
@@ -305,6 +314,9 @@ pub(crate) fn restore(moved: Moved, home: &Home) -> Result<SessionHandle, NotRes
         metrics,
         registry: home.registry.clone(),
         moving: None,
+        posts: Default::default(),
+        // The handover record does not carry it; the link, if any, says.
+        transport,
         _slot: slot,
         _pin: worker.pin(),
     };

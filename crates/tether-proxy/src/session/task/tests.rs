@@ -113,6 +113,7 @@ fn open(config: PersistentConfig) -> Session {
         pin,
         registry: registry.clone(),
         metrics: metrics.vhost(HOST),
+        transport: "native",
     });
     Session {
         metrics,

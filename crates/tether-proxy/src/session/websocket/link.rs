@@ -41,7 +41,7 @@ pub(crate) struct CloseWith {
 /// "Close codes", SPEC 6); `failure` is what this link itself found wrong
 /// (a frame the client broke, a line a browser cannot take), which is what
 /// a protocol error is closed with.
-fn close_for(why: Closing, failure: Option<CloseWith>) -> (u16, Cow<'static, str>) {
+pub(crate) fn close_for(why: Closing, failure: Option<CloseWith>) -> (u16, Cow<'static, str>) {
     let reason = match why {
         Closing::TakenOver => return (4409, Cow::Borrowed("taken over")),
         Closing::Ended(reason) => reason,

@@ -21,7 +21,7 @@ use tether_wire::{encode_open, BadControl, ClientControl};
 pub(crate) use self::handshake::{is_websocket, offers_persistent};
 pub(crate) use self::link::WsLink;
 
-use self::link::CloseWith;
+pub(crate) use self::link::{close_for, CloseWith, NOT_UTF8};
 use super::end::EndReason;
 use super::link::{ClientIo, Link};
 use super::task::Command;
