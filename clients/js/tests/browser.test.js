@@ -355,8 +355,8 @@ if ($event === 'message') {
 }
 `;
 
-test('the page is the session in Chromium: navigation to PHP under Apache, HTTPSocket.page() attaches, form messages reach $_POST, a network failure loses nothing', { timeout: 90000 }, async (t) => {
-  const site = await startPageSite(t);
+test('the page is the session in Chromium: navigation to PHP under Apache, HTTPSocket.page() attaches, form messages reach $_POST, a network failure loses nothing', { timeout: 90000 }, async () => {
+  const site = await startPageSite();
   const TOTAL = 40;
   const CUT = 12; // tether's 12th text frame on the page's connection: the 12th answer
   site.relay.cutAfter(CUT);
@@ -456,6 +456,24 @@ test('the page is the session in Chromium: navigation to PHP under Apache, HTTPS
   for (let i = 3; i <= 30; i++) assert.deepEqual(messages[i - 1].post, { name: 'Cy', text: `m${i} 50% + a&b=c`, tags: [`t${i}`] });
   for (let i = 31; i <= TOTAL; i++) assert.deepEqual(messages[i - 1].post, { name: 'Di', text: `m${i} queued while reconnecting` });
   assert.equal(mine.length, TOTAL + 2);
+});
+
+test('docs/php.md\'s page session example works in Chromium as documented: type, submit, PHP answers from $_POST', { timeout: 60000 }, async () => {
+  const site = await startPageSite();
+  const response = await page.goto(`http://127.0.0.1:${site.relay.port}/doc.pphp`);
+  assert.equal(response.status(), 200);
+  await page.waitForFunction(() => document.defaultHTMLSocket?.readyState === 'open', null, { timeout: 10000 });
+  const sid = await page.evaluate(() => document.defaultHTMLSocket.sessionId);
+  for (const text of ['hi there', 'ü & = %0A']) {
+    await page.fill('input[name="text"]', text);
+    await page.click('button');
+  }
+  await page.waitForFunction(() => document.querySelectorAll('#log li').length >= 2, null, { timeout: 10000 });
+  const items = await page.$$eval('#log li', (lis) => lis.map((li) => li.textContent));
+  assert.deepEqual(items, ['you said: hi there', 'you said: ü & = %0A']);
+  await page.evaluate(() => document.defaultHTMLSocket.close());
+  const events = await site.waitForEvents((ev) => ev.some((e) => e.event === 'close' && e.sid === sid));
+  assert.deepEqual(events.filter((e) => e.sid === sid).map((e) => e.event), ['open', 'message', 'message', 'close']);
 });
 
 // --- helpers ------------------------------------------------------------------
@@ -582,7 +600,13 @@ function textFrameCounter(limit) {
  * message mode with form messages, reached through its own relay. Stopped
  * by the `after` hook.
  */
-async function startPageSite() {
+let pageSite = null;
+function startPageSite() {
+  pageSite ??= makePageSite();
+  return pageSite;
+}
+
+async function makePageSite() {
   const modules = '/usr/lib/apache2/modules';
   assert.ok(existsSync('/usr/sbin/apache2') || existsSync('/usr/bin/apache2'), 'apache2 not found: the page session test needs Apache + mod_php (scripts/install-test-deps.sh)');
   const php = readdirSync(modules).filter((n) => /^libphp.*\.so$/.test(n)).sort().pop();
@@ -594,6 +618,7 @@ async function startPageSite() {
   chmodSync(join(site, 'root'), 0o755);
   chmodSync(join(site, 'state'), 0o777);
   writeFileSync(join(site, 'root', 'page.pphp'), PAGE_PHP);
+  writeFileSync(join(site, 'root', 'doc.pphp'), docsPageScript());
   copyFileSync(LIBRARY, join(site, 'root', 'httpsocket.js'));
   writeFileSync(join(site, 'root', 'favicon.ico'), '');
   const events = join(site, 'state', 'events.log');
@@ -680,6 +705,19 @@ message_format = "form"
       }
     },
   };
+}
+
+/**
+ * docs/php.md's page session script (its ```php block that calls
+ * HTTPSocket.page()), logging its events as page.pphp does.
+ */
+function docsPageScript() {
+  const doc = readFileSync(resolve(REPO, 'docs', 'php.md'), 'utf8');
+  const script = doc.split('```php\n').slice(1).map((b) => b.split('```')[0]).find((b) => b.includes('HTTPSocket.page()'));
+  assert.ok(script, 'docs/php.md has no PHP block with HTTPSocket.page()');
+  const log = `<?php file_put_contents(__DIR__ . '/../state/events.log', json_encode(['event' => $_SERVER['HTTP_SESSION_EVENT'] ?? '-', `
+    + `'sid' => $_SERVER['HTTP_SESSIONID'] ?? '-', 'type' => $_SERVER['CONTENT_TYPE'] ?? '', 'post' => $_POST]) . "\n", FILE_APPEND | LOCK_EX); ?>`;
+  return log + script;
 }
 
 function start(bin, args, name, { detached = false } = {}) {
