@@ -490,8 +490,10 @@ function formLine(message) {
     return params.toString();
   }
   if (message !== null && typeof message === 'object') {
+    // A plain object: its prototype is an Object.prototype (of any realm,
+    // e.g. an iframe's) or null; arrays, Maps, class instances are not.
     const proto = Object.getPrototypeOf(message);
-    if (proto === Object.prototype || proto === null) {
+    if (proto === null || (Object.getPrototypeOf(proto) === null && !Array.isArray(message))) {
       const params = new URLSearchParams();
       for (const [name, value] of Object.entries(message)) {
         if (value === undefined) continue;

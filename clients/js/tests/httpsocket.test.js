@@ -5,6 +5,7 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { runInNewContext } from 'node:vm';
 import { WebSocket as WsWebSocket } from 'ws';
 
 import { HTTPSocket } from '../httpsocket.js';
@@ -542,6 +543,8 @@ for (const [name, WebSocket] of IMPLEMENTATIONS) {
       assert.equal(await conn.line(), '', 'an empty form is an empty line');
       s.send(Object.assign(Object.create(null), { a: '1' }));
       assert.equal(await conn.line(), 'a=1');
+      s.send(runInNewContext('({ b: "2", c: [3, 4] })'));
+      assert.equal(await conn.line(), 'b=2&c=3&c=4', 'a plain object of another realm (an iframe\'s)');
       s.send('plain line');
       assert.equal(await conn.line(), 'plain line');
     });
@@ -560,7 +563,12 @@ for (const [name, WebSocket] of IMPLEMENTATIONS) {
       assert.throws(() => s.send({ a: { nested: 1 } }), /field "a" is object/);
       assert.throws(() => s.send({ a: null }), /field "a" is null/);
       assert.throws(() => s.send({ a: new Blob(['x']) }), /field "a" is object/);
-      for (const bad of [42, null, undefined, ['a', 'b'], new Map([['a', '1']]), new Date(0)]) {
+      class Fields {
+        constructor() {
+          this.a = '1';
+        }
+      }
+      for (const bad of [42, null, undefined, ['a', 'b'], runInNewContext('[1]'), new Map([['a', '1']]), new Date(0), new Fields(), Object.create({ a: '1' })]) {
         assert.throws(() => s.send(bad), TypeError, String(bad));
       }
       s.send('marker');
