@@ -512,6 +512,23 @@ for (const [name, WebSocket] of IMPLEMENTATIONS) {
       assert.equal(await gw.connectsWithin(200), false);
     });
 
+    test('page(): close() before the attach attaches only to end the session (1000), no open event', async (t) => {
+      fakePage(t);
+      const s = pageSocket();
+      let opened = false;
+      s.addEventListener('open', () => (opened = true));
+      s.send('discarded');
+      const conn = await gw.accept();
+      s.close();
+      assert.equal(await conn.record(), `sid=${SID}&received=0`);
+      const closing = once(s, 'close');
+      conn.open({ sid: SID });
+      assert.equal((await conn.closed).code, 1000, 'the page session is ended on the gateway');
+      assert.equal((await closing).code, 1000);
+      assert.equal(opened, false);
+      await assert.rejects(conn.next(100), /timeout/, 'no line is sent when ending');
+    });
+
     test('page(): a failed first attach is retried with received=0, then opens', async (t) => {
       fakePage(t);
       const s = pageSocket();
