@@ -661,3 +661,51 @@ fn http2_carries_both_channels_on_one_connection() {
     });
     assert_eq!(worker.all_conns(), 1, "one session, one worker request");
 }
+
+#[test]
+fn session_ack_on_a_post_frees_the_replay_window() {
+    let (_worker, tether) = setup("");
+    let admin = tether.admin_addr().expect("admin");
+    let (mut down, sid) = open_down(tether.addr(), "/echo.pphp");
+    assert_eq!(down.next().name, "initial");
+    assert_eq!(post(tether.addr(), &sid, 0, b"a\nb\n"), (204, Some(2)));
+    assert_eq!(down.lines(2), ["1 a", "2 b"]);
+    let held = || metric(admin, "tether_replay_bytes", &[]);
+    // "1 a\n" and "2 b\n" stay for a resume until the client acks them.
+    assert_eq!(held(), 8.0);
+    assert_eq!(
+        post_with(tether.addr(), &sid, 2, b"", &[("Session-Ack", "1")]),
+        (204, Some(2))
+    );
+    assert_eq!(held(), 4.0);
+    assert_eq!(
+        post_with(tether.addr(), &sid, 2, b"", &[("Session-Ack", "2")]),
+        (204, Some(2))
+    );
+    assert_eq!(held(), 0.0);
+    assert_eq!(
+        post_with(tether.addr(), &sid, 2, b"", &[("Session-Ack", "x")]).0,
+        400
+    );
+}
+
+#[test]
+fn a_post_over_the_rate_is_answered_when_its_lines_are_taken() {
+    let (_worker, tether) = setup("max_lines_per_second = 10");
+    let (mut down, sid) = open_down(tether.addr(), "/echo.pphp");
+    assert_eq!(down.next().name, "initial");
+    let body: String = (1..=30).map(|i| format!("l{i}\n")).collect();
+    let started = Instant::now();
+    assert_eq!(
+        post(tether.addr(), &sid, 0, body.as_bytes()),
+        (204, Some(30))
+    );
+    let took = started.elapsed();
+    // 30 lines at 10 a second (the first second's worth at once).
+    assert!(
+        took >= Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    let want: Vec<String> = (1..=30).map(|i| format!("{i} l{i}")).collect();
+    assert_eq!(down.lines(30), want);
+}
