@@ -35,6 +35,16 @@ export interface HTTPSocketOptions {
   maxUnackedBytes?: number;
   /** Queue received lines for read() when no read() is pending (default true). */
   queueLines?: boolean;
+  /**
+   * Transports in order of preference (default ['websocket', 'http']): with
+   * both, a WebSocket whose upgrade fails, or that brings no open record
+   * within fallbackTimeout, gives way to the HTTP transport (Server-Sent
+   * Events and POSTs, SPEC 13) for the rest of the page; ['http'] uses it
+   * alone.
+   */
+  transports?: ('websocket' | 'http')[];
+  /** ms for a WebSocket's open record before the HTTP transport is tried (default 5000). */
+  fallbackTimeout?: number;
   /** The WebSocket class (default globalThis.WebSocket). */
   WebSocket?: WebSocketClass;
 }
@@ -127,8 +137,10 @@ export class HTTPSocket extends EventTarget {
    */
   static page(options?: HTTPSocketOptions): HTTPSocket;
 
-  /** The WebSocket URL in use. */
+  /** The WebSocket URL in use (the HTTP transport uses it as http:// or https://). */
   readonly url: string;
+  /** The transport of the current connection; null before the first. */
+  readonly transport: 'websocket' | 'http' | null;
   /** The options in force (defaults filled in). */
   readonly options: Required<HTTPSocketOptions>;
   /** The gateway's SessionID; null until the first open record. */

@@ -1,6 +1,8 @@
 // HTTPSocket: a persistent, resumable line session with a tether gateway,
-// carried over WebSocket (tether SPEC 3 and 4). Plain ES module, no
-// dependencies, no build step. Usage and behaviour: docs/httpsocket.md.
+// carried over WebSocket (tether SPEC 3 and 4), or, where the network
+// refuses WebSocket, over plain HTTP: Server-Sent Events down and POSTs up
+// (SPEC 13). Plain ES module, no dependencies, no build step. Usage and
+// behaviour: docs/httpsocket.md.
 //
 //   const socket = new HTTPSocket('/chat.pphp');
 //   socket.online = (e) => console.log('line', e.detail);
@@ -36,8 +38,18 @@ const DEFAULTS = {
   ackInterval: 500, // ms between acks while lines arrive (SPEC 3: <= 1 s)
   maxUnackedBytes: 16 * 1024 * 1024, // resend buffer size that triggers a resync
   queueLines: true, // queue lines for read() when no read() is pending
+  transports: ['websocket', 'http'], // in order of preference (SPEC 13)
+  fallbackTimeout: 5000, // ms for a WebSocket to bring the open record before the HTTP transport is tried
   WebSocket: globalThis.WebSocket, // the WebSocket class (tests may inject one)
 };
+
+// Set once a WebSocket upgrade failed on this page (or brought no open
+// record in time): later sockets go straight to the HTTP transport, so a
+// blocked network costs the wait once per page, not once per socket.
+let webSocketBlocked = false;
+
+// Lines per up-channel POST at most; the rest go in the next one.
+const MAX_POST_LINES = 512;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -66,9 +78,15 @@ export class HTTPSocket extends EventTarget {
     for (const [key, value] of Object.entries(options)) {
       if (value !== undefined) this.options[key] = value;
     }
-    if (typeof this.options.WebSocket !== 'function') {
+    const transports = this.options.transports;
+    if (!Array.isArray(transports) || transports.length === 0
+      || transports.some((t) => t !== 'websocket' && t !== 'http')) {
+      throw new TypeError('HTTPSocket: transports is a non-empty list of "websocket" and "http"');
+    }
+    if (transports.includes('websocket') && typeof this.options.WebSocket !== 'function') {
       throw new TypeError('HTTPSocket needs a WebSocket implementation');
     }
+    this.transport = null; // 'websocket' or 'http': the transport of the current connection
     this.sessionId = null; // the gateway's SessionID, once known
     this.status = null; // status of the worker's answer that opened the session
     this.initialBody = null; // the opening answer's body (a string; never a line)
@@ -218,16 +236,28 @@ export class HTTPSocket extends EventTarget {
   // --- connections ---------------------------------------------------------
 
   _connect() {
-    const ws = new this.options.WebSocket(this.url, SUBPROTOCOL);
+    const { transports } = this.options;
+    const http = !transports.includes('websocket') || (webSocketBlocked && transports.includes('http'));
+    // Both transports behind one interface: the HTTP transport is wrapped
+    // as a WebSocket (HttpChannel), so counts, resume and resend are the
+    // same code whatever carries them.
+    const ws = http ? new HttpChannel(this.url) : new this.options.WebSocket(this.url, SUBPROTOCOL);
     ws.binaryType = 'arraybuffer';
-    const conn = { ws, record: false, opened: false, initial: 0, timer: null };
+    const conn = { ws, record: false, opened: false, initial: 0, timer: null, fallback: null, http };
     this._conn = conn;
+    this.transport = http ? 'http' : 'websocket';
     conn.timer = setTimeout(() => {
       if (this._conn !== conn) return;
       this._detach(conn, 4000, 'open timeout');
       this._lost(1006, 'open timeout');
     }, this.options.openTimeout);
+    if (!http && this._mayFallBack()) {
+      conn.fallback = setTimeout(() => {
+        if (this._conn === conn && !conn.record) this._fallBack(conn, 4000, 'no open record in time');
+      }, this.options.fallbackTimeout);
+    }
     ws.onopen = () => {
+      conn.upgraded = true;
       if (ws.protocol !== SUBPROTOCOL) {
         return this._protocolError(conn, 'the server did not accept the persistent subprotocol');
       }
@@ -241,15 +271,35 @@ export class HTTPSocket extends EventTarget {
       // Browsers follow an error with a close event (1006); some WebSocket
       // implementations give none when the connection cannot be made.
       if (ws.readyState === 0 && this._conn === conn) {
+        if (this._mayFallBack()) return this._fallBack(conn);
         this._detach(conn);
         this._lost(1006, 'connection failed');
       }
     };
   }
 
+  /** Whether the HTTP transport may still take over from WebSocket. */
+  _mayFallBack() {
+    const { transports } = this.options;
+    return transports.includes('http') && transports.includes('websocket') && !webSocketBlocked;
+  }
+
+  /**
+   * A WebSocket that failed before the open record (a refused or broken
+   * upgrade, or none in fallbackTimeout): the HTTP transport, at once,
+   * for this socket and the rest of the page. The session, if any, is
+   * resumed over it like after any drop.
+   */
+  _fallBack(conn, code, reason) {
+    webSocketBlocked = true;
+    this._detach(conn, code, reason);
+    this._connect();
+  }
+
   /** Forgets a connection: no more events from it; closes it with `code`. */
   _detach(conn, code, reason) {
     clearTimeout(conn.timer);
+    clearTimeout(conn.fallback);
     conn.ws.onopen = conn.ws.onmessage = conn.ws.onclose = conn.ws.onerror = null;
     if (this._conn === conn) this._conn = null;
     if (code !== undefined) {
@@ -361,6 +411,11 @@ export class HTTPSocket extends EventTarget {
 
   _onClose(conn, code, reason) {
     if (this._conn !== conn) return;
+    // The upgrade itself failed (refused, or broken by a proxy): a drop
+    // after it is a network failure like any other.
+    if (!conn.http && !conn.upgraded && RETRY_CODES.has(code) && this._mayFallBack()) {
+      return this._fallBack(conn);
+    }
     this._detach(conn);
     if (this._ending || code === 1000) {
       // close() or the session ended normally (worker end, DELETE, grace).
@@ -457,6 +512,190 @@ for (const type of EVENTS) {
       if (this._handlers[type]) this.addEventListener(type, this._handlers[type]);
     },
   });
+}
+
+/**
+ * The HTTP transport (SPEC 13) as the WebSocket HTTPSocket drives: the
+ * first control record starts the down channel (a fetch of Server-Sent
+ * Events: EventSource cannot send SessionID and Session-Received); its
+ * `session` event is the open record, `initial` the initial body, unnamed
+ * events are lines, `end` and `error` are the close codes. Lines go up in
+ * POSTs counted by `Session-Sent`, one at a time, with acks as
+ * `Session-Ack`; a POST whose answer was lost is sent again and the
+ * gateway skips what it already has. A close with 1000 is a DELETE.
+ */
+class HttpChannel {
+  constructor(url) {
+    const u = new URL(url);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    this.url = u.href;
+    this.protocol = SUBPROTOCOL;
+    this.binaryType = 'arraybuffer';
+    this.readyState = 0;
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    this._abort = new AbortController();
+    this._started = false;
+    this._sid = null;
+    this._confirmed = 0; // client lines the gateway has (Session-Received)
+    this._queue = []; // lines _confirmed + 1 .. not yet confirmed
+    this._ack = null; // an ack to send with the next POST
+    this._posting = false;
+    this._failures = 0; // POSTs failed in a row
+    this._closed = false;
+    queueMicrotask(() => {
+      if (this._closed) return;
+      this.readyState = 1;
+      this.onopen?.({});
+    });
+  }
+
+  send(data) {
+    if (this._closed) return;
+    if (typeof data === 'string') {
+      this._queue.push(data);
+      return this._post();
+    }
+    const record = decoder.decode(data);
+    if (!this._started) {
+      this._started = true;
+      return void this._down(record);
+    }
+    const ack = /^ack=([0-9]+)$/.exec(record);
+    if (ack) {
+      this._ack = ack[1];
+      this._post();
+    }
+  }
+
+  close(code, reason) {
+    if (this._closed) return;
+    this._end();
+    if (code === 1000 && this._sid !== null) {
+      // The WebSocket close 1000: the session ends.
+      fetch(this.url, { method: 'DELETE', headers: { SessionID: this._sid }, keepalive: true })
+        .catch(() => {})
+        .finally(() => this.onclose?.({ code: 1000, reason: reason ?? '' }));
+    }
+  }
+
+  _end() {
+    this._closed = true;
+    this.readyState = 3;
+    this._abort.abort();
+  }
+
+  /** The connection is over, as a WebSocket's close event says. */
+  _fail(code, reason) {
+    if (this._closed) return;
+    this._end();
+    this.onclose?.({ code, reason });
+  }
+
+  async _down(record) {
+    const headers = { Accept: 'text/event-stream' };
+    const resume = new URLSearchParams(record);
+    if (resume.has('sid')) {
+      headers.SessionID = resume.get('sid');
+      headers['Session-Received'] = resume.get('received');
+    }
+    try {
+      const resp = await fetch(this.url, { headers, cache: 'no-store', signal: this._abort.signal });
+      if (resp.status !== 200 || !resp.body) {
+        // The statuses of SPEC 13 as the close codes of SPEC 3 (4410, 4429, ...).
+        return this._fail(resp.status === 200 ? 1006 : 4000 + resp.status, resp.statusText);
+      }
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = '';
+      let event = '';
+      let data = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this._closed) break;
+        buf += value;
+        for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+          const line = buf.slice(0, i).replace(/\r$/, '');
+          buf = buf.slice(i + 1);
+          if (line === '') {
+            if (!this._event(event, data)) return;
+            event = data = '';
+          } else if (line.startsWith('event:')) {
+            event = line.slice(6).trim();
+          } else if (line.startsWith('data:')) {
+            data = line.slice(5).replace(/^ /, '');
+          } // ':' comments keep the stream open; nothing to do
+        }
+      }
+    } catch {
+      // the network failed, or _end() aborted the fetch
+    }
+    // Ended without `end` or `error`: a drop, the session is resumed.
+    this._fail(1006, 'down channel lost');
+  }
+
+  /** One event; false once it ended the channel. */
+  _event(type, data) {
+    if (this._closed) return false;
+    if (type === 'session') {
+      const fields = new URLSearchParams(data);
+      this._sid = fields.get('sid');
+      this._confirmed = Number(fields.get('received'));
+      this.onmessage?.({ data: encoder.encode(data).buffer });
+    } else if (type === 'end') {
+      this._fail(1000, data);
+      return false;
+    } else if (type === 'error') {
+      const space = data.indexOf(' ');
+      this._fail(Number(space < 0 ? data : data.slice(0, space)), space < 0 ? '' : data.slice(space + 1));
+      return false;
+    } else if (type === 'initial' || type === '' || type === 'message') {
+      this.onmessage?.({ data: JSON.parse(data) });
+    }
+    return true;
+  }
+
+  async _post() {
+    if (this._posting || this._closed || this._sid === null) return;
+    if (this._queue.length === 0 && this._ack === null) return;
+    this._posting = true;
+    const lines = this._queue.slice(0, MAX_POST_LINES);
+    const sent = this._confirmed;
+    const ack = this._ack;
+    const headers = { SessionID: this._sid, 'Session-Sent': String(sent), 'Content-Type': 'text/plain; charset=utf-8' };
+    if (ack !== null) headers['Session-Ack'] = ack;
+    let resp = null;
+    try {
+      resp = await fetch(this.url, {
+        method: 'POST', headers, body: lines.map((l) => `${l}\n`).join(''), cache: 'no-store',
+      });
+    } catch {
+      // lost on the way, or its answer was: sent again below
+    }
+    this._posting = false;
+    if (this._closed) return;
+    const status = resp?.status;
+    if (status === 204 || status === 409) {
+      this._failures = 0;
+      if (this._ack === ack) this._ack = null;
+      const d = Number(resp.headers.get('Session-Received'));
+      if (!(d >= this._confirmed && d <= this._confirmed + this._queue.length)) {
+        // The gateway lacks lines this channel no longer holds: resume,
+        // and HTTPSocket's own count check decides.
+        return this._fail(1006, 'count mismatch');
+      }
+      this._queue.splice(0, d - this._confirmed);
+      this._confirmed = d;
+      return this._post();
+    }
+    if (status === 410) return this._fail(4410, 'resume impossible');
+    if (status === 413 || status === 400 || status === 403) {
+      // The gateway refused the lines for good (the down channel says how
+      // the session ended, if it did).
+      return this._fail(4000 + status, 'lines refused');
+    }
+    this._failures += 1;
+    if (this._failures >= 3) return this._fail(1006, 'POST failed');
+    setTimeout(() => this._post(), 250 * this._failures);
+  }
 }
 
 function toWebSocketUrl(url) {

@@ -486,6 +486,131 @@ test('docs/php.md\'s page session example works in Chromium as documented: type,
  * once, what is in flight either way is lost, and no close frame or FIN is
  * sent to either side. `cuts` counts the connections cut.
  */
+test('WebSocket blocked in Chromium: HTTPSocket falls back to the HTTP transport, exchanges lines, survives a network failure of its down channel with nothing lost', { timeout: 60000 }, async () => {
+  const blocking = await startBlockingRelay(gateway.port);
+  relays.push(blocking);
+  const blocked = await context.newPage();
+  blocked.on('console', (m) => console.log(`# blocked page: ${m.text()}`));
+  await blocked.exposeFunction('cutDownChannel', () => blocking.cutEventStreams());
+  await blocked.goto(`http://127.0.0.1:${blocking.port}/`);
+  await blocked.waitForFunction(() => document.title === 'ready', null, { timeout: 10000 });
+  const result = await blocked.evaluate(async () => {
+    const started = performance.now();
+    const events = [];
+    const lines = [];
+    const s = new window.HTTPSocket('/echo.pphp', { initialDelay: 50 });
+    for (const type of ['open', 'reconnecting', 'resumed', 'close', 'sessionlost']) {
+      s.addEventListener(type, (e) => events.push({ type, code: e.detail?.code, linesSeen: lines.length }));
+    }
+    const TOTAL = 200;
+    let cuts = 0;
+    const done = new Promise((resolveDone, rejectDone) => {
+      s.addEventListener('sessionlost', () => rejectDone(new Error('session lost')));
+      s.addEventListener('close', () => rejectDone(new Error('closed early')));
+      s.online = async (e) => {
+        lines.push(e.detail);
+        if (lines.length === 50) {
+          // Mid-stream, with echoes and POSTs in flight.
+          cuts = await window.cutDownChannel();
+          for (let i = 101; i <= TOTAL; i++) s.send(`c${i} after the cut`);
+        }
+        if (lines.length === TOTAL) resolveDone();
+      };
+    });
+    await new Promise((ok) => s.addEventListener('open', ok, { once: true }));
+    const transport = s.transport;
+    s.send('c1 first');
+    const first = await s.read();
+    const toFirstLine = performance.now() - started;
+    for (let i = 2; i <= 100; i++) s.send(`c${i} ${'y'.repeat(i % 40)}`);
+    await done;
+    const sessionId = s.sessionId;
+    const closed = new Promise((ok) => s.addEventListener('close', (e) => ok(e.detail), { once: true }));
+    s.close();
+    const closeDetail = await closed;
+    return { sessionId, transport, first, toFirstLine, lines, events, cuts, closeDetail, received: s.received };
+  });
+  await blocked.close();
+
+  assert.equal(result.transport, 'http', 'the refused upgrade made HTTPSocket fall back');
+  assert.ok(blocking.refusedUpgrades >= 1, 'the relay refused a WebSocket upgrade');
+  assert.equal(result.first, '1 c1 first');
+  console.log(`# blocked upgrade to the first echoed line over the HTTP transport: ${Math.round(result.toFirstLine)} ms`);
+  const expected = [];
+  for (let i = 1; i <= 200; i++) {
+    expected.push(i === 1 ? '1 c1 first' : i <= 100 ? `${i} c${i} ${'y'.repeat(i % 40)}` : `${i} c${i} after the cut`);
+  }
+  assert.deepEqual(result.lines, expected, 'every echo once, in order (the worker numbers the lines it read)');
+  assert.equal(result.received, 200);
+  assert.ok(result.cuts >= 1, 'the relay cut the down channel');
+  const types = result.events.map((e) => e.type);
+  assert.equal(types[0], 'open');
+  assert.equal(types.filter((t) => t === 'resumed').length, 1, `events: ${JSON.stringify(result.events)}`);
+  assert.equal(result.events.find((e) => e.type === 'reconnecting').code, 1006);
+  assert.equal(result.closeDetail.code, 1000);
+
+  const sid = result.sessionId;
+  const events = await waitForEvent(worker.events, `eof ${sid} 200`);
+  assert.ok(!events.some((e) => e.startsWith(`line ${sid} 201`)), 'no duplicate line reached the worker');
+  assert.deepEqual(events.filter((e) => e.startsWith('ERROR')), []);
+  assert.equal(events.filter((e) => e.startsWith(`conn ${sid} `)).length, 1, 'one request reached the worker: the resume did not');
+});
+
+/**
+ * A TCP relay in front of tether that refuses every WebSocket upgrade with
+ * 403, as a proxy that blocks WebSocket does, and relays the rest;
+ * `cutEventStreams()` resets (RST both ways) the connections that carry a
+ * Server-Sent Events request, as a network failure would.
+ */
+async function startBlockingRelay(port) {
+  const conns = new Set();
+  const relay = { port: 0, refusedUpgrades: 0 };
+  const server = createTcpServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    const conn = { client, upstream, events: false };
+    conns.add(conn);
+    client.on('data', (chunk) => {
+      const text = chunk.toString('latin1');
+      if (/^upgrade:\s*websocket\s*$/im.test(text)) {
+        relay.refusedUpgrades += 1;
+        conns.delete(conn);
+        upstream.destroy();
+        client.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      if (/^accept:\s*text\/event-stream\s*$/im.test(text)) conn.events = true;
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk) => client.write(chunk));
+    upstream.on('end', () => client.end());
+    client.on('end', () => upstream.end());
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => conns.delete(conn));
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  relay.port = server.address().port;
+  relay.cutEventStreams = () => {
+    let cuts = 0;
+    for (const conn of conns) {
+      if (!conn.events || conn.client.destroyed) continue;
+      conns.delete(conn);
+      conn.client.resetAndDestroy();
+      conn.upstream.resetAndDestroy();
+      cuts += 1;
+    }
+    return cuts;
+  };
+  relay.close = () => {
+    server.close();
+    for (const conn of conns) {
+      conn.client.destroy();
+      conn.upstream.destroy();
+    }
+  };
+  return relay;
+}
+
 async function startRelay(port) {
   const conns = new Set();
   let armed = null;

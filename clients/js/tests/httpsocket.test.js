@@ -21,8 +21,10 @@ for (const [name, WebSocket] of IMPLEMENTATIONS) {
   describe(`HTTPSocket (${name} WebSocket)`, () => {
     let gw;
     const sockets = [];
+    // The fake gateway speaks WebSocket only: these tests pin that
+    // transport (the fallback to HTTP is tested in Chromium against tether).
     const open = (options = {}) => {
-      const s = new HTTPSocket(gw.url, { WebSocket, initialDelay: 10, maxDelay: 50, ...options });
+      const s = new HTTPSocket(gw.url, { WebSocket, transports: ['websocket'], initialDelay: 10, maxDelay: 50, ...options });
       sockets.push(s);
       return s;
     };
@@ -352,7 +354,7 @@ for (const [name, WebSocket] of IMPLEMENTATIONS) {
       const dead = await startFakeGateway();
       const url = dead.url;
       await dead.close();
-      const s = new HTTPSocket(url, { WebSocket, initialDelay: 5, maxDelay: 20, maxAttempts: 3 });
+      const s = new HTTPSocket(url, { WebSocket, transports: ['websocket'], initialDelay: 5, maxDelay: 20, maxAttempts: 3 });
       sockets.push(s);
       const attempts = [];
       s.addEventListener('reconnecting', (e) => attempts.push(e.detail.attempt));
