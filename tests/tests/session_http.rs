@@ -709,3 +709,133 @@ fn a_post_over_the_rate_is_answered_when_its_lines_are_taken() {
     let want: Vec<String> = (1..=30).map(|i| format!("{i} l{i}")).collect();
     assert_eq!(down.lines(30), want);
 }
+
+// ---------------------------------------------------------- fault injection
+
+/// xorshift64*: deterministic drop patterns without a crate.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// Fault injection on this transport (SPEC 4 guarantees): many sessions on
+/// `/numbered.pphp` (the worker answers each client line `c<i>` with `w<i>`
+/// and logs an ERROR for any client line out of order, missing or twice).
+/// Each session's down channel is reset at random and resumed with its
+/// count; its POSTs lose their answers at random and are sent again from
+/// the last confirmed count. Every line must arrive exactly once and in
+/// order both ways, with one worker request per session.
+#[test]
+fn many_sessions_survive_random_drops_of_either_channel() {
+    const SESSIONS: u64 = 12;
+    const LINES: u64 = 300;
+    let seed = std::env::var("TETHER_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos() as u64
+        })
+        .max(1);
+    let (worker, tether) = setup("");
+    let addr = tether.addr();
+    let started = Instant::now();
+    let runs: Vec<_> = (0..SESSIONS)
+        .map(|n| {
+            std::thread::spawn(move || {
+                let (mut down, sid) = open_down(addr, "/numbered.pphp");
+                let writer = {
+                    let sid = sid.clone();
+                    let mut rng = Rng(seed.wrapping_add(2 * n + 1).max(1));
+                    std::thread::spawn(move || {
+                        let (mut confirmed, mut lost, mut most) = (0u64, 0u64, 0u64);
+                        while confirmed < LINES {
+                            let last = (confirmed + 1 + rng.below(8)).min(LINES);
+                            most = most.max(last);
+                            let body: String =
+                                (confirmed + 1..=last).map(|i| format!("c{i}\n")).collect();
+                            if rng.below(4) == 0 {
+                                // The answer is lost: the gateway may or may
+                                // not have the lines; the next POST resends.
+                                let mut c = RawConn::connect(addr);
+                                let sent = confirmed.to_string();
+                                c.send(&request_bytes(
+                                    "POST",
+                                    "/numbered.pphp",
+                                    HOST,
+                                    &[("SessionID", &sid), ("Session-Sent", &sent)],
+                                    body.as_bytes(),
+                                ));
+                                lost += 1;
+                                continue;
+                            }
+                            let (status, d) = post(addr, &sid, confirmed, body.as_bytes());
+                            assert_eq!(status, 204, "POST of {sid}");
+                            let d = d.expect("Session-Received");
+                            // A POST whose answer was lost may have taken
+                            // lines beyond this one's.
+                            assert!((last..=most).contains(&d), "{d} after {confirmed}");
+                            confirmed = d;
+                        }
+                        lost
+                    })
+                };
+                let mut rng = Rng(seed.wrapping_add(2 * n).max(1));
+                let (mut received, mut resets) = (0u64, 0u64);
+                while received < LINES {
+                    let ev = down.next();
+                    if ev.name == ":" {
+                        continue;
+                    }
+                    assert_eq!(ev.line(), format!("w{}", received + 1), "session {sid}");
+                    received += 1;
+                    if received < LINES && rng.below(40) == 0 {
+                        down.reset();
+                        resets += 1;
+                        let count = received.to_string();
+                        down = Down::open(
+                            addr,
+                            "/numbered.pphp",
+                            &[("SessionID", &sid), ("Session-Received", &count)],
+                        );
+                        assert_eq!(down.status, 200, "resume of {sid}: {}", down.head);
+                        let (again, _, _, initial) = down.hello();
+                        assert_eq!((again.as_str(), initial), (sid.as_str(), 0));
+                    }
+                }
+                let lost = writer.join().expect("writer");
+                (sid, resets, lost)
+            })
+        })
+        .collect();
+    let mut figures = (0, 0);
+    for run in runs {
+        let (sid, resets, lost) = run.join().expect("session");
+        figures.0 += resets;
+        figures.1 += lost;
+        worker.wait_event("last line", |e| e == format!("line {sid} {LINES}"));
+        assert_eq!(worker.conns(&sid), 1, "one worker request for {sid}");
+    }
+    assert_eq!(
+        worker.errors(),
+        Vec::<String>::new(),
+        "client lines once, in order"
+    );
+    println!(
+        "seed {seed}: {SESSIONS} sessions x {LINES} lines each way, {} down channel resets, \
+         {} POST answers lost, {:?}",
+        figures.0,
+        figures.1,
+        started.elapsed()
+    );
+}
