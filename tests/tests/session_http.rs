@@ -839,3 +839,77 @@ fn many_sessions_survive_random_drops_of_either_channel() {
         started.elapsed()
     );
 }
+
+#[test]
+fn worker_output_that_is_not_utf8_ends_with_4502() {
+    let (_worker, tether) = setup("");
+    let (mut down, _sid) = open_down(tether.addr(), "/binary.pphp");
+    // The UTF-8 line before the bad one may or may not make it (the
+    // session ends with an error, as over WebSocket); nothing else may.
+    let mut ev = down.next();
+    if ev.name == "message" {
+        assert_eq!(ev.line(), "ok");
+        ev = down.next();
+    }
+    assert_eq!(
+        (ev.name.as_str(), ev.data.as_str()),
+        ("error", "4502 not utf-8")
+    );
+    assert!(down.try_next().expect("end").is_none());
+
+    let mut down = Down::open(tether.addr(), "/binary.pphp?badinitial=1", &[]);
+    assert_eq!(down.status, 200);
+    let (_, _, _, initial) = down.hello();
+    assert_eq!(initial, 3);
+    let ev = down.next();
+    assert_eq!(
+        (ev.name.as_str(), ev.data.as_str()),
+        ("error", "4502 not utf-8")
+    );
+    assert!(down.try_next().expect("end").is_none());
+}
+
+#[test]
+fn one_session_across_transports_delete_and_shutdown() {
+    let (_worker, mut tether) = setup("");
+    let addr = tether.addr();
+    // Opened over HTTP, taken over natively: the down channel hears 4409.
+    let (mut down, sid) = open_down(addr, "/echo.pphp");
+    assert_eq!(down.next().name, "initial");
+    assert_eq!(post(addr, &sid, 0, b"a\n"), (204, Some(1)));
+    assert_eq!(down.lines(1), ["1 a"]);
+    let mut native = tether_tests::session::resume_ok(addr, "/echo.pphp", &sid, 1);
+    assert_eq!(native.head.header("session-received"), Some("1"));
+    let ev = down.next();
+    assert_eq!(
+        (ev.name.as_str(), ev.data.as_str()),
+        ("error", "4409 taken over")
+    );
+    native.chan.send(b"b\n");
+    assert_eq!(native.chan.line(), "2 b\n");
+    // And back over HTTP: DELETE ends it with `end`.
+    let mut down = Down::open(
+        addr,
+        "/echo.pphp",
+        &[("SessionID", &sid), ("Session-Received", "2")],
+    );
+    assert_eq!(down.hello().1, 2);
+    let r = tether_tests::session::delete(addr, HOST, "/echo.pphp", &sid);
+    assert_eq!(r.status, 204);
+    let ev = down.next();
+    assert_eq!((ev.name.as_str(), ev.data.as_str()), ("end", "client_end"));
+    assert!(down.try_next().expect("end").is_none());
+
+    // SIGTERM: 1012, so that the client comes back (SPEC 8).
+    let (mut down, _) = open_down(addr, "/echo.pphp");
+    assert_eq!(down.next().name, "initial");
+    tether.signal(tether_tests::Signal::Term);
+    let ev = down.next();
+    assert_eq!(
+        (ev.name.as_str(), ev.data.as_str()),
+        ("error", "1012 shutdown")
+    );
+    // The down channel does not hold the drain (drain_timeout is 30 s).
+    let exited = tether.wait_exit(Duration::from_secs(5));
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+}

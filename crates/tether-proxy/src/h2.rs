@@ -69,7 +69,10 @@ pub(crate) async fn serve<IO>(
     let service = {
         let activity = activity.clone();
         let rt = rt.clone();
-        service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let draining = crate::session::Draining(drain.clone());
+        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            // A session's down channel ends when the server drains (SPEC 13).
+            req.extensions_mut().insert(draining.clone());
             let concurrent = activity.open.fetch_add(1, Ordering::AcqRel);
             activity.seen_any.store(true, Ordering::Release);
             activity.changed.notify_one();

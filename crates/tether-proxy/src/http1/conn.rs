@@ -291,6 +291,8 @@ where
         *req.uri_mut() = uri;
         *req.version_mut() = version;
         *req.headers_mut() = head.headers;
+        req.extensions_mut()
+            .insert(crate::session::Draining(self.drain.clone()));
 
         let stall = self.rt.server.idle_timeout;
         let mut sent_continue = false;

@@ -40,7 +40,7 @@ use tokio::sync::oneshot;
 
 pub(crate) use link::ClientIo;
 pub(crate) use registry::Registry;
-pub(crate) use sse::SseBody;
+pub(crate) use sse::{Draining, SseBody};
 
 use self::balance::Worker;
 use self::balance::{NoWorker, WorkerPool, Workers};

@@ -108,12 +108,42 @@ fn lock(p: &Mutex<Pipe>) -> std::sync::MutexGuard<'_, Pipe> {
     p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The server's drain (SIGTERM, upgrade), put in a request's extensions by
+/// the connection that read it.
+#[derive(Clone)]
+pub(crate) struct Draining(pub(crate) tokio_util::sync::CancellationToken);
+
 /// The down channel's answer body.
-pub(crate) struct SseBody(Arc<Mutex<Pipe>>);
+pub(crate) struct SseBody {
+    pipe: Arc<Mutex<Pipe>>,
+    /// Fires when the server drains. The down channel is an answer in
+    /// flight that the drain would wait for, and it cannot move to a new
+    /// process with its session: it ends at once with `1012 shutdown`
+    /// (the WebSocket close of SPEC 8 and 10), and the client resumes.
+    drain: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+    done: bool,
+}
+
+/// The last event of a down channel the server drains.
+const SHUTDOWN_EVENT: &[u8] = b"event: error\ndata: 1012 shutdown\n\n";
 
 impl SseBody {
     pub(crate) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let mut p = lock(&self.0);
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(drain) = &mut self.drain {
+            if drain.as_mut().poll(cx).is_ready() {
+                // What the pipe holds is whole events; they go first.
+                self.done = true;
+                let mut p = lock(&self.pipe);
+                let mut data = p.buf.split();
+                p.buf = BytesMut::new();
+                data.extend_from_slice(SHUTDOWN_EVENT);
+                return Poll::Ready(Some(data.freeze()));
+            }
+        }
+        let mut p = lock(&self.pipe);
         if !p.buf.is_empty() {
             let data = p.buf.split().freeze();
             p.buf = BytesMut::new();
@@ -130,7 +160,7 @@ impl SseBody {
 
 impl Drop for SseBody {
     fn drop(&mut self) {
-        let mut p = lock(&self.0);
+        let mut p = lock(&self.pipe);
         p.reader_gone = true;
         wake(&mut p.writer);
     }
@@ -153,7 +183,7 @@ pub(crate) struct SseLink {
 }
 
 impl SseLink {
-    fn new() -> (SseLink, SseBody) {
+    fn new(drain: Option<&Draining>) -> (SseLink, SseBody) {
         let pipe = Arc::new(Mutex::new(Pipe::default()));
         let link = SseLink {
             pipe: pipe.clone(),
@@ -162,7 +192,12 @@ impl SseLink {
             finished: false,
             silence: Box::pin(tokio::time::sleep(KEEPALIVE)),
         };
-        (link, SseBody(pipe))
+        let body = SseBody {
+            pipe,
+            drain: drain.map(|d| Box::pin(d.0.clone().cancelled_owned())),
+            done: false,
+        };
+        (link, body)
     }
 
     pub(crate) fn pending(&self) -> usize {
@@ -264,6 +299,12 @@ impl SseLink {
     pub(crate) fn abort(mut self, why: Closing) {
         self.out.clear();
         self.queue_final(why);
+        self.close_now();
+    }
+
+    /// Everything queued goes into the pipe whatever it holds, then the
+    /// answer ends.
+    fn close_now(mut self) {
         let mut p = lock(&self.pipe);
         if !p.reader_gone {
             p.buf.unsplit(self.out.split());
@@ -338,6 +379,7 @@ pub(crate) async fn down(
 ) -> Response<Body> {
     let metrics = &vhost.metrics;
     let sid = req.headers().get(&headers::SESSION_ID).cloned();
+    let drain = req.extensions().get::<Draining>().cloned();
     if let Some(refusal) = origin_refusal(req.headers(), &route.config, conn) {
         if sid.is_some() {
             metrics.resume(ResumeResult::BadRequest);
@@ -364,7 +406,7 @@ pub(crate) async fn down(
         };
         metrics.resume(ResumeResult::Ok);
         metrics.resume_took(started.elapsed());
-        let (mut link, body) = SseLink::new();
+        let (mut link, body) = SseLink::new(drain.as_ref());
         link.event(
             Some("session"),
             &encode_open(&handle.id, resumed.delivered, 200, 0),
@@ -380,7 +422,7 @@ pub(crate) async fn down(
         Err(not) => return not.into_response(),
     };
     let handle = opened.handle;
-    let (mut link, body) = SseLink::new();
+    let (mut link, body) = SseLink::new(drain.as_ref());
     let initial = opened.initial;
     link.event(
         Some("session"),
@@ -390,8 +432,11 @@ pub(crate) async fn down(
         if std::str::from_utf8(&initial).is_err() {
             // As for WebSocket: a browser cannot take it (4502 not utf-8).
             let _ = handle.mailbox.send(Command::Fail(EndReason::ProtocolError));
+            // The hello stays: the client learns its session, then why it
+            // ended.
             link.failure = Some(NOT_UTF8);
-            link.abort(Closing::Ended(EndReason::ProtocolError));
+            link.queue_final(Closing::Ended(EndReason::ProtocolError));
+            link.close_now();
             return stream_answer(body);
         }
         link.event(Some("initial"), &json_string(&initial));
@@ -536,13 +581,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_body_is_a_client_gone_and_takeover_says_4409() {
-        let (mut link, body) = SseLink::new();
+        let (mut link, body) = SseLink::new(None);
         assert!(link.queue_line(b"x\n").is_ok());
         drop(body);
         let read = std::future::poll_fn(|cx| Poll::Ready(link.poll_line(cx))).await;
         assert!(matches!(read, Poll::Ready(ClientRead::Gone)));
 
-        let (link, mut body) = SseLink::new();
+        let (link, mut body) = SseLink::new(None);
         link.abort(Closing::TakenOver);
         let mut got = Vec::new();
         while let Some(d) = std::future::poll_fn(|cx| body.poll_data(cx)).await {
