@@ -683,7 +683,11 @@ class HttpChannel {
         return this._fail(1006, 'count mismatch');
       }
       this._queue.splice(0, d - this._confirmed);
+      const took = d > this._confirmed;
       this._confirmed = d;
+      // Nothing taken (the worker's side has ended: the down channel's
+      // `end` is on its way): no tight loop of POSTs meanwhile.
+      if (!took && lines.length > 0) return void setTimeout(() => this._post(), 250);
       return this._post();
     }
     if (status === 410) return this._fail(4410, 'resume impossible');
