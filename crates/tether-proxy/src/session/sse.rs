@@ -294,6 +294,16 @@ impl SseLink {
         Poll::Ready(Ok(()))
     }
 
+    /// Moves what is queued (the hello, the initial body) into the answer
+    /// body before the link joins its session, as a WebSocket flushes its
+    /// open record first: an abort that drops unsent lines must never drop
+    /// these.
+    fn commit(&mut self) {
+        let mut p = lock(&self.pipe);
+        p.buf.unsplit(self.out.split());
+        self.out = BytesMut::new();
+    }
+
     /// Closes now (takeover, errors): unsent lines are not owed to an
     /// answer that ends, the last event goes whatever the pipe holds.
     pub(crate) fn abort(mut self, why: Closing) {
@@ -411,6 +421,7 @@ pub(crate) async fn down(
             Some("session"),
             &encode_open(&handle.id, resumed.delivered, 200, 0),
         );
+        link.commit();
         let _ = handle.mailbox.send(Command::Attach {
             gen: resumed.gen,
             link: Box::new(Link::Sse(link)),
@@ -441,6 +452,7 @@ pub(crate) async fn down(
         }
         link.event(Some("initial"), &json_string(&initial));
     }
+    link.commit();
     // Attached before the head is written: the first events wait in the
     // pipe, and a client gone before the head drops the body (detach).
     let _ = handle.mailbox.send(Command::Attach {
