@@ -591,8 +591,9 @@ fn a_silent_down_channel_gets_a_comment_every_15_s() {
 
 #[test]
 fn http2_carries_both_channels_on_one_connection() {
-    let (worker, tether) = setup("");
+    let (worker, mut tether) = setup("");
     let addr = tether.addr();
+    let tether_pid = tether.pid();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -657,9 +658,22 @@ fn http2_carries_both_channels_on_one_connection() {
         assert_eq!(resp.headers()["session-received"], "2");
         assert_eq!(next().await.line(), "1 one");
         assert_eq!(next().await.line(), "2 two");
+        // A drain ends the stream at once with 1012, as on HTTP/1.1.
+        let pid = tether_pid;
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        let ev = next().await;
+        assert_eq!(
+            (ev.name.as_str(), ev.data.as_str()),
+            ("error", "1012 shutdown")
+        );
         sid
     });
     assert_eq!(worker.all_conns(), 1, "one session, one worker request");
+    let exited = tether.wait_exit(Duration::from_secs(5));
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
 }
 
 #[test]
