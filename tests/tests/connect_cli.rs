@@ -2,7 +2,9 @@
 //! against the real tether and `line_worker`: `-H` fields and `--accept`
 //! reach the worker, the SessionID is on stderr at open, `--resume ID
 //! --received N` takes a session over by hand with the replay after N, and
-//! an answer that opens no session is printed with its status and body.
+//! an answer that opens no session is printed with its status and body;
+//! the same over WebSocket and over the HTTP transport (`--transport
+//! http`), whose library sessions also resume after drops.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -294,6 +296,137 @@ fn websocket_transport_takes_a_session_over_by_hand() {
         &[
             "--transport",
             "websocket",
+            "--resume",
+            &sid,
+            "--received",
+            "1",
+            &url,
+        ],
+        "c\n",
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("# session {sid} taken over (1 lines received)\n")),
+        "{stderr}"
+    );
+    assert_eq!(stdout, "2 b\n3 c\n", "{stderr}");
+    o.chan
+        .expect_closed(tether_tests::session::WAIT)
+        .expect("the native client is taken over");
+    assert_eq!(worker.wait_eof(&sid), format!("eof {sid} 3"));
+}
+
+// The HTTP transport (SPEC 13): the same behaviour.
+
+#[test]
+fn http_transport_sends_headers_echoes_and_ends_the_session() {
+    let (worker, tether) = setup();
+    let url = format!("http://{}/echo.pphp?headers=1", tether.addr());
+    let out = connect(
+        &["--transport", "http", "-H", "Cookie: user=42", &url],
+        "one\ntwo\n",
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let sid = stderr_sid(&stderr);
+    assert!(
+        stderr.starts_with(&format!("# session {sid} opened\n")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("# session ended\n"), "{stderr}");
+    assert_eq!(
+        stdout,
+        format!("hello worker {sid}\n1 one\n2 two\n"),
+        "{stderr}"
+    );
+    let events = worker.events_of(&sid);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(&format!("header {sid} Cookie: user=42"))),
+        "{events:?}"
+    );
+    // The close ended the session for the worker after the two lines.
+    assert_eq!(worker.wait_eof(&sid), format!("eof {sid} 2"));
+}
+
+#[test]
+fn http_sessions_resume_after_drops_with_every_line_once() {
+    use tether_client::{ClientConfig, SessionEvent};
+    let (worker, tether) = setup();
+    let url = format!("http://{}/echo.pphp", tether.addr());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut handle = tether_client::sse::open(ClientConfig::new(&url), None)
+            .await
+            .expect("an HTTP transport session");
+        let sid = handle.id().to_string();
+        assert_eq!(
+            handle.initial_body(),
+            format!("hello worker {sid}\n").as_bytes()
+        );
+        let mut seen = Vec::new();
+        let mut resumes = 0;
+        for round in 0..4u32 {
+            for i in 0..25u32 {
+                let n = round * 25 + i + 1;
+                handle
+                    .tx
+                    .send_line(format!("line {n}").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            // Drop the connection with lines in flight both ways.
+            handle.tx.drop_connection_for_test().await;
+            while seen.len() < ((round + 1) * 25) as usize {
+                match tokio::time::timeout(tether_tests::session::WAIT, handle.rx.recv()).await {
+                    Ok(Some(SessionEvent::Line(l))) => {
+                        seen.push(String::from_utf8_lossy(&l).into_owned())
+                    }
+                    Ok(Some(SessionEvent::Resumed { .. })) => resumes += 1,
+                    other => panic!("round {round}: {other:?} after {seen:?}"),
+                }
+            }
+        }
+        let expected: Vec<String> = (1..=100).map(|n| format!("{n} line {n}\n")).collect();
+        assert_eq!(seen, expected, "every echo once, in order");
+        assert!(resumes >= 4, "{resumes} resumes");
+        handle.tx.close().await.unwrap();
+        loop {
+            match tokio::time::timeout(tether_tests::session::WAIT, handle.rx.recv()).await {
+                Ok(Some(SessionEvent::Ended)) => break,
+                Ok(Some(SessionEvent::Resumed { .. })) => {}
+                other => panic!("after close: {other:?}"),
+            }
+        }
+        assert_eq!(worker.wait_eof(&sid), format!("eof {sid} 100"));
+        assert_eq!(
+            worker.conns(&sid),
+            1,
+            "one worker connection for the session"
+        );
+    });
+}
+
+#[test]
+fn http_transport_takes_a_session_over_by_hand() {
+    let (worker, tether) = setup();
+    let addr = tether.addr();
+    let mut o = open_with(addr, &addr.to_string(), "/echo.pphp", &[])
+        .unwrap_or_else(|r| panic!("not opened: {}", r.head_text()));
+    let sid = o.sid.clone();
+    o.chan.send(b"a\nb\n");
+    assert_eq!(o.chan.line(), "1 a\n");
+    assert_eq!(o.chan.line(), "2 b\n");
+    let url = format!("http://{addr}/echo.pphp");
+    let out = connect(
+        &[
+            "--transport",
+            "http",
             "--resume",
             &sid,
             "--received",

@@ -62,7 +62,8 @@ pub struct ConnectOptions {
     /// Take over this session, whose client already received this many
     /// lines, instead of opening one ([`Session::take_over`]).
     pub resume: Option<(SessionId, u64)>,
-    /// The transport: native HTTP/1.1 (default) or WebSocket ([`crate::ws`]).
+    /// The transport: native HTTP/1.1 (default), WebSocket ([`crate::ws`])
+    /// or the HTTP transport ([`crate::sse`]).
     pub transport: Transport,
 }
 
@@ -74,6 +75,8 @@ pub enum Transport {
     Native,
     /// SPEC 3: a WebSocket with the `persistent` subprotocol.
     WebSocket,
+    /// SPEC 13: Server-Sent Events down, POSTs up ([`crate::sse`]).
+    Http,
 }
 
 impl Default for ConnectOptions {
@@ -130,6 +133,7 @@ where
 {
     let opened = match (opts.transport, &opts.resume) {
         (Transport::WebSocket, resume) => crate::ws::open(config, resume.clone()).await,
+        (Transport::Http, resume) => crate::sse::open(config, resume.clone()).await,
         (Transport::Native, Some((id, received))) => {
             Session::take_over(config, id.clone(), *received)
                 .await

@@ -37,6 +37,7 @@ pub mod handle;
 mod http;
 mod resend;
 pub mod session;
+pub mod sse;
 pub mod ws;
 
 #[cfg(test)]

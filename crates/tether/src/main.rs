@@ -91,8 +91,10 @@ enum Command {
         /// replays the later ones.
         #[arg(long, value_name = "N", requires = "resume")]
         received: Option<u64>,
-        /// "native" (the HTTP/1.1 connection is the session channel) or
-        /// "websocket" (what browsers use); both resume after a drop.
+        /// "native" (the HTTP/1.1 connection is the session channel),
+        /// "websocket" (what browsers use) or "http" (Server-Sent Events
+        /// and POSTs, for networks that block WebSocket); all resume after
+        /// a drop.
         #[arg(long, value_enum, default_value_t = TransportArg::Native)]
         transport: TransportArg,
     },
@@ -104,6 +106,8 @@ enum TransportArg {
     Native,
     /// The WebSocket transport (SPEC 3).
     Websocket,
+    /// The HTTP transport (SPEC 13): Server-Sent Events down, POSTs up.
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
                 transport: match transport {
                     TransportArg::Native => tether_client::connect::Transport::Native,
                     TransportArg::Websocket => tether_client::connect::Transport::WebSocket,
+                    TransportArg::Http => tether_client::connect::Transport::Http,
                 },
                 ..Default::default()
             },
