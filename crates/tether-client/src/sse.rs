@@ -490,7 +490,9 @@ impl SseTask {
                 _ = tokio::time::sleep_until(post_after.unwrap_or(far)), if post_after.is_some() => {
                     post_after = None;
                 }
-                _ = tokio::time::sleep_until(self.ack_due.unwrap_or(far)), if self.ack_due.is_some() && posting.is_none() => {
+                // Wakes the loop to send a due ack; not while no POST may
+                // start (it would fire again at once).
+                _ = tokio::time::sleep_until(self.ack_due.unwrap_or(far)), if self.ack_due.is_some() && posting.is_none() && !closing && post_after.is_none() => {
                     if self.received <= self.acked {
                         self.ack_due = None;
                     }
