@@ -304,6 +304,11 @@ fn open_and_lines_both_ways() {
     assert_eq!((received, status), (0, 200));
     // The worker cannot tell the transport: one ordinary GET.
     assert_eq!(worker.conns(&sid), 1);
+    let req = worker.wait_event("req", |e| e.starts_with(&format!("req {sid} ")));
+    assert!(
+        req.starts_with(&format!("req {sid} GET /echo.pphp")),
+        "{req}"
+    );
     let want = format!("hello worker {sid}\n");
     assert_eq!(initial, want.len() as u64);
     let ev = down.next();
@@ -327,6 +332,17 @@ fn open_and_lines_both_ways() {
         metric(admin, "tether_lines_total", &[("direction", "to_worker")]),
         3.0
     );
+}
+
+#[test]
+fn the_worker_sees_the_accept_of_a_native_open() {
+    let (worker, tether) = setup("");
+    let (_down, sid) = open_down(tether.addr(), "/echo.pphp?headers=1");
+    let accept = worker.wait_event("accept", |e| {
+        e.to_ascii_lowercase()
+            .starts_with(&format!("header {} accept:", sid.to_ascii_lowercase()))
+    });
+    assert!(accept.ends_with(": application/x-persistent"), "{accept}");
 }
 
 #[test]

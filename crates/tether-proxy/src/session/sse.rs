@@ -428,6 +428,14 @@ pub(crate) async fn down(
         });
         return stream_answer(body);
     }
+    // The worker cannot tell the transport (SPEC 13): it sees the Accept
+    // of a native open, not the event stream's.
+    let mut req = req;
+    if let Some(accept) = route.config.accept.first() {
+        if let Ok(value) = HeaderValue::from_str(accept) {
+            req.headers_mut().insert(header::ACCEPT, value);
+        }
+    }
     let opened = match open_session(env, vhost, route, conn, req, Transport::Http).await {
         Ok(opened) => opened,
         Err(not) => return not.into_response(),
