@@ -44,13 +44,8 @@ fn bad(what: impl Into<String>) -> NotRestored {
 
 impl Session {
     /// Whether the session can leave now: not while a message request is
-    /// on its way (it completes here first, SPEC 10), nor while an up
-    /// channel POST waits for its lines to be taken (its answer is owed
-    /// from here).
+    /// on its way (it completes here first, SPEC 10).
     pub(super) fn can_move(&self) -> bool {
-        if !self.posts.is_empty() {
-            return false;
-        }
         match &self.phase {
             Phase::Live(worker) => worker.can_move(),
             Phase::Finishing(_) => true,
@@ -67,6 +62,18 @@ impl Session {
         };
         self.mailbox.close();
         self.registry.remove(&self.id);
+        // Up channel POSTs still waiting (a worker that does not read, the
+        // rate limit) are answered here with the lines taken so far rather
+        // than hold the upgrade: the count says what was taken, and the
+        // client sends the rest again (SPEC 13 counts make that safe).
+        for post in self.posts.drain(..) {
+            let answer = if !post.checked && post.sent > self.delivered {
+                Posted::Gap(self.delivered)
+            } else {
+                Posted::Taken(self.delivered)
+            };
+            let _ = post.reply.send(answer);
+        }
         let now = Instant::now();
         let grace_left = |grace: &Timer| grace.deadline().saturating_duration_since(now);
         let mut sockets = Vec::new();

@@ -770,3 +770,37 @@ async fn a_deleted_session_whose_client_leaves_ends_at_once() {
     assert_eq!(s.gauge("detached"), 0.0);
     assert!(s.worker_closed().await);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_post_waiting_on_the_rate_is_answered_with_its_count_when_the_session_moves() {
+    let s = open(config(|c| c.max_lines_per_second = 5));
+    settle().await;
+    let post = |sent: u64, from: usize, to: usize| {
+        let (reply, answer) = oneshot::channel();
+        let lines = (from..=to).map(|n| bytes::Bytes::from(line(n))).collect();
+        let cmd = Command::Post {
+            sent,
+            lines,
+            ack: None,
+            reply,
+        };
+        assert!(s.handle.mailbox.send(cmd).is_ok());
+        answer
+    };
+    // Over the rate the answer waits for the lines to be taken (SPEC 13).
+    let first = post(0, 1, 3);
+    assert!(matches!(first.await, Ok(super::Posted::Taken(3))));
+    let gap = post(5, 6, 6);
+    assert!(matches!(gap.await, Ok(super::Posted::Gap(3))));
+    let waiting = post(3, 4, 12);
+    tokio::time::sleep(ms(10)).await;
+    // An upgrade does not wait for it: it is answered with what was taken
+    // (the pipe standing for the worker cannot itself move, so the move
+    // goes no further here).
+    let _moved = s.handle.move_out().expect("live");
+    let answer = waiting.await.expect("answered");
+    let super::Posted::Taken(d) = answer else {
+        panic!("{answer:?}");
+    };
+    assert!((3..12).contains(&d), "{d} taken before the move");
+}
