@@ -1,6 +1,6 @@
 //! A TLS client for the harness's plain clients: [`TlsRelay`] listens on a
 //! plain loopback port and relays every connection it accepts, byte for
-//! byte, over a new TLS connection (rustls, SNI, the test CA) to a TLS
+//! byte, over a new TLS connection (rustls, SNI, a pinned certificate) to a TLS
 //! listener. So [`RawConn`](crate::RawConn), the session
 //! [`Channel`](crate::session::Channel) and [`WsClient`](crate::WsClient)
 //! speak to tether's TLS listeners unchanged.
@@ -15,8 +15,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::crypto::{
+    verify_tls12_signature, verify_tls13_signature, CryptoProvider,
+};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// Path of a test certificate or key in `crates/tether-proxy/testdata/`
 /// (`cert.pem`/`key.pem` are valid for `localhost`, `a.test`, `b.test`,
@@ -35,23 +42,22 @@ pub struct TlsRelay {
 
 impl TlsRelay {
     /// Relays `127.0.0.1:<free port>` to the TLS listener `target`, with
-    /// SNI `server_name`, trusting the PEM certificates in `ca`.
-    pub fn start(target: SocketAddr, server_name: &str, ca: &Path) -> TlsRelay {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca)
-            .unwrap_or_else(|e| panic!("read {}: {e}", ca.display()))
-        {
-            roots
-                .add(cert.unwrap_or_else(|e| panic!("a certificate in {}: {e}", ca.display())))
-                .expect("add a root certificate");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    /// SNI `server_name`, accepting only a certificate found in the PEM
+    /// file `cert` (the test certificates are self-signed CAs, which
+    /// WebPKI refuses as server certificates: they are pinned instead).
+    pub fn start(target: SocketAddr, server_name: &str, cert: &Path) -> TlsRelay {
+        let pinned: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap_or_else(|e| panic!("read {}: {e}", cert.display()))
+            .map(|c| c.unwrap_or_else(|e| panic!("a certificate in {}: {e}", cert.display())))
+            .collect();
+        assert!(!pinned.is_empty(), "no certificate in {}", cert.display());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned { pinned, provider }))
+            .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let name = ServerName::try_from(server_name.to_string())
             .unwrap_or_else(|e| panic!("server name {server_name}: {e}"));
@@ -94,6 +100,71 @@ impl TlsRelay {
     /// The plain address that clients connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// Accepts exactly the pinned certificates; handshake signatures are
+/// verified as usual.
+#[derive(Debug)]
+struct Pinned {
+    pinned: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|c| c.as_ref() == end_entity.as_ref())
+        {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
