@@ -61,7 +61,9 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A session worker, an origin for plain requests, tether with a plain, a
 /// TLS and an admin listener, and a TLS relay in front of the TLS one.
 struct Rig {
-    worker: LineWorker,
+    /// Session workers (a `line_worker` holds two descriptors per session:
+    /// 10 000 sessions need two under a 20 000 limit).
+    workers: Vec<LineWorker>,
     _origin: LineWorker,
     tether: Tether,
     listen: SocketAddr,
@@ -77,7 +79,7 @@ fn config(
     listen: SocketAddr,
     tls: SocketAddr,
     admin: SocketAddr,
-    worker: &str,
+    workers: &[String],
     origin: &str,
 ) -> String {
     let mut c = format!(
@@ -87,8 +89,9 @@ fn config(
     c.push_str(&session_vhost(
         SESS,
         origin,
-        &[worker.to_string()],
-        "max_sessions_per_ip = 30000",
+        workers,
+        "max_sessions_per_ip = 30000\nmax_sessions_per_worker = 30000\n\
+         resume_grace = \"600s\"\nunused_grace = \"600s\"",
     ));
     c.push_str(&format!(
         "[vhost.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[[vhost]]\nhosts = [\"{PLAIN}\"]\norigin = \"{origin}\"\n",
@@ -99,18 +102,25 @@ fn config(
 }
 
 fn rig() -> Rig {
+    rig_with_workers(1)
+}
+
+fn rig_with_workers(n: usize) -> Rig {
     raise_fd_limit();
-    let worker = LineWorker::start(WORKER, "w");
+    let workers: Vec<LineWorker> = (0..n)
+        .map(|i| LineWorker::start(WORKER, &format!("w{i}")))
+        .collect();
+    let urls: Vec<String> = workers.iter().map(LineWorker::url).collect();
     let origin = LineWorker::start(WORKER, "origin");
     let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let (listen, tls, admin) = (at(free_port()), at(free_port()), at(free_port()));
-    let config = config(listen, tls, admin, &worker.url(), &origin.url());
+    let config = config(listen, tls, admin, &urls, &origin.url());
     let tether = Tether::start(&config);
     wait_until_accepts(tls, WAIT, || Ok(())).expect("the TLS listener accepts");
     tether.wait_signal_handlers();
     let relay = TlsRelay::start(tls, SESS, &testdata("cert.pem"));
     Rig {
-        worker,
+        workers,
         _origin: origin,
         tether,
         listen,
@@ -159,6 +169,13 @@ impl Rig {
         );
         up
     }
+}
+
+/// The last `n` lines of tether's log.
+fn log_tail(tether: &Tether, n: usize) -> String {
+    let text = tether.stderr_text();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The sum of the samples of metric `name` whose labels contain every one
@@ -532,11 +549,11 @@ struct WorkerSide {
     ends: Vec<String>,
 }
 
-/// Reads the worker's events once: per session, and the `ERROR`s.
-fn worker_view(worker: &LineWorker) -> (HashMap<String, WorkerSide>, Vec<String>) {
+/// Reads the workers' events once: per session, and the `ERROR`s.
+fn worker_view(workers: &[LineWorker]) -> (HashMap<String, WorkerSide>, Vec<String>) {
     let mut by_sid: HashMap<String, WorkerSide> = HashMap::new();
     let mut errors = Vec::new();
-    for e in worker.events() {
+    for e in workers.iter().flat_map(LineWorker::events) {
         if e.starts_with("ERROR") {
             errors.push(e);
             continue;
@@ -561,8 +578,8 @@ fn worker_view(worker: &LineWorker) -> (HashMap<String, WorkerSide>, Vec<String>
 
 /// Checks every client against the worker: every line exactly once and in
 /// order on both sides, one worker connection per session, no EOF.
-fn check_exactly_once(worker: &LineWorker, clients: &[Client]) -> (u64, u64) {
-    let (sides, errors) = worker_view(worker);
+fn check_exactly_once(workers: &[LineWorker], clients: &[Client]) -> (u64, u64) {
+    let (sides, errors) = worker_view(workers);
     assert!(
         errors.is_empty(),
         "the worker saw numbering errors: {errors:?}"
@@ -666,11 +683,11 @@ impl Traffic {
     }
 
     /// Stops and joins; panics with every client's error.
-    fn finish(self) -> Vec<Client> {
+    fn finish(mut self) -> Vec<Client> {
         self.stop.store(true, Ordering::Relaxed);
         let mut clients = Vec::new();
         let mut errors = Vec::new();
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             match t.join() {
                 Ok(Ok(c)) => clients.push(c),
                 Ok(Err((e, fig))) => errors.push(format!("{e} ({fig:?})")),
@@ -685,6 +702,13 @@ impl Traffic {
         }
         assert!(errors.is_empty(), "sessions failed:\n{}", errors.join("\n"));
         clients
+    }
+}
+
+impl Drop for Traffic {
+    /// A failed test stops its clients (they end at their next batch).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -744,14 +768,18 @@ impl PlainLoad {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).ok
     }
 
-    fn finish(self) -> PlainStats {
+    fn finish(mut self) -> PlainStats {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             t.join().expect("plain request thread");
         }
-        Arc::try_unwrap(self.stats)
-            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-            .unwrap_or_default()
+        std::mem::take(&mut *self.stats.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for PlainLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -815,6 +843,16 @@ fn plain_request(
 
 /// Opens `n` sessions of each (transport, via) in `kinds`, in parallel.
 fn open_many(rig: &Rig, kinds: &[(Transport, Via, usize)]) -> Vec<Client> {
+    open_many_then(rig, kinds, false)
+}
+
+/// Same, each one detached (its connection reset) as soon as it is open,
+/// without a line: the test holds no connection for it.
+fn open_detached(rig: &Rig, kinds: &[(Transport, Via, usize)]) -> Vec<Client> {
+    open_many_then(rig, kinds, true)
+}
+
+fn open_many_then(rig: &Rig, kinds: &[(Transport, Via, usize)], detach: bool) -> Vec<Client> {
     let mut all = Vec::new();
     for &(t, v, n) in kinds {
         let addr = rig.addr(v);
@@ -825,13 +863,37 @@ fn open_many(rig: &Rig, kinds: &[(Transport, Via, usize)]) -> Vec<Client> {
                 let count = per.min(n - start);
                 std::thread::spawn(move || {
                     (0..count)
-                        .map(|_| Client::open(t, v, addr))
+                        .map(|_| {
+                            let mut c = Client::open(t, v, addr);
+                            if detach {
+                                c.detach();
+                            }
+                            c
+                        })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
         for h in handles {
-            all.extend(h.join().expect("opening sessions"));
+            match h.join() {
+                Ok(opened) => all.extend(opened),
+                Err(_) => {
+                    let pid = rig.tether.pid();
+                    let limits =
+                        std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+                    panic!(
+                        "opening sessions failed after {} (see the panic above); tether holds {} \
+                         descriptors ({}); its log ends:\n{}",
+                        all.len(),
+                        fd_count(pid),
+                        limits
+                            .lines()
+                            .find(|l| l.starts_with("Max open files"))
+                            .unwrap_or(""),
+                        log_tail(&rig.tether, 5)
+                    )
+                }
+            }
         }
     }
     all
@@ -948,7 +1010,7 @@ fn upgrade_under_load_twice_keeps_every_session_line_and_request() {
         .unwrap_or_else(|e| panic!("SPEC 10: a detached session resumes: {e}"));
 
     let all: Vec<Client> = clients.into_iter().chain(detached).collect();
-    let (to_worker, to_client) = check_exactly_once(&rig.worker, &all);
+    let (to_worker, to_client) = check_exactly_once(&rig.workers, &all);
     let m = rig.metrics();
     assert_eq!(
         metric_sum(
@@ -1112,7 +1174,7 @@ fn upgrade_with_a_broken_config_is_refused_and_nothing_changes() {
     );
     let mut all: Vec<Client> = clients.into_iter().chain(detached).collect();
     all.push(c);
-    check_exactly_once(&rig.worker, &all);
+    check_exactly_once(&rig.workers, &all);
 
     // The file fixed, the same process upgrades.
     rig.write_config(&good);
@@ -1122,7 +1184,7 @@ fn upgrade_with_a_broken_config_is_refused_and_nothing_changes() {
     traffic.wait_progress(3, "lines flowing after the upgrade");
     let all = traffic.finish();
     let stats = plain.finish();
-    let (to_worker, to_client) = check_exactly_once(&rig.worker, &all);
+    let (to_worker, to_client) = check_exactly_once(&rig.workers, &all);
     assert_eq!(
         tether_tests::metric(rig.admin, "tether_upgrades_total{result=\"error\"}"),
         Some(1.0),
@@ -1256,14 +1318,14 @@ fn new_process_killed_during_the_handover_leaves_every_session_in_one_process() 
         "the worker sees the lost sessions' connections close",
         WAIT,
         || {
-            let (sides, _) = worker_view(&rig.worker);
+            let (sides, _) = worker_view(&rig.workers);
             lost_sids
                 .iter()
                 .all(|sid| sides.get(sid).is_some_and(|s| !s.ends.is_empty()))
                 .then_some(())
         },
     );
-    check_exactly_once(&rig.worker, &kept);
+    check_exactly_once(&rig.workers, &kept);
     eprintln!(
         "figures: {total} sessions; kept by the old process {} ({} of them reattached after \
          a close); lost with the killed process {}",
@@ -1295,13 +1357,14 @@ fn new_process_killed_during_the_handover_leaves_every_session_in_one_process() 
 ///
 /// File descriptors: tether holds two per attached session and one per
 /// detached one, under a hard limit of 20 000 here, so 3 000 are attached
-/// (2 000 native, 1 000 WebSocket, on plain TCP) and 7 000 detached.
+/// (2 000 native, 1 000 WebSocket, on plain TCP) and 7 000 detached; a
+/// `line_worker` holds two per session, so two workers share them.
 #[test]
 fn ten_thousand_idle_sessions_are_handed_over() {
     let _heavy = heavy_lock();
     let limit = raise_fd_limit();
     eprintln!("open files limit: {limit}");
-    let mut rig = rig();
+    let mut rig = rig_with_workers(2);
     let started = Instant::now();
     let attached = open_many(
         &rig,
@@ -1310,10 +1373,7 @@ fn ten_thousand_idle_sessions_are_handed_over() {
             (Transport::Ws, Via::Plain, 1000),
         ],
     );
-    let mut detached = open_many(&rig, &[(Transport::Native, Via::Plain, 7000)]);
-    for c in detached.iter_mut() {
-        c.detach();
-    }
+    let detached = open_detached(&rig, &[(Transport::Native, Via::Plain, 7000)]);
     let total = attached.len() + detached.len();
     assert_eq!(total, 10_000);
     eprintln!("{total} sessions opened in {:.1?}", started.elapsed());
@@ -1348,12 +1408,12 @@ fn ten_thousand_idle_sessions_are_handed_over() {
     let mut resumed: Vec<Client> = detached.into_iter().step_by(50).collect();
     resume_all(&mut resumed, 1)
         .unwrap_or_else(|e| panic!("a detached session after the handover: {e}"));
-    let (sides, errors) = worker_view(&rig.worker);
+    let (sides, errors) = worker_view(&rig.workers);
     assert!(errors.is_empty(), "{errors:?}");
     let closed = sides.values().filter(|s| !s.ends.is_empty()).count();
     assert_eq!(closed, 0, "SPEC 10: the worker sees no session close");
     sample.extend(resumed);
-    check_exactly_once(&rig.worker, &sample);
+    check_exactly_once(&rig.workers, &sample);
     eprintln!(
         "figures: {total} sessions handed over; {} sampled, all whole",
         sample.len()
