@@ -26,13 +26,16 @@ mod headers;
 mod http1;
 mod listener;
 mod metrics;
+pub mod notify;
 mod pem;
 mod router;
 mod serve;
 mod session;
 mod tls;
+mod upgrade;
 
-pub use serve::{run, Control, RunError};
+pub use serve::{run, run_upgraded, Control, RunError};
+pub use upgrade::{Relaunch, UPGRADE_ENV};
 
 /// Entry points for the fuzz targets in `fuzz/` (a separate crate, so it
 /// can only reach `pub` items). Not an API: thin wrappers that keep the

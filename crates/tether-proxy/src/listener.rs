@@ -169,6 +169,10 @@ impl<IO: ClientIo> ClientIo for Counted<IO> {
     fn tune_for_session(&self) {
         self.io.tune_for_session();
     }
+
+    fn plain_socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.io.plain_socket()
+    }
 }
 
 impl<IO: ClientIo> ClientIo for TlsStream<IO> {

@@ -240,6 +240,13 @@ pub(crate) struct Metrics {
     reloads_ok: AtomicU64,
     reloads_error: AtomicU64,
     affinity_entries: AtomicI64,
+    upgrades_ok: AtomicU64,
+    upgrades_error: AtomicU64,
+    handover_sessions: AtomicU64,
+    /// Counter values of the processes before an upgrade, by series:
+    /// added to this process's own so that counters never go back
+    /// (SPEC 10, as Envoy's hot restart does).
+    carried: Mutex<BTreeMap<String, f64>>,
 }
 
 impl Metrics {
@@ -281,12 +288,88 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn upgrade(&self, ok: bool) {
+        let c = if ok {
+            &self.upgrades_ok
+        } else {
+            &self.upgrades_error
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn handover_sessions(&self, n: u64) {
+        self.handover_sessions.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Every counter sample as rendered now (the old process's values
+    /// included), for the process an upgrade hands over to.
+    pub(crate) fn counter_samples(&self) -> Vec<(String, f64)> {
+        let text = self.render(&[]);
+        let mut counters = Vec::new();
+        let mut family_is_counter = false;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family_is_counter = rest.ends_with(" counter");
+                continue;
+            }
+            if line.starts_with('#') || !family_is_counter {
+                continue;
+            }
+            if let Some((series, value)) = line.rsplit_once(' ') {
+                if let Ok(v) = value.parse::<f64>() {
+                    counters.push((series.to_owned(), v));
+                }
+            }
+        }
+        counters
+    }
+
+    /// Takes over the counter values of the process before an upgrade.
+    pub(crate) fn carry(&self, samples: Vec<(String, f64)>) {
+        let mut carried = self.carried.lock().unwrap_or_else(PoisonError::into_inner);
+        for (series, value) in samples {
+            *carried.entry(series).or_default() += value;
+        }
+    }
+
+    /// `text` with the carried counter values added to its samples.
+    fn with_carried(&self, text: String) -> String {
+        let carried = self.carried.lock().unwrap_or_else(PoisonError::into_inner);
+        if carried.is_empty() {
+            return text;
+        }
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines() {
+            let added = (!line.starts_with('#'))
+                .then(|| line.rsplit_once(' '))
+                .flatten()
+                .and_then(|(series, value)| {
+                    let before = carried.get(series)?;
+                    Some((series, value.parse::<f64>().ok()? + before))
+                });
+            match added {
+                Some((series, value)) => {
+                    let _ = writeln!(out, "{series} {value}");
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
     pub(crate) fn affinity_entries(&self, delta: i64) {
         self.affinity_entries.fetch_add(delta, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of everything.
     pub(crate) fn render(&self, workers: &[WorkerSample]) -> String {
+        self.with_carried(self.render_own(workers))
+    }
+
+    fn render_own(&self, workers: &[WorkerSample]) -> String {
         let vhosts: Vec<Arc<VhostMetrics>> = self
             .vhosts
             .lock()
@@ -605,6 +688,33 @@ impl Metrics {
             "tether_config_reloads_total",
             &[("result", "error")],
             self.reloads_error.load(Ordering::Relaxed) as f64,
+        );
+
+        family(
+            &mut out,
+            "tether_upgrades_total",
+            "counter",
+            "Binary upgrades (SIGUSR2), by result: ok by the new process, error by the one that goes on serving.",
+        );
+        for (result, c) in [("ok", &self.upgrades_ok), ("error", &self.upgrades_error)] {
+            sample(
+                &mut out,
+                "tether_upgrades_total",
+                &[("result", result)],
+                c.load(Ordering::Relaxed) as f64,
+            );
+        }
+        family(
+            &mut out,
+            "tether_handover_sessions_total",
+            "counter",
+            "Sessions this process received from the one it upgraded.",
+        );
+        sample(
+            &mut out,
+            "tether_handover_sessions_total",
+            &[],
+            self.handover_sessions.load(Ordering::Relaxed) as f64,
         );
         out
     }

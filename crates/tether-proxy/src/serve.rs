@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +23,12 @@ use crate::forward::Upstreams;
 use crate::gateway::Runtime;
 use crate::listener::{self, Accepting};
 use crate::metrics::Metrics;
-use crate::session::Registry;
+use crate::notify;
+use crate::session::{Home, Registry};
+use crate::upgrade::{self, ListenerRecord, Relaunch, Taking};
 
-/// What the process asks of a running gateway (SIGHUP, SIGTERM/SIGINT).
+/// What the process asks of a running gateway (SIGHUP, SIGTERM/SIGINT,
+/// SIGUSR2).
 #[derive(Debug)]
 pub enum Control {
     /// A new, already validated configuration.
@@ -32,6 +37,8 @@ pub enum Control {
     ReloadRefused,
     /// Drain and stop.
     Shutdown,
+    /// Hand everything to a new process started as said (SPEC 10).
+    Upgrade(Relaunch),
 }
 
 /// Why the gateway could not run.
@@ -39,23 +46,63 @@ pub enum Control {
 pub enum RunError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error("{0}")]
+    Upgrade(String),
+}
+
+/// A listener and a copy of its socket, kept to hand over on upgrade.
+struct Listening {
+    stop: CancellationToken,
+    socket: OwnedFd,
 }
 
 /// Binds the listeners of `config` and serves until told to shut down (or
 /// until `control` closes). Then it drains: `/readyz` turns 503, listeners
 /// stop accepting, requests in flight finish, then every session ends, all
 /// within `drain_timeout`.
-pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result<(), RunError> {
+pub async fn run(config: Config, control: mpsc::Receiver<Control>) -> Result<(), RunError> {
+    serve(config, control, None).await
+}
+
+/// [`run`] in the new process of an upgrade: `channel` (its standard
+/// input) leads to the old process, whose listeners and sessions it takes.
+pub async fn run_upgraded(
+    config: Config,
+    control: mpsc::Receiver<Control>,
+    channel: UnixStream,
+) -> Result<(), RunError> {
+    let taking =
+        tokio::task::block_in_place(|| Taking::connect(channel)).map_err(RunError::Upgrade)?;
+    serve(config, control, Some(taking)).await
+}
+
+async fn serve(
+    config: Config,
+    mut control: mpsc::Receiver<Control>,
+    mut taking: Option<Taking>,
+) -> Result<(), RunError> {
     let mut bound = Vec::new();
     for (addr, tls) in listen_set(&config) {
-        bound.push((addr, tls, bind(addr).await?));
+        bound.push((
+            addr,
+            tls,
+            take_or_bind(&mut taking, addr, tls, false).await?,
+        ));
     }
     warn_about_tls(&config);
-    let admin_listener = bind(config.server.admin_listen).await?;
+    let admin_addr = config.server.admin_listen;
+    let admin_listener = take_or_bind(&mut taking, admin_addr, false, true).await?;
+    let admin_socket = dup(&admin_listener, admin_addr)?;
 
     let metrics = Arc::new(Metrics::default());
     let sessions = Arc::new(Registry::new(metrics.clone()));
     let upstreams = Upstreams::new(&config.server, config.upstream_authorities());
+    let home = |upstreams: &Upstreams| Home {
+        registry: sessions.clone(),
+        metrics: metrics.clone(),
+        upstreams: upstreams.clone(),
+    };
+    let mut current_home = home(&upstreams);
     let (runtime_tx, runtime_rx) = watch::channel(Arc::new(Runtime::new(
         &config,
         upstreams,
@@ -69,7 +116,7 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         tracker: TaskTracker::new(),
     };
     let admin_state = Arc::new(AdminState::default());
-    let admin_stop = CancellationToken::new();
+    let mut admin_stop = CancellationToken::new();
     tokio::spawn(admin::serve(
         admin_listener,
         admin_state.clone(),
@@ -78,24 +125,95 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
     ));
     let mut listeners = HashMap::new();
     for (addr, tls, l) in bound {
-        listeners.insert((addr, tls), start(l, addr, tls, &ctx));
+        let socket = dup(&l, addr)?;
+        let stop = start(l, addr, tls, &ctx);
+        listeners.insert((addr, tls), Listening { stop, socket });
     }
     admin_state.ready.store(true, Ordering::Release);
+    if let Some(taking) = taking.take() {
+        tokio::spawn(taking.receive(metrics.clone(), home(&current_home.upstreams)));
+    } else {
+        notify::ready();
+    }
 
     let mut current = config;
+    let mut handing = None;
     // A closed channel means the same as a shutdown.
     loop {
         let new = match control.recv().await {
             Some(Control::Reload(new)) => new,
             Some(Control::ReloadRefused) => {
                 metrics.reload(false);
+                notify::reloaded();
                 continue;
+            }
+            Some(Control::Upgrade(relaunch)) => {
+                let records: Vec<(ListenerRecord, BorrowedFd<'_>)> = listeners
+                    .iter()
+                    .map(|((addr, tls), l)| {
+                        let record = ListenerRecord {
+                            addr: *addr,
+                            tls: *tls,
+                            admin: false,
+                        };
+                        (record, l.socket.as_fd())
+                    })
+                    .chain(std::iter::once((
+                        ListenerRecord {
+                            addr: admin_addr,
+                            tls: false,
+                            admin: true,
+                        },
+                        admin_socket.as_fd(),
+                    )))
+                    .collect();
+                let mut started = match upgrade::start(&relaunch, &records).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        metrics.upgrade(false);
+                        tracing::error!(target: "tether", error = %e, "upgrade failed; this process goes on serving");
+                        continue;
+                    }
+                };
+                // The new process accepts now; this one stops.
+                for l in listeners.values() {
+                    l.stop.cancel();
+                }
+                admin_stop.cancel();
+                match started
+                    .move_sessions(&metrics, &sessions, &current_home, true)
+                    .await
+                {
+                    Ok(()) => {
+                        handing = Some(started);
+                        break;
+                    }
+                    Err(e) => {
+                        metrics.upgrade(false);
+                        tracing::error!(target: "tether", error = %e, "upgrade failed; this process goes on serving");
+                        // Accepting again, on the sockets kept.
+                        for ((addr, tls), l) in listeners.iter_mut() {
+                            let listener = relisten(&l.socket, *addr)?;
+                            l.stop = start(listener, *addr, *tls, &ctx);
+                        }
+                        admin_stop = CancellationToken::new();
+                        tokio::spawn(admin::serve(
+                            relisten(&admin_socket, admin_addr)?,
+                            admin_state.clone(),
+                            ctx.runtime.clone(),
+                            admin_stop.clone(),
+                        ));
+                        continue;
+                    }
+                }
             }
             Some(Control::Shutdown) | None => break,
         };
+        notify::reloading();
         match reload(&current, &new, &mut listeners, &ctx).await {
             Ok(()) => {
                 let upstreams = Upstreams::new(&new.server, new.upstream_authorities());
+                current_home = home(&upstreams);
                 let runtime = Runtime::new(&new, upstreams, sessions.clone(), metrics.clone());
                 let _ = runtime_tx.send(Arc::new(runtime));
                 current = *new;
@@ -107,8 +225,12 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
                 tracing::error!(error = %e, "reload refused; the old configuration stays");
             }
         }
+        notify::reloaded();
     }
 
+    if handing.is_none() {
+        notify::stopping();
+    }
     tracing::info!("draining");
     admin_state.draining.store(true, Ordering::Release);
     ctx.drain.cancel();
@@ -124,6 +246,28 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
     {
         tracing::warn!(?drain_timeout, "drain timeout: closing the requests left");
     }
+    if let Some(mut handing) = handing {
+        // Sessions that requests in flight opened meanwhile move too.
+        let moved = handing
+            .move_sessions(&metrics, &sessions, &current_home, false)
+            .await;
+        let finished = match moved {
+            Ok(()) => handing.finish().await,
+            Err(e) => Err(e),
+        };
+        match finished {
+            Ok(_) => {
+                admin_stop.cancel();
+                return Ok(());
+            }
+            Err(e) => {
+                // Too late to serve again: the listeners are the new
+                // process's. The sessions taken back end as in a drain.
+                metrics.upgrade(false);
+                tracing::error!(target: "tether", error = %e, "upgrade failed at its end; the sessions left here end");
+            }
+        }
+    }
     // Then every session ends: workers closed, native clients get their
     // remaining lines and EOF, within the same deadline.
     sessions.shutdown_all();
@@ -132,6 +276,35 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
     }
     admin_stop.cancel();
     Ok(())
+}
+
+/// A copy of a listener's socket, to hand over or to accept on again.
+fn dup(listener: &TcpListener, addr: SocketAddr) -> Result<OwnedFd, RunError> {
+    listener
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| RunError::Bind { addr, source })
+}
+
+/// A listener on a kept socket.
+fn relisten(socket: &OwnedFd, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    let err = |source| RunError::Bind { addr, source };
+    let std = std::net::TcpListener::from(socket.try_clone().map_err(err)?);
+    std.set_nonblocking(true).map_err(err)?;
+    TcpListener::from_std(std).map_err(err)
+}
+
+/// The listener the old process handed over for `addr`, else a new one.
+async fn take_or_bind(
+    taking: &mut Option<Taking>,
+    addr: SocketAddr,
+    tls: bool,
+    admin: bool,
+) -> Result<TcpListener, RunError> {
+    if let Some(socket) = taking.as_mut().and_then(|t| t.listener(addr, tls, admin)) {
+        return relisten(&socket, addr);
+    }
+    bind(addr).await
 }
 
 /// Every listener of a config: plain ones, then TLS ones.
@@ -180,7 +353,7 @@ fn start(
 async fn reload(
     old: &Config,
     new: &Config,
-    listeners: &mut HashMap<(SocketAddr, bool), CancellationToken>,
+    listeners: &mut HashMap<(SocketAddr, bool), Listening>,
     ctx: &Accepting,
 ) -> Result<(), RunError> {
     if new.server.admin_listen != old.server.admin_listen {
@@ -194,13 +367,15 @@ async fn reload(
         }
     }
     for (addr, tls, l) in fresh {
-        listeners.insert((addr, tls), start(l, addr, tls, ctx));
+        let socket = dup(&l, addr)?;
+        let stop = start(l, addr, tls, ctx);
+        listeners.insert((addr, tls), Listening { stop, socket });
     }
-    listeners.retain(|key, stop| {
+    listeners.retain(|key, l| {
         let keep = wanted.contains(key);
         if !keep {
             tracing::info!(addr = %key.0, "listener removed");
-            stop.cancel();
+            l.stop.cancel();
         }
         keep
     });

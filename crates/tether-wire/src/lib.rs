@@ -63,4 +63,4 @@ pub use headers::{
     MAX_COUNT, SESSION_ID_MAX_LEN, SESSION_ID_MIN_LEN,
 };
 pub use line::{complete_lines, LineReader, LineTooLong};
-pub use replay::{LineQueue, Lines, ReplayWindow};
+pub use replay::{split_lines, LineQueue, Lines, ReplayWindow};

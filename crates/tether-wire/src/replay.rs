@@ -287,6 +287,15 @@ impl<'a> Iterator for Lines<'a> {
 
 impl ExactSizeIterator for Lines<'_> {}
 
+/// `bytes` cut into its LF-terminated lines; `None` if it does not end
+/// with one.
+pub fn split_lines(bytes: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
+    if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
+        return None;
+    }
+    Some(bytes.split_inclusive(|&b| b == b'\n'))
+}
+
 /// The most recent lines sent toward the peer, up to `cap` bytes (SPEC 4).
 #[derive(Debug, Default)]
 pub struct ReplayWindow {
@@ -436,6 +445,36 @@ impl ReplayWindow {
                 self.resend = None;
             }
         }
+    }
+
+    /// Where a replay under way stands: the count of lines the peer has
+    /// (or is getting) before the next one it replays; `None` when no
+    /// replay is under way. [`ReplayWindow::start_replay`] with it resumes
+    /// the replay exactly there.
+    pub fn replay_position(&self) -> Option<u64> {
+        self.resend.map(|r| r.next - 1)
+    }
+
+    /// The lines held, oldest first, as one byte string (each ends in LF).
+    pub fn held_lines(&self) -> Vec<u8> {
+        self.lines.iter().flat_map(|l| l.into_owned()).collect()
+    }
+
+    /// A window of `cap` bytes that has sent `sent` lines and holds the
+    /// last of them, `held` (whole LF-terminated lines back to back, as
+    /// [`ReplayWindow::held_lines`] gives them): the same window in another
+    /// process. `None` if `held` is not whole lines or has more lines than
+    /// were sent.
+    pub fn restore(cap: usize, sent: u64, held: &[u8]) -> Option<ReplayWindow> {
+        let mut window = ReplayWindow::new(cap);
+        for line in split_lines(held)? {
+            window.lines.push_back(line);
+        }
+        if window.lines.len() as u64 > sent {
+            return None;
+        }
+        window.sent = sent;
+        Some(window)
     }
 
     /// Bytes of the lines held (LFs included).
@@ -740,5 +779,65 @@ mod tests {
                 prop_assert!(q.capacity() <= limit.max(most + most / 8));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A window restored from what it holds replays and resumes as the
+        /// original does, for every count a client may have, also in the
+        /// middle of a replay.
+        #[test]
+        fn a_restored_window_is_the_same_window(
+            lines in proptest::collection::vec("[a-z]{0,12}", 0..40),
+            cap in 1usize..200,
+            acked in 0u64..40,
+            replaying in proptest::option::of(0u64..40),
+            steps in 0usize..5,
+        ) {
+            let mut w = ReplayWindow::new(cap);
+            for l in &lines {
+                w.push(format!("{l}\n"));
+            }
+            w.ack(acked.min(w.sent()));
+            if let Some(c) = replaying {
+                if w.can_resume(c) {
+                    w.start_replay(c);
+                    for _ in 0..steps {
+                        w.next_replay();
+                    }
+                }
+            }
+            let mut r = ReplayWindow::restore(cap, w.sent(), &w.held_lines()).unwrap();
+            if let Some(c) = w.replay_position() {
+                r.start_replay(c);
+            }
+            prop_assert_eq!(r.sent(), w.sent());
+            prop_assert_eq!(r.oldest(), w.oldest());
+            prop_assert_eq!(r.held_bytes(), w.held_bytes());
+            let rest = |w: &mut ReplayWindow| {
+                let mut out = Vec::new();
+                while let Some(l) = w.next_replay() {
+                    out.push(l.into_owned());
+                }
+                out
+            };
+            prop_assert_eq!(rest(&mut r), rest(&mut w));
+            for c in 0..=w.sent() {
+                prop_assert_eq!(r.can_resume(c), w.can_resume(c));
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_is_not_restored_from_what_no_window_holds() {
+        assert!(ReplayWindow::restore(100, 5, b"no end").is_none());
+        assert!(ReplayWindow::restore(100, 1, b"a\nb\n").is_none());
+        assert!(ReplayWindow::restore(100, 2, b"a\nb\n").is_some());
+        assert!(ReplayWindow::restore(100, 0, b"").is_some());
     }
 }

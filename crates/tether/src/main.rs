@@ -85,11 +85,17 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
+    // Resolved now, so that an upgrade (SIGUSR2) runs the file installed
+    // at this path by then, not this process's own image.
+    let relaunch = tether_proxy::Relaunch {
+        program: std::env::current_exe().unwrap_or_default(),
+        args: std::env::args_os().skip(1).collect(),
+    };
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => run(&config),
+        Command::Run { config } => run(&config, relaunch),
         Command::Demo => report(demo()),
         Command::Connect { url, linger } => report(connect(&url, linger)),
     }
@@ -113,8 +119,9 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// `tether run`: a bad file stops here, before anything is bound.
-fn run(path: &Path) -> ExitCode {
+/// `tether run`: a bad file stops here, before anything is bound (in the
+/// new process of an upgrade too: it exits having taken nothing).
+fn run(path: &Path, relaunch: tether_proxy::Relaunch) -> ExitCode {
     let config = match config::load(path) {
         Ok(config) => config,
         Err(errors) => {
@@ -127,28 +134,43 @@ fn run(path: &Path) -> ExitCode {
     for warning in config::warnings(&config, limit) {
         tracing::warn!(file = %path.display(), "{warning}");
     }
-    report(serve(config, path))
+    report(serve(config, path, relaunch))
 }
 
-/// Runs the gateway: SIGHUP reloads `path`, SIGTERM or SIGINT drains.
-fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
+/// Runs the gateway: SIGHUP reloads `path`, SIGTERM or SIGINT drains,
+/// SIGUSR2 upgrades. As the new process of an upgrade (`TETHER_UPGRADE`
+/// set), its standard input is the channel to the old one.
+fn serve(config: Config, path: &Path, relaunch: tether_proxy::Relaunch) -> anyhow::Result<()> {
+    let upgrading = std::env::var_os(tether_proxy::UPGRADE_ENV).is_some();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(signals(tx, Some(path.to_path_buf())));
-        tether_proxy::run(config, rx).await
+        tokio::spawn(signals(tx, Some(path.to_path_buf()), Some(relaunch)));
+        if upgrading {
+            use std::os::fd::AsFd;
+            let channel = std::io::stdin().as_fd().try_clone_to_owned()?;
+            tether_proxy::run_upgraded(config, rx, channel.into()).await?;
+        } else {
+            tether_proxy::run(config, rx).await?;
+        }
+        anyhow::Ok(())
     })?;
     Ok(())
 }
 
 /// Turns signals into gateway controls. A SIGHUP whose file has errors is
 /// refused here: the errors are logged and the running config stays.
-async fn signals(tx: mpsc::Sender<Control>, path: Option<PathBuf>) {
+async fn signals(
+    tx: mpsc::Sender<Control>,
+    path: Option<PathBuf>,
+    relaunch: Option<tether_proxy::Relaunch>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
@@ -157,11 +179,23 @@ async fn signals(tx: mpsc::Sender<Control>, path: Option<PathBuf>) {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: draining"),
             _ = int.recv() => tracing::info!("SIGINT: draining"),
+            _ = usr2.recv() => {
+                let Some(relaunch) = &relaunch else {
+                    tracing::warn!("SIGUSR2: the demo cannot be upgraded");
+                    continue;
+                };
+                tracing::info!(program = %relaunch.program.display(), "SIGUSR2: upgrading");
+                if tx.send(Control::Upgrade(relaunch.clone())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             _ = hup.recv() => {
                 let Some(path) = &path else {
                     tracing::warn!("SIGHUP: this configuration has no file to reload");
                     continue;
                 };
+                tether_proxy::notify::reloading();
                 let file = path.clone();
                 let loaded = tokio::task::spawn_blocking(move || config::load(&file)).await;
                 let Ok(loaded) = loaded else { continue };
@@ -205,7 +239,7 @@ fn demo() -> anyhow::Result<()> {
         println!("try a persistent session: tether connect http://{listen}/chat.pphp");
         println!("stop with Ctrl-C");
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(signals(tx, None));
+        tokio::spawn(signals(tx, None, None));
         tether_proxy::run(config, rx).await?;
         Ok(())
     })

@@ -20,4 +20,5 @@ pub use error::{ConfigError, ConfigErrors};
 pub use glob::PathGlob;
 pub use parse::{load, parse};
 pub use types::*;
+pub(crate) use values::upstream as parse_upstream;
 pub use warnings::{descriptors_needed, warnings};

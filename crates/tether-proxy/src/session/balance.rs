@@ -64,9 +64,9 @@ impl Worker {
         });
     }
 
-    /// Counts one more session pinned here until the guard drops.
-    #[cfg(test)]
-    fn pin(self: &Arc<Self>) -> WorkerPin {
+    /// Counts one more session pinned here until the guard drops: a
+    /// session moved in on upgrade, which its worker took already.
+    pub(crate) fn pin(self: &Arc<Self>) -> WorkerPin {
         self.sessions.fetch_add(1, Ordering::AcqRel);
         WorkerPin(self.clone())
     }
@@ -97,7 +97,7 @@ pub(crate) struct WorkerPool {
 }
 
 impl WorkerPool {
-    fn get(&self, vhost: &str, url: &OriginUrl) -> Arc<Worker> {
+    pub(crate) fn get(&self, vhost: &str, url: &OriginUrl) -> Arc<Worker> {
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         known.retain(|_, w| w.strong_count() > 0);
         let key = (vhost.to_owned(), url.as_written.clone());

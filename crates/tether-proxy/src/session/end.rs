@@ -6,7 +6,7 @@
 use crate::metrics::EndKind;
 
 /// Why a session ended (the metric label of SPEC 9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum EndReason {
     ClientEnd,
     WorkerEnd,

@@ -5,6 +5,7 @@
 //! lines in text frames and control records in binary ones.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::end::Closing;
+use super::handover::LinkState;
 use super::native::NativeLink;
 use super::websocket::WsLink;
 
@@ -29,9 +31,20 @@ pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// Socket settings for a session connection (SPEC 4 "Liveness of
     /// native clients").
     fn tune_for_session(&self) {}
+
+    /// The socket, when the bytes on it are the session's own (plain
+    /// TCP): such a connection can move to another process on upgrade
+    /// (SPEC 10); a TLS one cannot.
+    fn plain_socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 impl ClientIo for TcpStream {
+    fn plain_socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(std::os::fd::AsFd::as_fd(self))
+    }
+
     fn tune_for_session(&self) {
         let sock = socket2::SockRef::from(self);
         let keepalive = socket2::TcpKeepalive::new()
@@ -136,6 +149,26 @@ pub(crate) enum Link {
 }
 
 impl Link {
+    /// The link as it moves on upgrade with its socket; itself back when
+    /// the socket cannot move (TLS).
+    pub(crate) fn export(self: Box<Self>) -> Result<(LinkState, OwnedFd), Box<Link>> {
+        match *self {
+            Link::Native(l) => l.export().map_err(|l| Box::new(Link::Native(*l))),
+            Link::WebSocket(l) => l.export().map_err(|l| Box::new(Link::WebSocket(*l))),
+        }
+    }
+
+    /// A link moved here from another process, on `socket`.
+    pub(crate) fn restore(state: LinkState, socket: TcpStream, max_line: usize) -> Link {
+        let io: Box<dyn ClientIo> = Box::new(socket);
+        match state {
+            LinkState::Native { input, out } => {
+                Link::Native(NativeLink::restore(io, &input, &out, max_line))
+            }
+            ws @ LinkState::WebSocket { .. } => Link::WebSocket(WsLink::restore(io, ws, max_line)),
+        }
+    }
+
     /// Bytes queued toward the client and not yet written.
     pub(crate) fn pending(&self) -> usize {
         match self {

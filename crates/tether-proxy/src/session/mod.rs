@@ -13,6 +13,7 @@
 
 pub(crate) mod balance;
 mod end;
+pub(crate) mod handover;
 mod link;
 mod mailbox;
 mod native;
@@ -41,6 +42,7 @@ use self::balance::{NoWorker, WorkerPool, Workers};
 use self::link::Link;
 use self::native::NativeLink;
 use self::registry::{Refusal, SessionHandle};
+pub(crate) use self::task::{restore, Home, Moved};
 use self::task::{Command, Opening, Resumed};
 use self::worker::{OpenError, OpenLimits, WorkerAnswer};
 use self::worker_side::{MessageSide, MessageTarget, StreamSide, WorkerSide};
@@ -294,7 +296,8 @@ pub(crate) async fn resume_session(
     raw_id: &[u8],
     received: u64,
 ) -> Option<(SessionHandle, Resumed)> {
-    let handle = lookup(env, raw_id, vhost)?;
+    let id = SessionId::parse(raw_id).ok()?;
+    let handle = env.sessions.find_or_wait(&id, vhost).await?;
     let (reply, answer) = oneshot::channel();
     let cmd = Command::Resume { received, reply };
     handle.mailbox.send(cmd).ok()?;

@@ -2,6 +2,7 @@
 //! byte stream of lines both ways (SPEC 2).
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -9,6 +10,7 @@ use bytes::BytesMut;
 use tether_wire::LineReader;
 use tokio::io::AsyncWrite;
 
+use super::handover::LinkState;
 use super::link::{poll_read_lines, poll_write_out, ClientIo, ClientRead};
 
 pub(crate) struct NativeLink {
@@ -27,6 +29,40 @@ impl NativeLink {
             out: BytesMut::new(),
             eof: false,
         }
+    }
+
+    /// The link as it moves on upgrade (SPEC 10): its bytes both ways
+    /// and a descriptor of its socket; itself back when the socket cannot
+    /// move (TLS).
+    pub(crate) fn export(mut self) -> Result<(LinkState, OwnedFd), Box<NativeLink>> {
+        let Some(fd) = self
+            .io
+            .plain_socket()
+            .and_then(|s| s.try_clone_to_owned().ok())
+        else {
+            return Err(Box::new(self));
+        };
+        let input = self.input.buffer_mut().to_vec();
+        Ok((
+            LinkState::Native {
+                input,
+                out: self.out.to_vec(),
+            },
+            fd,
+        ))
+    }
+
+    /// A link moved here from another process.
+    pub(crate) fn restore(
+        io: Box<dyn ClientIo>,
+        input: &[u8],
+        out: &[u8],
+        max_line: usize,
+    ) -> NativeLink {
+        let mut link = NativeLink::new(io, max_line);
+        link.input.push(input);
+        link.out.extend_from_slice(out);
+        link
     }
 
     pub(crate) fn pending(&self) -> usize {

@@ -7,7 +7,7 @@
 //! and removes its own entry when it ends; limits are exact counters here,
 //! never `entry_count()`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,6 +35,17 @@ pub(crate) struct SessionHandle {
     pub(crate) max_line: usize,
 }
 
+impl SessionHandle {
+    /// Asks the session to leave this process (upgrade); its state comes
+    /// on the receiver once no message request is on its way. `None` if
+    /// it has ended.
+    pub(crate) fn move_out(&self) -> Option<tokio::sync::oneshot::Receiver<super::Moved>> {
+        let (reply, moved) = tokio::sync::oneshot::channel();
+        self.mailbox.send(Command::Move { reply }).ok()?;
+        Some(moved)
+    }
+}
+
 /// Why a new session was refused before any worker traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -56,7 +67,14 @@ pub(crate) struct Registry {
     counts: Mutex<HashMap<Arc<str>, Arc<VhostCounts>>>,
     metrics: Arc<Metrics>,
     workers: WorkerPool,
+    /// Upgrade: sessions the old process is still handing over; a resume
+    /// for one waits for it instead of getting 410 (SPEC 10).
+    in_transit: Mutex<HashSet<SessionId>>,
+    arrived: tokio::sync::Notify,
 }
+
+/// How long a resume waits for a session still being handed over.
+const TRANSIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Registry {
     pub(crate) fn new(metrics: Arc<Metrics>) -> Registry {
@@ -65,6 +83,8 @@ impl Registry {
             counts: Mutex::new(HashMap::new()),
             metrics,
             workers: WorkerPool::default(),
+            in_transit: Mutex::new(HashSet::new()),
+            arrived: tokio::sync::Notify::new(),
         }
     }
 }
@@ -114,7 +134,63 @@ impl Registry {
 
     pub(crate) fn insert(&self, handle: SessionHandle) {
         self.metrics.affinity_entries(1);
-        self.cache.insert(handle.id.clone(), handle);
+        let id = handle.id.clone();
+        self.cache.insert(id.clone(), handle);
+        let mut in_transit = self
+            .in_transit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !in_transit.is_empty() && in_transit.remove(&id) {
+            self.arrived.notify_waiters();
+        }
+    }
+
+    /// Upgrade: these sessions are on their way here.
+    pub(crate) fn expect(&self, ids: impl IntoIterator<Item = SessionId>) {
+        self.in_transit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(ids);
+    }
+
+    /// Upgrade: nothing more is coming; resumes still waiting get 410.
+    pub(crate) fn transit_over(&self) {
+        self.in_transit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.arrived.notify_waiters();
+    }
+
+    /// [`Registry::find`], waiting (a while) for a session that is still
+    /// being handed over from the old process.
+    pub(crate) async fn find_or_wait(
+        &self,
+        id: &SessionId,
+        vhost: &VhostScope,
+    ) -> Option<SessionHandle> {
+        let deadline = tokio::time::Instant::now() + TRANSIT_WAIT;
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if let Some(handle) = self.find(id, vhost) {
+                return Some(handle);
+            }
+            let waiting = self
+                .in_transit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(id);
+            if !waiting || tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Every live session's handle (upgrade).
+    pub(crate) fn handles(&self) -> Vec<SessionHandle> {
+        self.cache.iter().map(|(_, h)| h).collect()
     }
 
     /// The live session `id` of `vhost`: found by hash, then compared in

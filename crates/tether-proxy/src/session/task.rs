@@ -72,6 +72,22 @@ pub(crate) enum Command {
     /// The opening transport found the session unusable (a WebSocket
     /// client and an initial body that is not UTF-8): it ends at once.
     Fail(EndReason),
+    /// Upgrade (SPEC 10): the session leaves this process, as soon as no
+    /// message request is on its way; its state comes back on `reply`.
+    Move { reply: oneshot::Sender<Moved> },
+}
+
+/// How the session task stops: the session ended, or it moves to another
+/// process.
+enum Exit {
+    Ended(EndReason),
+    Moving,
+}
+
+impl From<EndReason> for Exit {
+    fn from(reason: EndReason) -> Exit {
+        Exit::Ended(reason)
+    }
 }
 
 /// A successful resume: the answer carries `delivered`; the connection that
@@ -164,6 +180,8 @@ enum Phase {
 struct Session {
     id: SessionId,
     vhost: Arc<str>,
+    /// The hosts of the vhost that opened it (they move with it).
+    hosts: Arc<[String]>,
     config: Arc<PersistentConfig>,
     peer: SocketAddr,
     started: Instant,
@@ -188,6 +206,8 @@ struct Session {
     stats: Stats,
     metrics: Arc<VhostMetrics>,
     registry: Arc<Registry>,
+    /// Upgrade: where the session's state goes once it can move.
+    moving: Option<oneshot::Sender<Moved>>,
     _slot: SessionSlot,
     _pin: WorkerPin,
 }
@@ -198,7 +218,7 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
     let mailbox = Arc::new(Mailbox::default());
     let handle = SessionHandle {
         id: opening.id.clone(),
-        hosts: opening.hosts,
+        hosts: opening.hosts.clone(),
         mailbox: mailbox.clone(),
         max_line: opening.config.max_line,
     };
@@ -206,6 +226,7 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
     let mut session = Session {
         id: opening.id,
         vhost: opening.vhost,
+        hosts: opening.hosts,
         peer: opening.peer,
         started: Instant::now(),
         mailbox,
@@ -225,6 +246,7 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
         stats: Stats::default(),
         metrics: opening.metrics,
         registry: opening.registry,
+        moving: None,
         _slot: opening.slot,
         _pin: opening.pin,
     };
@@ -240,7 +262,10 @@ pub(crate) fn spawn(opening: Opening) -> SessionHandle {
 
 impl Session {
     async fn run(mut self) {
-        let reason = std::future::poll_fn(|cx| self.poll_session(cx)).await;
+        let reason = match std::future::poll_fn(|cx| self.poll_session(cx)).await {
+            Exit::Ended(reason) => reason,
+            Exit::Moving => return self.move_out(),
+        };
         if let Some(link) = self.transition(To::Closed) {
             link.abort(Closing::Ended(reason));
         }
@@ -355,10 +380,10 @@ impl Session {
         }
     }
 
-    fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<EndReason> {
+    fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<Exit> {
         for _ in 0..BUDGET {
             match self.step(cx) {
-                Err(reason) => return Poll::Ready(reason),
+                Err(exit) => return Poll::Ready(exit),
                 Ok(true) => continue,
                 Ok(false) => return Poll::Pending,
             }
@@ -368,11 +393,14 @@ impl Session {
     }
 
     /// One pass over every source; `Ok(true)` if anything moved.
-    fn step(&mut self, cx: &mut Context<'_>) -> Result<bool, EndReason> {
+    fn step(&mut self, cx: &mut Context<'_>) -> Result<bool, Exit> {
         let mut moved = false;
         while let Poll::Ready(cmd) = self.mailbox.poll_recv(cx) {
             self.command(cmd)?;
             moved = true;
+        }
+        if self.moving.is_some() && self.can_move() {
+            return Err(Exit::Moving);
         }
         if let State::Attached { link, .. } = &mut self.state {
             if link.poll_dead(cx).is_ready() {
@@ -393,7 +421,7 @@ impl Session {
                 // (WebSocket: close 1000, or 1012 when the gateway stops).
                 if link.poll_finish(cx, Closing::Ended(reason)).is_ready() {
                     self.transition(To::Closed);
-                    return Err(reason);
+                    return Err(reason.into());
                 }
             }
         }
@@ -403,7 +431,7 @@ impl Session {
             // the session (and its place under max_sessions_per_ip).
             if self.mailbox.is_closed() {
                 if let Phase::Finishing(reason) = self.phase {
-                    return Err(reason);
+                    return Err(reason.into());
                 }
             }
         }
@@ -412,7 +440,8 @@ impl Session {
                 return Err(match self.phase {
                     Phase::Finishing(reason) => reason,
                     Phase::Live(_) => EndReason::GraceExpired,
-                });
+                }
+                .into());
             }
         }
         Ok(moved)
@@ -470,6 +499,7 @@ impl Session {
                 }
             }
             Command::Fail(reason) => return Err(reason),
+            Command::Move { reply } => self.moving = Some(reply),
             Command::Push { lines, reply } => {
                 if let Phase::Finishing(_) = self.phase {
                     let _ = reply.send(Err(PushRefused::Ended));
@@ -704,5 +734,8 @@ fn gauge_of(state: &State) -> Option<SessionState> {
     }
 }
 
+mod moving;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use moving::{restore, Home, Moved};

@@ -7,6 +7,7 @@
 //!   lines of each answer.
 
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,6 +21,7 @@ use tether_wire::LineReader;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::balance::Worker;
+use super::handover::{self, WorkerState};
 use super::link::poll_read_lines;
 use crate::body::Body;
 use crate::config::OriginUrl;
@@ -66,6 +68,44 @@ pub(crate) enum WorkerSide {
 }
 
 impl WorkerSide {
+    /// The side as it moves on upgrade (SPEC 10), with the worker socket
+    /// in stream mode; itself back while a message request is on its way
+    /// (it completes here first) or when the socket cannot move.
+    pub(crate) fn export(self) -> Result<(WorkerState, Option<OwnedFd>), Box<WorkerSide>> {
+        match self {
+            WorkerSide::Stream(mut s) => {
+                let Some(fd) = s.stream.socket().and_then(|f| f.try_clone_to_owned().ok()) else {
+                    return Err(Box::new(WorkerSide::Stream(s)));
+                };
+                let state = WorkerState::Stream {
+                    input: s.input.buffer_mut().to_vec(),
+                    out: s.out.to_vec(),
+                    eof: s.eof,
+                };
+                Ok((state, Some(fd)))
+            }
+            WorkerSide::Message(mut m) => {
+                if m.busy() || m.gone.is_some() {
+                    return Err(Box::new(WorkerSide::Message(m)));
+                }
+                let state = WorkerState::Message {
+                    queued: m.queued.to_vec(),
+                    input: m.input.buffer_mut().to_vec(),
+                    winding_down: m.winding_down,
+                };
+                Ok((state, None))
+            }
+        }
+    }
+
+    /// Whether [`WorkerSide::export`] would take the side now.
+    pub(crate) fn can_move(&self) -> bool {
+        match self {
+            WorkerSide::Stream(_) => true,
+            WorkerSide::Message(m) => !m.busy() && m.gone.is_none(),
+        }
+    }
+
     /// The next whole worker line (LF included). After `Err` the side is
     /// over; whole lines that came before it were all returned first.
     pub(crate) fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, WorkerGone>> {
@@ -105,9 +145,24 @@ impl WorkerSide {
 /// A stream-mode worker connection: TCP in the gateway, an in-memory pipe
 /// in the session task's tests. Boxed, so a session pays one pointer and
 /// one small allocation for not knowing which.
-pub(crate) trait WorkerIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+pub(crate) trait WorkerIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The socket, which moves to the new process on upgrade (SPEC 10).
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>>;
+}
 
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> WorkerIo for T {}
+impl WorkerIo for tokio::net::TcpStream {
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(std::os::fd::AsFd::as_fd(self))
+    }
+}
+
+/// In-memory pipes stand for worker sockets in tests.
+#[cfg(test)]
+impl WorkerIo for tokio::io::DuplexStream {
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+}
 
 /// Stream mode: the worker's connection after its persistent answer.
 pub(crate) struct StreamSide {
@@ -118,6 +173,20 @@ pub(crate) struct StreamSide {
 }
 
 impl StreamSide {
+    /// A stream side moved here from another process, on `socket`.
+    pub(crate) fn restore(
+        socket: tokio::net::TcpStream,
+        input: &[u8],
+        out: &[u8],
+        eof: bool,
+        max_line: usize,
+    ) -> StreamSide {
+        let mut side = StreamSide::new(Box::new(socket), input, max_line);
+        side.out.extend_from_slice(out);
+        side.eof = eof;
+        side
+    }
+
     /// `leftover`: worker bytes read past the initial body.
     pub(crate) fn new(stream: Box<dyn WorkerIo>, leftover: &[u8], max_line: usize) -> StreamSide {
         let mut input = LineReader::new(max_line);
@@ -205,6 +274,30 @@ impl MessageTarget {
             headers.remove(name);
         }
         headers
+    }
+
+    /// Where requests go, as it moves on upgrade.
+    pub(crate) fn export(&self) -> handover::MessageTarget {
+        handover::MessageTarget {
+            target: self.target.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    /// The fields of a moved target; `None` if one is not a valid field.
+    pub(crate) fn restore_headers(fields: &[(String, Vec<u8>)]) -> Option<HeaderMap> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).ok()?,
+                HeaderValue::from_bytes(value).ok()?,
+            );
+        }
+        Some(headers)
     }
 
     fn request(&self, event: &'static str, body: Bytes) -> Request<Body> {
@@ -344,6 +437,20 @@ pub(crate) struct MessageSide {
 }
 
 impl MessageSide {
+    /// A message side moved here from another process, between requests.
+    pub(crate) fn restore(
+        target: Arc<MessageTarget>,
+        (queued, input, winding_down): (&[u8], &[u8], bool),
+        max_line: usize,
+        max_queued: usize,
+    ) -> MessageSide {
+        let mut side = MessageSide::new(target, max_line, max_queued);
+        side.queued.extend_from_slice(queued);
+        side.input.push(input);
+        side.winding_down = winding_down;
+        side
+    }
+
     pub(crate) fn new(
         target: Arc<MessageTarget>,
         max_line: usize,

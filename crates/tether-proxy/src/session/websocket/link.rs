@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::frame::{self, Frame};
 use crate::session::end::{Closing, EndReason};
+use crate::session::handover::LinkState;
 use crate::session::link::{poll_read_with, poll_write_out, ClientIo, ClientRead, NotUtf8};
 
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -112,6 +114,54 @@ impl WsLink {
 
     pub(crate) fn pending(&self) -> usize {
         self.out.len()
+    }
+
+    /// The link as it moves on upgrade (SPEC 10): its bytes both ways,
+    /// the message being put together and the control frames still owed,
+    /// and a descriptor of its socket; itself back when the socket cannot
+    /// move (TLS).
+    pub(crate) fn export(self) -> Result<(LinkState, OwnedFd), Box<WsLink>> {
+        let Some(fd) = self
+            .io
+            .plain_socket()
+            .and_then(|s| s.try_clone_to_owned().ok())
+        else {
+            return Err(Box::new(self));
+        };
+        Ok((
+            LinkState::WebSocket {
+                input: self.input.to_vec(),
+                message: self.message.map(|(op, bytes)| (op, bytes.to_vec())),
+                out: self.out.to_vec(),
+                control_unsent: self.control_unsent,
+                control_end: self.control_end.saturating_sub(self.written) as usize,
+                close_sent: self.close_sent,
+            },
+            fd,
+        ))
+    }
+
+    /// A link moved here from another process; its liveness clock starts
+    /// now.
+    pub(crate) fn restore(io: Box<dyn ClientIo>, state: LinkState, max_line: usize) -> WsLink {
+        let LinkState::WebSocket {
+            input,
+            message,
+            out,
+            control_unsent,
+            control_end,
+            close_sent,
+        } = state
+        else {
+            unreachable!("a WebSocket link is restored from a WebSocket link's state");
+        };
+        let mut link = WsLink::new(io, BytesMut::from(&input[..]), max_line);
+        link.message = message.map(|(op, bytes)| (op, BytesMut::from(&bytes[..])));
+        link.out = BytesMut::from(&out[..]);
+        link.control_unsent = control_unsent;
+        link.control_end = control_end as u64;
+        link.close_sent = close_sent;
+        link
     }
 
     /// Queues a line as a text frame; lines must be UTF-8 for browsers.
