@@ -55,6 +55,8 @@ const UPGRADE_GUARD: Duration = Duration::from_secs(60);
 const READ_GUARD: Duration = Duration::from_secs(30);
 /// Hang guard for anything else the test waits for.
 const WAIT: Duration = Duration::from_secs(20);
+/// How long lines flow before, between and after the upgrades under load.
+const PHASE: Duration = Duration::from_secs(2);
 
 // ------------------------------------------------------------------ the rig
 
@@ -658,6 +660,18 @@ impl Traffic {
         }
     }
 
+    /// Lets the traffic run for at least `min`, and until every client has
+    /// completed `more` batches.
+    fn run_for(&self, min: Duration, more: u64, what: &str) {
+        let started = Instant::now();
+        self.wait_progress(more, what);
+        std::thread::sleep(min.saturating_sub(started.elapsed()));
+        assert!(
+            !self.any_finished(),
+            "{what}: a client stopped early (see its error below)"
+        );
+    }
+
     /// Waits until every client has completed `more` batches after now.
     fn wait_progress(&self, more: u64, what: &str) {
         let base: Vec<u64> = self
@@ -967,8 +981,8 @@ fn upgrade_under_load_twice_keeps_every_session_line_and_request() {
     assert_eq!(total, 200);
 
     let plain = PlainLoad::start(rig.listen, 2, 2);
-    let traffic = Traffic::start(attached, Duration::from_millis(100));
-    traffic.wait_progress(3, "lines flowing before the first upgrade");
+    let traffic = Traffic::start(attached, Duration::from_millis(50));
+    traffic.run_for(PHASE, 3, "lines flowing before the first upgrade");
     let ok_before = plain.ok();
     assert!(ok_before > 0, "plain requests flow before the upgrade");
 
@@ -983,7 +997,7 @@ fn upgrade_under_load_twice_keeps_every_session_line_and_request() {
         );
         // Lines keep flowing on every session after the handover (the TLS
         // clients have resumed against the new process).
-        traffic.wait_progress(3, &format!("lines flowing after upgrade {n}"));
+        traffic.run_for(PHASE, 3, &format!("lines flowing after upgrade {n}"));
         let m = rig.metrics();
         assert_eq!(
             metric_sum(&m, "tether_upgrades_total", &["result=\"ok\""]),
@@ -1249,25 +1263,26 @@ fn new_process_killed_during_the_handover_leaves_every_session_in_one_process() 
     let old = rig.tether.pid();
     let mark = rig.tether.send_upgrade();
     let new = rig.tether.wait_upgrade_started(mark, UPGRADE_GUARD);
-    // Kill once the new process has received some descriptors (the
-    // handover is under way), or after 300 ms if that cannot be seen.
+    // Kill once the new process holds 1 500 more descriptors than when it
+    // was first seen (several batches of sessions have come: the
+    // handover is under way), or after 3 s if that cannot be seen.
     let started = Instant::now();
     let base = fd_count(new);
     let mut seen = base;
-    while started.elapsed() < Duration::from_millis(300) {
+    while started.elapsed() < Duration::from_secs(3) {
         seen = fd_count(new);
-        if seen >= base + 100 {
+        if seen >= base + 1500 {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    tether_tests::process::send_signal(new, Signal::Kill);
     assert!(
         rig.tether
             .log_line_after(mark, tether_tests::tether::UPGRADE_COMPLETE)
             .is_none(),
         "the handover finished before the kill: this test needs more sessions"
     );
-    tether_tests::process::send_signal(new, Signal::Kill);
     eprintln!(
         "killed the new process {new} {:.3?} after it started, holding {seen} descriptors ({base} at first)",
         started.elapsed()
