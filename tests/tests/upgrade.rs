@@ -468,22 +468,44 @@ impl Client {
         }
     }
 
+    /// After a `410` (`status`): whether the session was gone indeed. A
+    /// second native resume 300 ms later that succeeds shows that the
+    /// `410` was given for a live session (it is closed again at once).
+    /// Diagnostics for the failure message.
+    fn alive_after_gone(&self, status: u16) -> String {
+        if status != 410 {
+            return String::new();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let received = self.received.to_string();
+        match resume_with(self.addr, SESS, PATH, &self.sid, Some(&received)) {
+            Ok(o) => format!(
+                " [yet a resume 300 ms later succeeded (Session-Received {:?}): the 410 was \
+                 given for a live session]",
+                o.head.header("session-received")
+            ),
+            Err(r) => format!(" [a resume 300 ms later: {} too]", r.status),
+        }
+    }
+
     /// SPEC 4: resume with the count received, then send again the lines
     /// after the gateway's count.
     fn resume(&mut self) -> Result<(), String> {
         let received = self.received.to_string();
         let (link, theirs) = match self.transport {
             Transport::Native => {
-                let o = resume_with(self.addr, SESS, PATH, &self.sid, Some(&received)).map_err(
-                    |r| {
-                        format!(
-                            "{}: resume at {received}: {} {}",
+                let o = match resume_with(self.addr, SESS, PATH, &self.sid, Some(&received)) {
+                    Ok(o) => o,
+                    Err(r) => {
+                        return Err(format!(
+                            "{}: resume at {received}: {} {}{}",
                             self.name(),
                             r.status,
-                            r.body_text().trim()
-                        )
-                    },
-                )?;
+                            r.body_text().trim(),
+                            self.alive_after_gone(r.status)
+                        ))
+                    }
+                };
                 o.chan.set_read_timeout(READ_GUARD);
                 let theirs = o.head.header("session-received").unwrap_or("").to_string();
                 (Link::Native(o.chan), theirs)
@@ -498,10 +520,11 @@ impl Client {
                     .map_err(|e| format!("{}: resume: no answer: {e}", self.name()))?;
                 if f.opcode != tether_tests::websocket::OP_BINARY {
                     return Err(format!(
-                        "{}: resume at {received}: close {:?} {}",
+                        "{}: resume at {received}: close {:?} {}{}",
                         self.name(),
                         f.close_code(),
-                        f.close_reason()
+                        f.close_reason(),
+                        self.alive_after_gone(f.close_code().map_or(0, |c| c.saturating_sub(4000)))
                     ));
                 }
                 let rec = String::from_utf8_lossy(&f.payload).into_owned();
@@ -628,7 +651,7 @@ fn check_exactly_once(workers: &[LineWorker], clients: &[Client]) -> (u64, u64) 
 struct Traffic {
     stop: Arc<AtomicBool>,
     progress: Vec<Arc<AtomicU64>>,
-    threads: Vec<JoinHandle<Result<Client, (String, Figures)>>>,
+    threads: Vec<ClientThread>,
 }
 
 impl Traffic {
@@ -662,18 +685,15 @@ impl Traffic {
 
     /// Lets the traffic run for at least `min`, and until every client has
     /// completed `more` batches.
-    fn run_for(&self, min: Duration, more: u64, what: &str) {
+    fn run_for(&mut self, workers: &[LineWorker], min: Duration, more: u64, what: &str) {
         let started = Instant::now();
-        self.wait_progress(more, what);
+        self.wait_progress(workers, more, what);
         std::thread::sleep(min.saturating_sub(started.elapsed()));
-        assert!(
-            !self.any_finished(),
-            "{what}: a client stopped early (see its error below)"
-        );
+        self.check_running(workers, what);
     }
 
     /// Waits until every client has completed `more` batches after now.
-    fn wait_progress(&self, more: u64, what: &str) {
+    fn wait_progress(&mut self, workers: &[LineWorker], more: u64, what: &str) {
         let base: Vec<u64> = self
             .progress
             .iter()
@@ -686,36 +706,88 @@ impl Traffic {
                 .all(|(p, b)| p.load(Ordering::Relaxed) >= b + more || self.any_finished())
                 .then_some(())
         });
-        assert!(
-            !self.any_finished(),
-            "{what}: a client stopped early (see its error below)"
-        );
+        self.check_running(workers, what);
     }
 
     fn any_finished(&self) -> bool {
         self.threads.iter().any(|t| t.is_finished())
     }
 
+    /// Panics with the errors of the clients that stopped (a client stops
+    /// only on an error, until [`Traffic::finish`]).
+    fn check_running(&mut self, workers: &[LineWorker], what: &str) {
+        if !self.any_finished() {
+            return;
+        }
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.threads)
+            .into_iter()
+            .partition(|t| t.is_finished());
+        self.threads = running;
+        let errors: Vec<String> = done.into_iter().map(joined_error).collect();
+        panic!(
+            "{what}: sessions failed:\n{}",
+            with_worker_side(workers, &errors)
+        );
+    }
+
     /// Stops and joins; panics with every client's error.
-    fn finish(mut self) -> Vec<Client> {
+    fn finish(mut self, workers: &[LineWorker]) -> Vec<Client> {
         self.stop.store(true, Ordering::Relaxed);
         let mut clients = Vec::new();
         let mut errors = Vec::new();
         for t in std::mem::take(&mut self.threads) {
             match t.join() {
                 Ok(Ok(c)) => clients.push(c),
-                Ok(Err((e, fig))) => errors.push(format!("{e} ({fig:?})")),
-                Err(p) => errors.push(format!(
-                    "client thread panicked: {}",
-                    p.downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default()
-                )),
+                other => errors.push(joined_error_of(other)),
             }
         }
-        assert!(errors.is_empty(), "sessions failed:\n{}", errors.join("\n"));
+        assert!(
+            errors.is_empty(),
+            "sessions failed:\n{}",
+            with_worker_side(workers, &errors)
+        );
         clients
+    }
+}
+
+/// Each error (they start with the client's name, `Transport/Via SID`)
+/// with what the worker logged of its session: a `410` for a session that
+/// the worker still has open is a session lost by the gateway's answer,
+/// one after an `eof` a session that ended.
+fn with_worker_side(workers: &[LineWorker], errors: &[String]) -> String {
+    let (sides, _) = worker_view(workers);
+    errors
+        .iter()
+        .map(|e| {
+            let sid = e
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .trim_end_matches(':');
+            format!("{e}\n    worker side: {:?}", sides.get(sid))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+type ClientThread = JoinHandle<Result<Client, (String, Figures)>>;
+
+/// The error of a finished client thread.
+fn joined_error(t: ClientThread) -> String {
+    joined_error_of(t.join())
+}
+
+fn joined_error_of(r: std::thread::Result<Result<Client, (String, Figures)>>) -> String {
+    match r {
+        Ok(Ok(c)) => format!("{}: stopped without an error", c.name()),
+        Ok(Err((e, fig))) => format!("{e} ({fig:?})"),
+        Err(p) => format!(
+            "client thread panicked: {}",
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        ),
     }
 }
 
@@ -914,10 +986,10 @@ fn open_many_then(rig: &Rig, kinds: &[(Transport, Via, usize)], detach: bool) ->
 }
 
 /// Runs `batches` batches on each client, in parallel.
-fn run_batches(clients: Vec<Client>, batches: u64) -> Vec<Client> {
-    let t = Traffic::start(clients, Duration::ZERO);
-    t.wait_progress(batches, "the batches");
-    t.finish()
+fn run_batches(workers: &[LineWorker], clients: Vec<Client>, batches: u64) -> Vec<Client> {
+    let mut t = Traffic::start(clients, Duration::ZERO);
+    t.wait_progress(workers, batches, "the batches");
+    t.finish(workers)
 }
 
 /// Detaches each client after a batch whose replies it does not wait for:
@@ -981,8 +1053,13 @@ fn upgrade_under_load_twice_keeps_every_session_line_and_request() {
     assert_eq!(total, 200);
 
     let plain = PlainLoad::start(rig.listen, 2, 2);
-    let traffic = Traffic::start(attached, Duration::from_millis(50));
-    traffic.run_for(PHASE, 3, "lines flowing before the first upgrade");
+    let mut traffic = Traffic::start(attached, Duration::from_millis(50));
+    traffic.run_for(
+        &rig.workers,
+        PHASE,
+        3,
+        "lines flowing before the first upgrade",
+    );
     let ok_before = plain.ok();
     assert!(ok_before > 0, "plain requests flow before the upgrade");
 
@@ -997,7 +1074,12 @@ fn upgrade_under_load_twice_keeps_every_session_line_and_request() {
         );
         // Lines keep flowing on every session after the handover (the TLS
         // clients have resumed against the new process).
-        traffic.run_for(PHASE, 3, &format!("lines flowing after upgrade {n}"));
+        traffic.run_for(
+            &rig.workers,
+            PHASE,
+            3,
+            &format!("lines flowing after upgrade {n}"),
+        );
         let m = rig.metrics();
         assert_eq!(
             metric_sum(&m, "tether_upgrades_total", &["result=\"ok\""]),
@@ -1012,7 +1094,7 @@ fn upgrade_under_load_twice_keeps_every_session_line_and_request() {
         upgrades.push(up);
     }
     let ok_after = plain.ok();
-    let clients = traffic.finish();
+    let clients = traffic.finish(&rig.workers);
     let stats = plain.finish();
     assert!(
         ok_after > ok_before,
@@ -1132,8 +1214,8 @@ fn upgrade_with_a_broken_config_is_refused_and_nothing_changes() {
     );
     detach_all(&mut detached);
     let plain = PlainLoad::start(rig.listen, 1, 1);
-    let traffic = Traffic::start(attached, Duration::from_millis(50));
-    traffic.wait_progress(3, "lines flowing before the upgrade");
+    let mut traffic = Traffic::start(attached, Duration::from_millis(50));
+    traffic.wait_progress(&rig.workers, 3, "lines flowing before the upgrade");
 
     let good = rig.config.clone();
     rig.write_config(&format!("{good}\n[server2]\nnot_a_key = 1\n"));
@@ -1162,14 +1244,14 @@ fn upgrade_with_a_broken_config_is_refused_and_nothing_changes() {
         Some(1.0),
         "SPEC 10: a refused upgrade counts `error` in the process that goes on"
     );
-    traffic.wait_progress(5, "lines flowing after the refused upgrade");
+    traffic.wait_progress(&rig.workers, 5, "lines flowing after the refused upgrade");
     let ok = plain.ok();
     wait_for("plain requests after the refused upgrade", WAIT, || {
         (plain.ok() > ok + 10).then_some(())
     });
     let mut c = Client::open(Transport::Native, Via::Plain, rig.listen);
     c.batch(2).expect("a new session after the refused upgrade");
-    let clients = traffic.finish();
+    let clients = traffic.finish(&rig.workers);
     resume_all(&mut detached, 2).unwrap_or_else(|e| panic!("a detached session resumes: {e}"));
     let closes: Vec<String> = clients
         .iter()
@@ -1192,11 +1274,11 @@ fn upgrade_with_a_broken_config_is_refused_and_nothing_changes() {
 
     // The file fixed, the same process upgrades.
     rig.write_config(&good);
-    let traffic = Traffic::start(all, Duration::from_millis(50));
+    let mut traffic = Traffic::start(all, Duration::from_millis(50));
     let up = rig.upgrade(1);
     assert_eq!(up.sessions(), Some(31), "{}", up.complete_line);
-    traffic.wait_progress(3, "lines flowing after the upgrade");
-    let all = traffic.finish();
+    traffic.wait_progress(&rig.workers, 3, "lines flowing after the upgrade");
+    let all = traffic.finish(&rig.workers);
     let stats = plain.finish();
     let (to_worker, to_client) = check_exactly_once(&rig.workers, &all);
     assert_eq!(
@@ -1255,7 +1337,7 @@ fn new_process_killed_during_the_handover_leaves_every_session_in_one_process() 
         ],
     );
     let mut detached = open_many(&rig, &[(Transport::Native, Via::Plain, 1200)]);
-    clients = run_batches(clients, 1);
+    clients = run_batches(&rig.workers, clients, 1);
     detach_all(&mut detached);
     let total = clients.len() + detached.len();
     eprintln!("{total} sessions open");
