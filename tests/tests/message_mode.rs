@@ -260,12 +260,14 @@ fn numbered_lines_across_a_restart(
         .collect();
     let warm = std::sync::Arc::new(std::sync::Barrier::new(clients + 1));
     let quiet = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handles: Vec<_> = opened
         .into_iter()
         .enumerate()
         .map(|(c, mut s)| {
             let warm = warm.clone();
             let quiet = quiet.clone();
+            let sent = sent.clone();
             std::thread::spawn(move || {
                 // One exchange before Apache stops, so that every session
                 // has its connection and its PHP child.
@@ -279,6 +281,7 @@ fn numbered_lines_across_a_restart(
                     if s.chan.try_send(format!("c{c}-{n}\n").as_bytes()).is_err() {
                         break;
                     }
+                    sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     std::thread::sleep(every);
                 }
                 let mut end = None;
@@ -319,6 +322,17 @@ fn numbered_lines_across_a_restart(
     // `worker_retry` is about: sessions whose kept-alive connections were
     // closed, and requests refused, all go on.
     quiet.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Every line sent so far reached PHP (which logs it before it
+    // answers), and its answer had time to leave: nothing in flight.
+    std::thread::sleep(Duration::from_millis(50));
+    let sent_now = sent.load(std::sync::atomic::Ordering::SeqCst) + clients;
+    wait_for("the lines sent so far at PHP", WAIT, || {
+        let at_php = events(apache)
+            .iter()
+            .filter(|e| e.starts_with("line "))
+            .count();
+        (at_php >= sent_now).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(300));
     let stopping = Instant::now();
     apache.stop_now();

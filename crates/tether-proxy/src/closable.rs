@@ -58,8 +58,11 @@ impl CloseHandle {
 pub(crate) struct ClosableIo {
     io: TokioIo<TcpStream>,
     shared: Arc<Shared>,
-    /// Bytes were read and none written since: the next write starts a
-    /// request on a kept-alive connection.
+    /// No byte written since the last answer's bytes came (or since the
+    /// connection was made): the next write starts a request, on a
+    /// connection that may have sat idle. Also true for a connection never
+    /// used yet: hyper-util may connect one while a pooled one frees up,
+    /// and keep it idle for a later request.
     between_requests: bool,
 }
 
@@ -137,7 +140,7 @@ impl tower::Service<Uri> for ClosableConnector {
             Ok(ClosableIo {
                 io,
                 shared: Arc::default(),
-                between_requests: false,
+                between_requests: true,
             })
         })
     }
@@ -254,6 +257,17 @@ mod tests {
         let err = write(&mut io, b"second request").await.unwrap_err();
         assert!(err.get_ref().is_some_and(|e| e.is::<NotWritten>()), "{err}");
         assert_eq!(seen, b"first request");
+    }
+
+    #[tokio::test]
+    async fn a_spare_connection_the_origin_closed_carries_no_request() {
+        // hyper-util may connect while a pooled connection frees up, and
+        // keep the new one idle, unused, for a later request.
+        let (mut io, origin) = connected().await;
+        drop(origin);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let err = write(&mut io, b"first request").await.unwrap_err();
+        assert!(err.get_ref().is_some_and(|e| e.is::<NotWritten>()), "{err}");
     }
 
     #[tokio::test]

@@ -213,22 +213,18 @@ impl Handing {
             blocking(|| send(channel, &counters, &[])).map_err(|e| e.to_string())?;
         }
         let handles = registry.handles();
+        // Every SessionID first: a resume for one that comes to the new
+        // process before its session does waits for it there.
+        let ids = Message::Expect(handles.iter().map(|h| h.id.as_str().to_owned()).collect());
+        let channel = &mut self.channel;
+        if let Err(e) = blocking(|| send(channel, &ids, &[])) {
+            return Err(self.fail(e));
+        }
         for batch in handles.chunks(BATCH) {
-            let waiting: Vec<_> = batch
-                .iter()
-                .filter_map(|h| Some((h.id.clone(), h.move_out()?)))
-                .collect();
+            let waiting: Vec<_> = batch.iter().filter_map(|h| h.move_out()).collect();
             let mut unacked: Vec<Moved> = Vec::with_capacity(waiting.len());
-            let ids = Message::Expect(
-                waiting
-                    .iter()
-                    .map(|(id, _)| id.as_str().to_owned())
-                    .collect(),
-            );
-            let channel = &mut self.channel;
-            let mut failure = blocking(|| send(channel, &ids, &[])).err();
-            let mut waiting = waiting.into_iter();
-            for (_, moved) in waiting.by_ref() {
+            let mut failure = None;
+            for moved in waiting {
                 // A session that ended meanwhile sends nothing.
                 let Ok(moved) = moved.await else { continue };
                 if failure.is_none() {
