@@ -174,14 +174,17 @@ impl Registry {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            if let Some(handle) = self.find(id, vhost) {
-                return Some(handle);
-            }
+            // In transit first, then the index: `insert` puts the session
+            // in the index before it takes it out of transit, so a session
+            // that arrives between the two looks is found, never missed.
             let waiting = self
                 .in_transit
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .contains(id);
+            if let Some(handle) = self.find(id, vhost) {
+                return Some(handle);
+            }
             if !waiting || tokio::time::timeout_at(deadline, arrived).await.is_err() {
                 return None;
             }
