@@ -25,14 +25,14 @@
 //! The tests of this file run one at a time ([`heavy_lock`]).
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tether_tests::raw_http::{get, request_bytes};
+use tether_tests::raw_http::{get, read_raw_request, request_bytes};
 use tether_tests::session::{open_with, resume_with, session_vhost, Channel, LineWorker};
 use tether_tests::tether::{process_exists, Upgrade, UPGRADE_FAILED};
 use tether_tests::tls_relay::testdata;
@@ -67,11 +67,79 @@ struct Rig {
     /// 10 000 sessions need two under a 20 000 limit).
     workers: Vec<LineWorker>,
     _origin: LineWorker,
+    slow: SlowOrigin,
     tether: Tether,
     listen: SocketAddr,
     admin: SocketAddr,
     relay: TlsRelay,
     config: String,
+}
+
+/// A vhost whose origin answers slowly.
+const SLOW_HOST: &str = "slow.test";
+/// How long [`SlowOrigin`] holds each answer.
+const SLOW: Duration = Duration::from_millis(1500);
+const SLOW_BODY: &[u8] = b"slow answer, whole\n";
+
+/// An origin that answers each request [`SLOW`] after reading it: a plain
+/// request in flight across an upgrade (SPEC 10: it finishes in the old
+/// process). Its threads end with the test process.
+struct SlowOrigin {
+    addr: SocketAddr,
+    /// Requests read so far.
+    read: Arc<AtomicU64>,
+}
+
+impl SlowOrigin {
+    fn start() -> SlowOrigin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the slow origin");
+        let addr = listener.local_addr().expect("slow origin address");
+        let read = Arc::new(AtomicU64::new(0));
+        let counter = read.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { continue };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    while read_raw_request(&mut s, &mut buf).is_some() {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(SLOW);
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                            SLOW_BODY.len()
+                        );
+                        if s.write_all(head.as_bytes()).is_err() || s.write_all(SLOW_BODY).is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowOrigin { addr, read }
+    }
+
+    /// Sends `GET /slow` to tether at `listen` on a thread once the origin
+    /// has read it (the request is in flight); the thread's result is the
+    /// answer's status and body.
+    fn request_in_flight(&self, listen: SocketAddr) -> JoinHandle<Result<(u16, Vec<u8>), String>> {
+        let before = self.read.load(Ordering::SeqCst);
+        let t = std::thread::spawn(move || {
+            let mut c = RawConn::try_connect(listen).map_err(|e| format!("connect: {e}"))?;
+            c.set_read_timeout(WAIT);
+            c.try_send(&request_bytes("GET", "/slow", SLOW_HOST, &[], b""))
+                .map_err(|e| format!("send: {e}"))?;
+            let r = c
+                .read_final_response_to("GET")
+                .map_err(|e| format!("answer: {e}"))?;
+            Ok((r.status, r.body))
+        });
+        wait_for("the slow origin reads the request", WAIT, || {
+            (self.read.load(Ordering::SeqCst) > before).then_some(())
+        });
+        t
+    }
 }
 
 /// The config: `a.test` has sessions on `worker` (and TLS), `b.test` is
@@ -83,6 +151,7 @@ fn config(
     admin: SocketAddr,
     workers: &[String],
     origin: &str,
+    slow: SocketAddr,
 ) -> String {
     let mut c = format!(
         "[server]\nlisten = [\"{listen}\"]\ntls_listen = [\"{tls}\"]\nadmin_listen = \"{admin}\"\n\
@@ -96,7 +165,8 @@ fn config(
          resume_grace = \"600s\"\nunused_grace = \"600s\"",
     ));
     c.push_str(&format!(
-        "[vhost.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[[vhost]]\nhosts = [\"{PLAIN}\"]\norigin = \"{origin}\"\n",
+        "[vhost.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[[vhost]]\nhosts = [\"{PLAIN}\"]\norigin = \"{origin}\"\n\n\
+         [[vhost]]\nhosts = [\"{SLOW_HOST}\"]\norigin = \"http://{slow}\"\n",
         testdata("cert.pem").display(),
         testdata("key.pem").display()
     ));
@@ -116,7 +186,8 @@ fn rig_with_workers(n: usize) -> Rig {
     let origin = LineWorker::start(WORKER, "origin");
     let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let (listen, tls, admin) = (at(free_port()), at(free_port()), at(free_port()));
-    let config = config(listen, tls, admin, &urls, &origin.url());
+    let slow = SlowOrigin::start();
+    let config = config(listen, tls, admin, &urls, &origin.url(), slow.addr);
     let tether = Tether::start(&config);
     wait_until_accepts(tls, WAIT, || Ok(())).expect("the TLS listener accepts");
     tether.wait_signal_handlers();
@@ -124,6 +195,7 @@ fn rig_with_workers(n: usize) -> Rig {
     Rig {
         workers,
         _origin: origin,
+        slow,
         tether,
         listen,
         admin,
@@ -1065,7 +1137,14 @@ fn upgrade_under_load_twice_keeps_every_session_line_and_request() {
 
     let mut upgrades = Vec::new();
     for n in 1..=2 {
+        let in_flight = rig.slow.request_in_flight(rig.listen);
         let up = rig.upgrade(n);
+        let answer = in_flight.join().expect("the slow request's thread");
+        assert_eq!(
+            answer,
+            Ok((200, SLOW_BODY.to_vec())),
+            "SPEC 10: a plain request in flight finishes in the old process"
+        );
         assert_eq!(
             up.sessions(),
             Some(total as u64),
@@ -1147,7 +1226,7 @@ fn upgrade_under_load_twice_keeps_every_session_line_and_request() {
          upgrades {}; lines to the worker {to_worker}, to the clients {to_client}; \
          losses {}, duplicates {}; resumes {} (lines resent {}); TLS closes {}; \
          plain-TCP closes {}; plain requests ok {}, failed {}, keep-alive closed between \
-         requests {}; handover {:?}",
+         requests {}; SIGUSR2 to `handover complete`, elapsed_ms (each waits for a 1.5 s plain request in flight) {:?}",
         tls.len(),
         upgrades.len(),
         sum(|f| f.losses),
