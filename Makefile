@@ -1,7 +1,7 @@
 # Shared build dir when CARGO_TARGET_DIR is set; cargo's default otherwise.
 CARGO ?= cargo
 
-.PHONY: test deps build js-test js-deps lint fmt demo bench bench-tools fuzz soak
+.PHONY: test deps build js-test js-deps lint fmt demo bench bench-tools fuzz soak install
 
 ## test: install missing test dependencies, build every binary, run all tests
 test: deps build
@@ -54,6 +54,12 @@ lint:
 ## fmt: format the workspace
 fmt:
 	$(CARGO) fmt --all
+
+## install: a release build of tether into $(PREFIX)/bin (default /usr/local)
+PREFIX ?= /usr/local
+install:
+	$(CARGO) build --release -p tether
+	install -D -m 0755 $${CARGO_TARGET_DIR:-target}/release/tether $(DESTDIR)$(PREFIX)/bin/tether
 
 ## demo: tether in front of an embedded demo origin and worker; prints the URL
 demo:

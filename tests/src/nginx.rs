@@ -61,14 +61,8 @@ impl Nginx {
     /// directives, `{root}` is replaced by the docroot and `{dir}` by the
     /// temp dir. Waits until every port accepts.
     pub fn start(servers: &[&str]) -> Nginx {
-        let dir = temp_dir();
+        let dir = Nginx::prepare();
         let d = dir.path();
-        for sub in [
-            "root", "store", "body", "proxy", "fastcgi", "uwsgi", "scgi", "logs",
-        ] {
-            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-            set_mode(&d.join(sub), 0o777);
-        }
         let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
         let mut blocks = String::new();
         for (server, port) in servers.iter().zip(&ports) {
@@ -79,6 +73,41 @@ impl Nginx {
                 "  server {{\n    listen 127.0.0.1:{port};\n    server_name _;\n{body}\n  }}\n"
             ));
         }
+        Nginx::launch(dir, &blocks, ports)
+    }
+
+    /// Starts nginx with `http_text` (a file meant for `include` in the
+    /// `http {}` block, such as a deploy/ recipe; `{root}` and `{dir}`
+    /// replaced) in place of generated server blocks, and waits until each
+    /// of `ports` accepts. The same preamble as [`Nginx::start`].
+    pub fn start_including(http_text: &str, ports: &[u16]) -> Nginx {
+        let dir = Nginx::prepare();
+        let d = dir.path();
+        let text = http_text
+            .replace("{root}", &d.join("root").display().to_string())
+            .replace("{dir}", &d.display().to_string());
+        Nginx::launch(dir, &text, ports.to_vec())
+    }
+
+    /// The config file in use (`nginx -t -c` it).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("nginx.conf")
+    }
+
+    fn prepare() -> TempDir {
+        let dir = temp_dir();
+        let d = dir.path();
+        for sub in [
+            "root", "store", "body", "proxy", "fastcgi", "uwsgi", "scgi", "logs",
+        ] {
+            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+            set_mode(&d.join(sub), 0o777);
+        }
+        dir
+    }
+
+    fn launch(dir: TempDir, blocks: &str, ports: Vec<u16>) -> Nginx {
+        let d = dir.path();
         let user = if is_root() { "user root;\n" } else { "" };
         let conf = format!(
             r#"{user}daemon off;

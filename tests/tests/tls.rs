@@ -180,3 +180,90 @@ fn a_key_of_another_certificate_is_refused_by_check_and_run() {
         );
     }
 }
+
+#[test]
+fn redirect_http_sends_plain_requests_to_https_and_serves_tls_ones() {
+    let origin = worker();
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let vhost = |host: &str, redirect: bool| {
+        format!(
+            "[[vhost]]\nhosts = [\"{host}\"]\norigin = \"http://{}\"\n[vhost.tls]\ncert = \"{}\"\nkey = \"{}\"\nredirect_http = {redirect}\n",
+            origin.addr(),
+            testdata("cert.pem"),
+            testdata("key.pem")
+        )
+    };
+    let tether = Tether::start(&Tether::config(
+        &format!("tls_listen = [\"{tls}\"]"),
+        &[vhost("a.test", true), vhost("b.test", false)],
+    ));
+    let plain = tether.addr();
+    for (host, target) in [
+        (format!("a.test:{}", plain.port()), "/plain.pphp?x=1&y=%20"),
+        ("A.TEST".to_owned(), "/"),
+    ] {
+        let r = tether_tests::raw_http::get(plain, &host, target);
+        assert_eq!(r.status, 308, "{}", r.head_text());
+        let host_only = host.split(':').next().unwrap();
+        assert_eq!(
+            r.header("location"),
+            Some(format!("https://{host_only}{target}").as_str()),
+            "{}",
+            r.head_text()
+        );
+    }
+    // HEAD too, and nothing reached the origin.
+    let mut conn = tether_tests::RawConn::connect(plain);
+    let r = conn.request("HEAD", "/x", "a.test", &[], b"");
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("https://a.test/x"));
+    // A vhost without redirect_http is served over plain HTTP.
+    let r = tether_tests::raw_http::get(plain, "b.test", "/plain.pphp");
+    assert_eq!(r.status, 200, "{}", r.head_text());
+    // Over TLS, the redirecting vhost serves the request.
+    let (ok, body, log) = curl(tls, "a.test", &testdata("cert.pem"), &["--http1.1"]);
+    assert!(ok, "curl failed:\n{log}");
+    assert!(log.contains("HTTP/1.1 200"), "{log}");
+    assert!(body.starts_with("plain origin"), "{body}");
+    let served: Vec<String> = origin
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("req "))
+        .collect();
+    assert_eq!(
+        served.len(),
+        2,
+        "only b.test and the TLS request: {served:?}"
+    );
+}
+
+#[test]
+fn h2load_over_tls_has_no_failed_request() {
+    let origin = worker();
+    let (_tether, tls) = start(origin.addr(), "");
+    let out = Command::new("h2load")
+        .args(["-n", "400", "-c", "4", "-m", "10", "-t", "1"])
+        .arg(format!("--connect-to=127.0.0.1:{}", tls.port()))
+        .arg("https://a.test/plain.pphp")
+        .output()
+        .expect("h2load (nghttp2-client; make deps installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "h2load: {}",
+        text.lines()
+            .filter(|l| l.starts_with("requests:") || l.starts_with("finished in"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    assert!(text.contains("Application protocol: h2"), "{text}");
+    assert!(
+        text.contains("requests: 400 total, 400 started, 400 done, 400 succeeded, 0 failed, 0 errored, 0 timeout"),
+        "{text}"
+    );
+    assert!(text.contains("status codes: 400 2xx"), "{text}");
+}

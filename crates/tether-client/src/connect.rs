@@ -18,9 +18,17 @@
 //!   (a message-mode worker answers after the request). With
 //!   [`ConnectOptions::close_on_eof`] off, the session stays open after
 //!   stdin ends, until the worker ends it.
-//! - A session that fails (lost: `410` on a resume after a drop, a refused
-//!   open, ...) is reported on stderr (`# session failed: <reason>`) and
-//!   returned as the error (non-zero exit). A native client learns nothing
+//! - The SessionID is on stderr at once: `# session <id> opened`, or with
+//!   [`ConnectOptions::resume`] (`--resume ID --received N`, a session
+//!   taken over by hand) `# session <id> taken over (N lines received)`;
+//!   the gateway then replays the lines after N.
+//! - An answer that opens no session (any status, or a `200` without
+//!   `Connection-Type: Persistent`) is printed: `# not a persistent
+//!   session: status <s>` and its header fields (`# Name: value`) on
+//!   stderr, its body on stdout; then it is returned as the error.
+//! - A session that fails (lost: `410` on a resume after a drop, ...) is
+//!   reported on stderr (`# session failed: <reason>`) and returned as the
+//!   error (non-zero exit). A native client learns nothing
 //!   more than EOF when the gateway ends a session (SPEC 2), so an EOF
 //!   followed by `410` is the normal end.
 //! - A line over `max_line` is reported (`# line not sent: ...`) and
@@ -35,7 +43,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::{ClientConfig, ClientError, Session, SessionEvent};
+use crate::{ClientConfig, ClientError, Session, SessionEvent, SessionId};
 
 /// Options of [`run_connect`].
 #[derive(Debug, Clone)]
@@ -51,6 +59,21 @@ pub struct ConnectOptions {
     /// After stdin ends, how long no line from the gateway means that no
     /// more answers are coming (default 1 s).
     pub linger: Duration,
+    /// Take over this session, whose client already received this many
+    /// lines, instead of opening one ([`Session::take_over`]).
+    pub resume: Option<(SessionId, u64)>,
+    /// The transport: native HTTP/1.1 (default) or WebSocket ([`crate::ws`]).
+    pub transport: Transport,
+}
+
+/// How `tether connect` reaches the session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// SPEC 2: the session channel is the HTTP/1.1 connection itself.
+    #[default]
+    Native,
+    /// SPEC 3: a WebSocket with the `persistent` subprotocol.
+    WebSocket,
 }
 
 impl Default for ConnectOptions {
@@ -61,6 +84,8 @@ impl Default for ConnectOptions {
             close_on_eof: true,
             print_initial_body: true,
             linger: Duration::from_secs(1),
+            resume: None,
+            transport: Transport::Native,
         }
     }
 }
@@ -103,13 +128,57 @@ where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
-    let session = Session::open(config).await?;
-    note(&mut err, &format!("# session {} opened", session.id())).await;
-    if opts.print_initial_body && !session.initial_body().is_empty() {
-        out.write_all(session.initial_body()).await?;
+    let opened = match (opts.transport, &opts.resume) {
+        (Transport::WebSocket, resume) => crate::ws::open(config, resume.clone()).await,
+        (Transport::Native, Some((id, received))) => {
+            Session::take_over(config, id.clone(), *received)
+                .await
+                .map(Session::spawn)
+        }
+        (Transport::Native, None) => Session::open(config).await.map(Session::spawn),
+    };
+    let mut handle = match opened {
+        Ok(handle) => handle,
+        Err(ClientError::NotPersistent {
+            status,
+            headers,
+            body,
+        }) => {
+            note(
+                &mut err,
+                &format!("# not a persistent session: status {status}"),
+            )
+            .await;
+            for (name, value) in &headers {
+                note(&mut err, &format!("# {name}: {value}")).await;
+            }
+            out.write_all(&body).await?;
+            out.flush().await?;
+            return Err(ClientError::NotPersistent {
+                status,
+                headers,
+                body,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    match &opts.resume {
+        Some((_, received)) => {
+            note(
+                &mut err,
+                &format!(
+                    "# session {} taken over ({received} lines received)",
+                    handle.id()
+                ),
+            )
+            .await;
+        }
+        None => note(&mut err, &format!("# session {} opened", handle.id())).await,
+    }
+    if opts.print_initial_body && !handle.initial_body().is_empty() {
+        out.write_all(handle.initial_body()).await?;
         out.flush().await?;
     }
-    let mut handle = session.spawn();
     let mut input_open = true;
     // Set when stdin ended and the session is to be closed: a line from
     // the gateway pushes it back.

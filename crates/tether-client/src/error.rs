@@ -91,6 +91,15 @@ pub enum ClientError {
         /// The answer's body.
         body: Bytes,
     },
+    /// WebSocket transport: the gateway closed the session with this code
+    /// (4409 taken over, 4502 the worker failed, ...; docs/httpsocket.md).
+    #[error("closed by the gateway: {code} {reason}")]
+    WebSocketClosed {
+        /// The close code.
+        code: u16,
+        /// Its reason text.
+        reason: String,
+    },
     /// The session already ended (or was closed); nothing can be sent.
     #[error("the session has ended")]
     Ended,

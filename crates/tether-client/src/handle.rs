@@ -42,7 +42,7 @@ pub enum SessionEvent {
     Failed(ClientError),
 }
 
-enum Command {
+pub(crate) enum Command {
     Line(Bytes, oneshot::Sender<Result<(), ClientError>>),
     Close(oneshot::Sender<Result<(), ClientError>>),
     DropConnection,
@@ -114,6 +114,21 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
+    pub(crate) fn new(
+        cmds: mpsc::Sender<Command>,
+        max_line: usize,
+        rx: mpsc::Receiver<SessionEvent>,
+        id: SessionId,
+        initial_body: Bytes,
+    ) -> SessionHandle {
+        SessionHandle {
+            tx: SessionSender { cmds, max_line },
+            rx,
+            id,
+            initial_body,
+        }
+    }
+
     /// The session's ID.
     pub fn id(&self) -> &SessionId {
         &self.id

@@ -22,6 +22,7 @@
 //!   a task and channels.
 //! - [`connect`]: [`connect::run_connect`], the `tether connect` terminal
 //!   client.
+//! - [`ws`]: the same sessions over the WebSocket transport ([`ws::open`]).
 //! - `resend`: the bounded buffer of unacknowledged sent lines.
 //! - `http`: request heads, answer heads (httparse), plain bodies.
 //! - [`error`][mod@error]: [`ClientError`].
@@ -36,6 +37,7 @@ pub mod handle;
 mod http;
 mod resend;
 pub mod session;
+pub mod ws;
 
 #[cfg(test)]
 mod tests;

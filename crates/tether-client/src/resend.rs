@@ -32,6 +32,15 @@ impl ResendBuffer {
         }
     }
 
+    /// A buffer for a session taken over from another client: the gateway
+    /// already delivered `n` lines that this client never held.
+    pub(crate) fn after(max_bytes: usize, n: u64) -> Self {
+        ResendBuffer {
+            acked: n,
+            ..ResendBuffer::new(max_bytes)
+        }
+    }
+
     /// Lines sent so far (acknowledged or not).
     pub(crate) fn sent(&self) -> u64 {
         self.acked + self.lines.len() as u64

@@ -195,6 +195,60 @@ impl Session {
         Ok(session)
     }
 
+    /// Takes over an existing session by hand (`tether connect --resume`):
+    /// one resume with `SessionID: id` and `Session-Received: received`,
+    /// the count of lines the caller already has (the gateway replays the
+    /// later ones first). An attached connection of another client is
+    /// closed by the gateway (SPEC 4 takeover). The lines that client sent
+    /// are the gateway's to account for: this session's sent count starts
+    /// at the gateway's `Session-Received`.
+    ///
+    /// Not retried: `410` is [`ClientError::SessionLost`], another answer
+    /// [`ClientError::NotPersistent`] with its body, a failed connect its
+    /// error. There is no initial body.
+    pub async fn take_over(
+        config: ClientConfig,
+        id: SessionId,
+        received: u64,
+    ) -> Result<Session, ClientError> {
+        let target = Target::parse(&config.url)?;
+        let mut session = Session {
+            reader: LineReader::new(config.max_line),
+            resend: ResendBuffer::new(config.max_unacked_bytes),
+            config,
+            target,
+            id,
+            initial_body: Bytes::new(),
+            conn: None,
+            ready: VecDeque::new(),
+            out: BytesMut::new(),
+            received,
+            resumes: 0,
+            ended: false,
+            write_failed: None,
+            rng: seed(),
+        };
+        match session.try_resume().await? {
+            Attempt::Attached {
+                stream,
+                rest,
+                count,
+            } => {
+                session.resend = ResendBuffer::after(session.config.max_unacked_bytes, count);
+                session.conn = Some(stream);
+                session.reader.push(&rest);
+                session.take_whole_lines()?;
+                Ok(session)
+            }
+            Attempt::Gone { reason } => Err(ClientError::SessionLost { reason }),
+            Attempt::Refused { status, body } => Err(ClientError::NotPersistent {
+                status,
+                headers: Vec::new(),
+                body: Bytes::from(body),
+            }),
+        }
+    }
+
     /// The session's ID, as the gateway issued it.
     pub fn id(&self) -> &SessionId {
         &self.id
@@ -446,7 +500,7 @@ impl Session {
     /// Handles a drop: resumes, or records the normal end (EOF then 410).
     pub(crate) async fn recover(&mut self, lost: ConnLost) -> Result<Resumed, ClientError> {
         if let ConnLost::Error(e) = &lost {
-            tracing::debug!(session = ?self.id, error = %e, "connection lost");
+            tracing::debug!(session = %self.id, error = %e, "connection lost");
         }
         let outcome = self.resume(matches!(lost, ConnLost::Eof)).await;
         if let Ok(Resumed::Ended) = outcome {
@@ -462,8 +516,8 @@ impl Session {
     /// Reconnects and resumes (see the module docs).
     async fn resume(&mut self, after_eof: bool) -> Result<Resumed, ClientError> {
         match &after_eof {
-            true => tracing::debug!(session = ?self.id, "EOF; trying one resume"),
-            false => tracing::debug!(session = ?self.id, "connection lost; resuming"),
+            true => tracing::debug!(session = %self.id, "EOF; trying one resume"),
+            false => tracing::debug!(session = %self.id, "connection lost; resuming"),
         }
         self.conn = None;
         self.ready.clear();
@@ -493,11 +547,11 @@ impl Session {
                     let resent = self.resend.sent() - count;
                     self.resumes += 1;
                     self.take_whole_lines()?;
-                    tracing::debug!(session = ?self.id, count, resent, "resumed");
+                    tracing::debug!(session = %self.id, count, resent, "resumed");
                     return Ok(Resumed::Attached { resent });
                 }
                 Ok(Attempt::Gone { reason }) if after_eof => {
-                    tracing::debug!(session = ?self.id, %reason, "410 after EOF: session ended");
+                    tracing::debug!(session = %self.id, %reason, "410 after EOF: session ended");
                     return Ok(Resumed::Ended);
                 }
                 Ok(Attempt::Gone { reason }) => return Err(ClientError::SessionLost { reason }),

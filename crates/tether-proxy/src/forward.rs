@@ -300,6 +300,11 @@ impl Upstreams {
         };
         match answer::framing(resp.status(), resp.headers(), to_head, asked_upgrade) {
             Ok(framing) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(conn) = resp.extensions().get::<CloseHandle>() {
+                        conn.upgraded();
+                    }
+                }
                 let (mut parts, body) = resp.into_parts();
                 answer::normalize(parts.status, &mut parts.headers, framing);
                 Ok(Response::from_parts(parts, Body::Upstream(body, permit)))

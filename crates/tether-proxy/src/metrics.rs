@@ -12,9 +12,17 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// Upper bounds of `tether_request_duration_seconds`, in seconds.
+/// Upper bounds of `tether_request_duration_seconds`, in seconds; also of
+/// the resume and message-request histograms, which measure exchanges of
+/// the same order.
 const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds of `tether_session_duration_seconds`: sessions live from
+/// seconds (a closed tab) to days (a terminal left open).
+const SESSION_BUCKETS: [f64; 10] = [
+    1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 43200.0, 86400.0,
 ];
 
 pub(crate) const UPSTREAM_KINDS: [&str; 4] = ["connect", "reset", "timeout", "protocol"];
@@ -109,22 +117,97 @@ pub(crate) enum SessionState {
     Detached,
 }
 
-#[derive(Default)]
 struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
+    bounds: &'static [f64],
+    /// Not cumulative: one count per bound, summed at scrape time.
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram::new(&BUCKETS)
+    }
+}
+
 impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
     fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+        if let Some(i) = self.bounds.iter().position(|&b| secs <= b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, vhost: &str) {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0u64;
+        for (i, b) in self.bounds.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            sample(
+                out,
+                &bucket,
+                &[("vhost", vhost), ("le", &b.to_string())],
+                cumulative as f64,
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        sample(
+            out,
+            &bucket,
+            &[("vhost", vhost), ("le", "+Inf")],
+            count as f64,
+        );
+        sample(
+            out,
+            &format!("{name}_sum"),
+            &[("vhost", vhost)],
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        sample(
+            out,
+            &format!("{name}_count"),
+            &[("vhost", vhost)],
+            count as f64,
+        );
+    }
+}
+
+/// `tether_upstream_errors_by_upstream_total` of one origin or worker of
+/// one vhost. Resolved when a config load names the upstream and carried
+/// with it (the vhost's origin, each `Worker`), so that counting an error
+/// takes no lock; it counts the vhost's `tether_upstream_errors_total` too,
+/// so that the two families cannot disagree.
+#[derive(Clone)]
+pub(crate) struct UpstreamErrors {
+    vhost: Arc<VhostMetrics>,
+    counts: Arc<[AtomicU64; UPSTREAM_KINDS.len()]>,
+}
+
+impl std::fmt::Debug for UpstreamErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UpstreamErrors({:?})", self.vhost.label)
+    }
+}
+
+impl UpstreamErrors {
+    /// One client request (or message-mode request) failed because this
+    /// upstream did.
+    pub(crate) fn count(&self, kind: UpstreamKind) {
+        self.vhost.upstream_error(kind);
+        self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -134,7 +217,13 @@ pub(crate) struct VhostMetrics {
     label: String,
     requests: [AtomicU64; 5],
     duration: Histogram,
+    session_duration: Histogram,
+    resume_duration: Histogram,
+    message_duration: Histogram,
     upstream_errors: [AtomicU64; 4],
+    /// By upstream as written; locked when a config load names an upstream
+    /// and at scrape time only.
+    by_upstream: Mutex<BTreeMap<String, Arc<[AtomicU64; UPSTREAM_KINDS.len()]>>>,
     sessions: [AtomicI64; 2],
     opened_native: AtomicU64,
     opened_websocket: AtomicU64,
@@ -161,8 +250,44 @@ impl VhostMetrics {
         self.duration.observe(took);
     }
 
+    /// Counts an upstream error of this vhost whose upstream is not known
+    /// (an answer's body that failed after its head); otherwise
+    /// [`UpstreamErrors::count`].
     pub(crate) fn upstream_error(&self, kind: UpstreamKind) {
         self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The error counters of `upstream` (an origin or worker URL as
+    /// written) under this vhost; for config load, never per request.
+    pub(crate) fn upstream(self: &Arc<Self>, upstream: &str) -> UpstreamErrors {
+        let counts = self
+            .by_upstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(upstream.to_owned())
+            .or_default()
+            .clone();
+        UpstreamErrors {
+            vhost: self.clone(),
+            counts,
+        }
+    }
+
+    /// A session ended after living `lived`.
+    pub(crate) fn session_lived(&self, lived: Duration) {
+        self.session_duration.observe(lived);
+    }
+
+    /// A resume answered (native: its `200` head; WebSocket: its open
+    /// record) `took` after it arrived.
+    pub(crate) fn resume_took(&self, took: Duration) {
+        self.resume_duration.observe(took);
+    }
+
+    /// A message-mode request to a worker answered its head `took` after
+    /// it was first sent, retries included.
+    pub(crate) fn message_request_took(&self, took: Duration) {
+        self.message_duration.observe(took);
     }
 
     pub(crate) fn session_state(&self, state: SessionState, delta: i64) {
@@ -259,6 +384,7 @@ impl Metrics {
             .or_insert_with(|| {
                 Arc::new(VhostMetrics {
                     label: label.to_owned(),
+                    session_duration: Histogram::new(&SESSION_BUCKETS),
                     ..VhostMetrics::default()
                 })
             })
@@ -404,35 +530,8 @@ impl Metrics {
             "Time from a request head to the end of its answer.",
         );
         for m in v {
-            let mut cumulative = 0u64;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                cumulative += m.duration.buckets[i].load(Ordering::Relaxed);
-                sample(
-                    &mut out,
-                    "tether_request_duration_seconds_bucket",
-                    &[("vhost", &m.label), ("le", &b.to_string())],
-                    cumulative as f64,
-                );
-            }
-            let count = m.duration.count.load(Ordering::Relaxed);
-            sample(
-                &mut out,
-                "tether_request_duration_seconds_bucket",
-                &[("vhost", &m.label), ("le", "+Inf")],
-                count as f64,
-            );
-            sample(
-                &mut out,
-                "tether_request_duration_seconds_sum",
-                &[("vhost", &m.label)],
-                m.duration.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            );
-            sample(
-                &mut out,
-                "tether_request_duration_seconds_count",
-                &[("vhost", &m.label)],
-                count as f64,
-            );
+            m.duration
+                .render(&mut out, "tether_request_duration_seconds", &m.label);
         }
 
         family(
@@ -449,6 +548,26 @@ impl Metrics {
                     &[("vhost", &m.label), ("kind", kind)],
                     m.upstream_errors[i].load(Ordering::Relaxed) as f64,
                 );
+            }
+        }
+
+        family(
+            &mut out,
+            "tether_upstream_errors_by_upstream_total",
+            "counter",
+            "tether_upstream_errors_total by origin or worker (the URL as configured).",
+        );
+        for m in v {
+            let by = m.by_upstream.lock().unwrap_or_else(PoisonError::into_inner);
+            for (upstream, counts) in by.iter() {
+                for (i, kind) in UPSTREAM_KINDS.iter().enumerate() {
+                    sample(
+                        &mut out,
+                        "tether_upstream_errors_by_upstream_total",
+                        &[("vhost", &m.label), ("upstream", upstream), ("kind", kind)],
+                        counts[i].load(Ordering::Relaxed) as f64,
+                    );
+                }
             }
         }
 
@@ -656,6 +775,34 @@ impl Metrics {
             );
         }
 
+        for (name, help, pick) in [
+            (
+                "tether_session_duration_seconds",
+                "Lifetime of ended sessions, from open to end.",
+                0,
+            ),
+            (
+                "tether_resume_duration_seconds",
+                "Time from a successful resume to its answer (native head or WebSocket open record).",
+                1,
+            ),
+            (
+                "tether_message_request_duration_seconds",
+                "Time from a message-mode request to the worker's answer head, retries included.",
+                2,
+            ),
+        ] {
+            family(&mut out, name, "histogram", help);
+            for m in v.iter().filter(|m| !m.label.is_empty()) {
+                let h = match pick {
+                    0 => &m.session_duration,
+                    1 => &m.resume_duration,
+                    _ => &m.message_duration,
+                };
+                h.render(&mut out, name, &m.label);
+            }
+        }
+
         family(
             &mut out,
             "tether_limits_hit_total",
@@ -716,7 +863,106 @@ impl Metrics {
             &[],
             self.handover_sessions.load(Ordering::Relaxed) as f64,
         );
+        family(
+            &mut out,
+            "tether_build_info",
+            "gauge",
+            "Always 1; the version of the running binary is its label.",
+        );
+        sample(
+            &mut out,
+            "tether_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        );
+        render_process(&mut out);
         out
+    }
+}
+
+/// The `process_*` families of the Prometheus client libraries, read from
+/// `/proc` at scrape time; a figure that cannot be read is left out rather
+/// than reported as 0.
+fn render_process(out: &mut String) {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    // Fields after the command name, which may hold spaces: `state` is
+    // index 0, `utime` 11, `stime` 12, `starttime` 19 (proc(5) 3, 14, 15, 22).
+    let fields: Vec<&str> = stat
+        .as_deref()
+        .and_then(|s| s.rsplit_once(") "))
+        .map(|(_, rest)| rest.split(' ').collect())
+        .unwrap_or_default();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+
+    if let (Some(user), Some(system)) = (field(11), field(12)) {
+        family(
+            out,
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, in seconds.",
+        );
+        sample(
+            out,
+            "process_cpu_seconds_total",
+            &[],
+            (user + system) as f64 / ticks,
+        );
+    }
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+    if let Some(kib) = rss_kib {
+        family(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size, in bytes.",
+        );
+        sample(
+            out,
+            "process_resident_memory_bytes",
+            &[],
+            (kib * 1024) as f64,
+        );
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        family(out, "process_open_fds", "gauge", "Open file descriptors.");
+        // The directory handle being read is one of them.
+        let open = dir.count().saturating_sub(1);
+        sample(out, "process_open_fds", &[], open as f64);
+    }
+    if let Some(max) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+        family(
+            out,
+            "process_max_fds",
+            "gauge",
+            "The soft limit on open file descriptors.",
+        );
+        sample(out, "process_max_fds", &[], max as f64);
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    if let (Some(boot), Some(start)) = (boot, field(19)) {
+        family(
+            out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+        );
+        sample(
+            out,
+            "process_start_time_seconds",
+            &[],
+            boot as f64 + start as f64 / ticks,
+        );
     }
 }
 
@@ -814,5 +1060,122 @@ mod tests {
             "tether_sessions_opened_total{vhost=\"a\\\"b.test\",transport=\"websocket\"} 1\n"
         ));
         assert!(text.contains("# TYPE tether_request_duration_seconds histogram\n"));
+    }
+
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn operator_families_beyond_spec_9() {
+        let m = Metrics::default();
+        let v = m.vhost("a.test");
+        v.session_lived(Duration::from_secs(90));
+        v.resume_took(Duration::from_millis(7));
+        v.message_request_took(Duration::from_millis(30));
+        let origin = v.upstream("http://127.0.0.1:8080");
+        let worker = v.upstream("http://127.0.0.1:9000");
+        origin.count(UpstreamKind::Timeout);
+        worker.count(UpstreamKind::Connect);
+        worker.count(UpstreamKind::Connect);
+        // The same upstream named again (a reload) keeps its counts.
+        v.upstream("http://127.0.0.1:9000")
+            .count(UpstreamKind::Connect);
+        let text = m.render(&[]);
+
+        let session = "tether_session_duration_seconds_bucket{vhost=\"a.test\",le=";
+        assert_eq!(value(&text, &format!("{session}\"60\"}}")), 0.0);
+        assert_eq!(value(&text, &format!("{session}\"300\"}}")), 1.0);
+        assert_eq!(value(&text, &format!("{session}\"+Inf\"}}")), 1.0);
+        assert_eq!(
+            value(
+                &text,
+                "tether_session_duration_seconds_sum{vhost=\"a.test\"}"
+            ),
+            90.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "tether_resume_duration_seconds_bucket{vhost=\"a.test\",le=\"0.01\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "tether_message_request_duration_seconds_bucket{vhost=\"a.test\",le=\"0.025\"}"
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "tether_message_request_duration_seconds_count{vhost=\"a.test\"}"
+            ),
+            1.0
+        );
+
+        let by = |upstream: &str, kind: &str| {
+            value(
+                &text,
+                &format!("tether_upstream_errors_by_upstream_total{{vhost=\"a.test\",upstream=\"{upstream}\",kind=\"{kind}\"}}"),
+            )
+        };
+        assert_eq!(by("http://127.0.0.1:9000", "connect"), 3.0);
+        assert_eq!(by("http://127.0.0.1:8080", "timeout"), 1.0);
+        assert_eq!(by("http://127.0.0.1:8080", "connect"), 0.0);
+        assert_eq!(
+            value(
+                &text,
+                "tether_upstream_errors_total{vhost=\"a.test\",kind=\"connect\"}"
+            ),
+            3.0,
+            "the vhost family counts the same errors"
+        );
+
+        let version = format!(
+            "tether_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(value(&text, &version), 1.0);
+
+        // The process figures of this very test process.
+        let fds = value(&text, "process_open_fds");
+        let max = value(&text, "process_max_fds");
+        assert!(fds >= 3.0 && fds < max, "{fds} of {max}");
+        // Other tests of this process open and close files meanwhile, so
+        // the count is compared with 64 more files held open, not exactly.
+        let files: Vec<_> = (0..64)
+            .map(|_| std::fs::File::open("/proc/self/stat").unwrap())
+            .collect();
+        let more = value(&m.render(&[]), "process_open_fds");
+        drop(files);
+        assert!(more >= fds + 48.0, "64 files more: {fds} -> {more}");
+        let rss = value(&text, "process_resident_memory_bytes");
+        assert!(rss > 1e6 && rss < 1e10, "{rss}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = value(&text, "process_start_time_seconds");
+        assert!(
+            start <= now + 1.0 && start > now - 3600.0,
+            "{start} vs {now}"
+        );
+        let cpu_before = value(&text, "process_cpu_seconds_total");
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let cpu_after = value(&m.render(&[]), "process_cpu_seconds_total");
+        assert!(cpu_after >= cpu_before + 0.1, "{cpu_before} -> {cpu_after}");
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
+        assert!(text.contains("# TYPE tether_session_duration_seconds histogram\n"));
     }
 }

@@ -231,6 +231,13 @@ async fn serve(
     if handing.is_none() {
         notify::stopping();
     }
+    // The copies kept for an upgrade would keep the ports accepting into
+    // their queues: closed, the ports refuse (or, after an upgrade, are
+    // the new process's alone).
+    for l in listeners.values() {
+        l.stop.cancel();
+    }
+    drop(listeners);
     tracing::info!("draining");
     admin_state.draining.store(true, Ordering::Release);
     ctx.drain.cancel();

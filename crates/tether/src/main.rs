@@ -65,6 +65,8 @@ enum Command {
     Demo,
     /// Open a persistent session to URL as a native client and relay lines
     /// between it and stdin/stdout, resuming after a dropped connection.
+    /// The SessionID is printed on stderr at once; an answer that opens no
+    /// session is printed (status and fields on stderr, body on stdout).
     Connect {
         /// The URL of a persistent path, like http://127.0.0.1:8080/chat.pphp
         url: String,
@@ -73,7 +75,35 @@ enum Command {
         /// session: "1s", "500ms".
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         linger: std::time::Duration,
+        /// An extra request field, "Name: value", sent on the opening
+        /// request, every resume and the closing DELETE (repeatable:
+        /// cookies, authorization).
+        #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
+        /// The Accept field to send (default application/x-persistent).
+        #[arg(long, value_name = "TYPE", value_parser = parse_accept)]
+        accept: Option<String>,
+        /// Take over the session SESSIONID instead of opening one (another
+        /// client attached to it is closed); needs --received.
+        #[arg(long, value_name = "SESSIONID", requires = "received", value_parser = parse_session_id)]
+        resume: Option<tether_client::SessionId>,
+        /// With --resume: how many lines were already received; the gateway
+        /// replays the later ones.
+        #[arg(long, value_name = "N", requires = "resume")]
+        received: Option<u64>,
+        /// "native" (the HTTP/1.1 connection is the session channel) or
+        /// "websocket" (what browsers use); both resume after a drop.
+        #[arg(long, value_enum, default_value_t = TransportArg::Native)]
+        transport: TransportArg,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    /// The native transport (SPEC 2).
+    Native,
+    /// The WebSocket transport (SPEC 3).
+    Websocket,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,7 +127,28 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config, relaunch),
         Command::Demo => report(demo()),
-        Command::Connect { url, linger } => report(connect(&url, linger)),
+        Command::Connect {
+            url,
+            linger,
+            headers,
+            accept,
+            resume,
+            received,
+            transport,
+        } => report(connect(
+            &url,
+            tether_client::connect::ConnectOptions {
+                linger,
+                headers,
+                accept,
+                resume: resume.zip(received),
+                transport: match transport {
+                    TransportArg::Native => tether_client::connect::Transport::Native,
+                    TransportArg::Websocket => tether_client::connect::Transport::WebSocket,
+                },
+                ..Default::default()
+            },
+        )),
     }
 }
 
@@ -236,13 +287,37 @@ fn demo() -> anyhow::Result<()> {
         let config = config::parse("<demo>", &text)
             .map_err(|e| anyhow::anyhow!("the demo configuration is invalid:\n{e}"))?;
         println!("tether demo: open http://{listen}/ in a browser");
-        println!("try a persistent session: tether connect http://{listen}/chat.pphp");
+        println!(
+            "try a persistent session: {} connect http://{listen}/chat.pphp",
+            this_command()
+        );
+        println!("metrics: http://{admin}/metrics   health: http://{admin}/healthz");
         println!("stop with Ctrl-C");
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(signals(tx, None, None));
         tether_proxy::run(config, rx).await?;
         Ok(())
     })
+}
+
+/// How to run this binary again from the demo's shell: `tether` when that
+/// is what the PATH finds, else the binary's own path (`cargo run` puts it
+/// under target/).
+fn this_command() -> String {
+    let me = std::env::current_exe().ok();
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            let candidate = dir.join("tether");
+            candidate.is_file()
+                && me.as_ref().is_some_and(|me| {
+                    std::fs::canonicalize(&candidate).ok() == std::fs::canonicalize(me).ok()
+                })
+        })
+    });
+    match me {
+        Some(path) if !on_path => path.display().to_string(),
+        _ => "tether".to_owned(),
+    }
 }
 
 /// 127.0.0.1:`port` when it is free, else a free port the system picks.
@@ -254,16 +329,56 @@ fn free_or(port: u16) -> anyhow::Result<std::net::SocketAddr> {
 }
 
 /// `tether connect URL`: a line-oriented terminal client.
-fn connect(url: &str, linger: std::time::Duration) -> anyhow::Result<()> {
+fn connect(url: &str, options: tether_client::connect::ConnectOptions) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(tether_client::connect::run_connect(
-        url,
-        tether_client::connect::ConnectOptions {
-            linger,
-            ..Default::default()
-        },
-    ))?;
+    runtime.block_on(tether_client::connect::run_connect(url, options))?;
     Ok(())
+}
+
+/// Fields the client writes itself, which `-H` must not send twice.
+const OWN_FIELDS: [&str; 7] = [
+    "host",
+    "accept",
+    "sessionid",
+    "session-received",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+];
+
+/// `-H 'Name: value'`: a token name (RFC 9110), a value without control
+/// characters other than tab; never one of [`OWN_FIELDS`].
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not a field like \"Cookie: a=1\""))?;
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(format!("{name:?} is not a field name"));
+    }
+    if OWN_FIELDS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "{name} is set by tether connect itself (use --accept for Accept)"
+        ));
+    }
+    let value = value.trim_matches([' ', '\t']);
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(format!("the value of {name} holds a control character"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// `--accept TYPE`: one field value, no control characters.
+fn parse_accept(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() || text.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(format!("{text:?} is not an Accept value"));
+    }
+    Ok(text.trim().to_owned())
+}
+
+fn parse_session_id(text: &str) -> Result<tether_client::SessionId, String> {
+    tether_client::SessionId::parse(text.as_bytes())
+        .map_err(|_| format!("{text:?} is not a SessionID (22 to 64 of A-Z a-z 0-9 _ -)"))
 }
 
 /// `--linger`: a whole number with `ms`, `s` or `m`.
@@ -363,6 +478,72 @@ mod tests {
             Cli::try_parse_from(["tether", "connect", "--linger", "1.5s", "http://h/x"]).is_err()
         );
         assert!(Cli::try_parse_from(["tether", "run"]).is_err());
+    }
+
+    #[test]
+    fn connect_takes_headers_accept_and_a_resume() {
+        let cli = Cli::try_parse_from([
+            "tether",
+            "connect",
+            "-H",
+            "Cookie: a=1; b=2",
+            "--header",
+            "Authorization:Bearer x",
+            "--accept",
+            "application/x-persistent; q=1",
+            "--resume",
+            "abcdefghijklmnopqrstuv",
+            "--received",
+            "7",
+            "--transport",
+            "websocket",
+            "http://127.0.0.1:1/x.pphp",
+        ])
+        .unwrap();
+        let Command::Connect {
+            headers,
+            accept,
+            resume,
+            received,
+            transport,
+            ..
+        } = cli.command
+        else {
+            panic!("not connect");
+        };
+        assert_eq!(
+            headers,
+            [
+                ("Cookie".to_owned(), "a=1; b=2".to_owned()),
+                ("Authorization".to_owned(), "Bearer x".to_owned())
+            ]
+        );
+        assert_eq!(accept.as_deref(), Some("application/x-persistent; q=1"));
+        assert_eq!(resume.unwrap().as_str(), "abcdefghijklmnopqrstuv");
+        assert_eq!(received, Some(7));
+        assert_eq!(transport, TransportArg::Websocket);
+
+        let url = "http://127.0.0.1:1/x.pphp";
+        for bad in [
+            &["-H", "NoColon"][..],
+            &["-H", ": empty name"],
+            &["-H", "Bad Name: x"],
+            &["-H", "Host: other.test"],
+            &["-H", "accept: text/html"],
+            &["-H", "SessionID: abcdefghijklmnopqrstuv"],
+            &["-H", "X: a\r\nInjected: 1"],
+            &["--accept", ""],
+            &["--resume", "abcdefghijklmnopqrstuv"],
+            &["--received", "3"],
+            &["--resume", "short", "--received", "3"],
+            &["--resume", "abcdefghijklmnopqrstuv", "--received", "-1"],
+            &["--transport", "ws"],
+        ] {
+            let mut args = vec!["tether", "connect"];
+            args.extend_from_slice(bad);
+            args.push(url);
+            assert!(Cli::try_parse_from(&args).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "max_upstream_connections",
 ];
 pub(super) const VHOST_KEYS: &[&str] = &["hosts", "origin", "tls", "persistent"];
-pub(super) const TLS_KEYS: &[&str] = &["cert", "key"];
+pub(super) const TLS_KEYS: &[&str] = &["cert", "key", "redirect_http"];
 pub(super) const PERSISTENT_KEYS: &[&str] = &[
     "enabled",
     "paths",

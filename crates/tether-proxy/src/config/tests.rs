@@ -324,6 +324,18 @@ fn broken_files_report_one_error_each() {
             "an origin has no path and no trailing slash",
         ),
         (
+            "redirect_http is not a boolean",
+            cat(&[TLS_SERVER, VH, TLS_TABLE, "redirect_http = \"yes\"\n"]),
+            "9:17",
+            "redirect_http must be true or false, not a string",
+        ),
+        (
+            "redirect_http outside [vhost.tls]",
+            cat(&[TLS_SERVER, VH, "redirect_http = true\n"]),
+            "6:1",
+            "unknown key \"redirect_http\" in [[vhost]] (it belongs in [vhost.tls])",
+        ),
+        (
             "enabled is not a boolean",
             persistent("enabled = \"yes\""),
             "5:11",
@@ -653,6 +665,7 @@ enabled = false
         tls: Some(TlsConfig {
             cert: dir.join("cert.pem"),
             key: dir.join("key.pem"),
+            redirect_http: false,
         }),
         persistent: Some(PersistentConfig {
             paths: vec!["*.pphp".to_string(), "/live/[a-z]?/*".to_string()],
@@ -853,6 +866,23 @@ fn risky_settings_are_warned_about() {
     assert!(w.contains("admin_token has 5 characters"), "{w}");
     assert!(
         w.contains("file descriptors, but this process may open 1024"),
+        "{w}"
+    );
+}
+
+#[test]
+fn redirect_http_parses_and_warns_without_a_tls_listener() {
+    let dir = cert_dir();
+    let on = cat(&[TLS_SERVER, VH, TLS_TABLE, "redirect_http = true\n"]);
+    let config = parse_in_dir(&dir, &on).unwrap();
+    assert!(config.vhosts[0].tls.as_ref().unwrap().redirect_http);
+    assert!(warnings(&config, None).is_empty());
+    let off = parse_in_dir(&dir, &cat(&[TLS_SERVER, VH, TLS_TABLE])).unwrap();
+    assert!(!off.vhosts[0].tls.as_ref().unwrap().redirect_http);
+    let lonely = parse_in_dir(&dir, &cat(&[VH, TLS_TABLE, "redirect_http = true\n"])).unwrap();
+    let w = warnings(&lonely, None).join("\n");
+    assert!(
+        w.contains("vhost a.test redirects plain HTTP to https (redirect_http), but [server] has no tls_listen"),
         "{w}"
     );
 }

@@ -108,6 +108,9 @@ pub struct OriginUrl {
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Requests that came over plain HTTP get `308` to the same host and
+    /// target over https.
+    pub redirect_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -117,9 +117,26 @@ impl Checker<'_> {
         self.unknown_keys(sec, TLS_KEYS);
         let cert = self.readable_file(sec, "cert", "certificate");
         let key = self.readable_file(sec, "key", "private key");
+        let redirect_http = match sec.field("redirect_http") {
+            None => false,
+            Some(f) => match f.item.as_bool() {
+                Some(b) => b,
+                None => {
+                    self.error(
+                        f.at,
+                        format!(
+                            "redirect_http must be true or false, not {}",
+                            type_name(f.item)
+                        ),
+                    );
+                    false
+                }
+            },
+        };
         let tls = TlsConfig {
             cert: cert?,
             key: key?,
+            redirect_http,
         };
         // A key that parses but belongs to another certificate would fail
         // every handshake on the listener: refused like a bad file.

@@ -26,6 +26,16 @@ pub fn warnings(config: &Config, open_files: Option<u64>) -> Vec<String> {
             ));
         }
     }
+    if config.server.tls_listen.is_empty() {
+        for vhost in &config.vhosts {
+            if vhost.tls.as_ref().is_some_and(|t| t.redirect_http) {
+                out.push(format!(
+                    "vhost {} redirects plain HTTP to https (redirect_http), but [server] has no tls_listen: nothing here serves the https side",
+                    vhost.label()
+                ));
+            }
+        }
+    }
     if let Some(limit) = open_files {
         let needed = descriptors_needed(config);
         if needed > limit {

@@ -13,13 +13,13 @@ use http::{Response, StatusCode};
 use tower::Service;
 
 use super::split::is_upgrade;
+use super::RelayedFrom;
 use super::Routed;
 use crate::body::Body;
 use crate::exchange::text_response;
 use crate::forward::{UpstreamError, Upstreams};
 use crate::headers;
-use crate::metrics::{Limit, Metrics};
-use crate::router::Vhost;
+use crate::metrics::{Limit, Metrics, UpstreamErrors};
 
 /// Cheap to clone: each request's future holds its own handle.
 #[derive(Clone)]
@@ -63,7 +63,11 @@ impl Upstream {
             worker,
         } = routed;
         let upgrade = is_upgrade(&req);
-        let upstream = worker.as_ref().map_or(&vhost.config.origin, |w| &w.url);
+        let (upstream, errors) = worker
+            .as_ref()
+            .map_or((&vhost.config.origin, &vhost.origin_errors), |w| {
+                (&w.url, &w.errors)
+            });
         let host = host.unwrap_or_default();
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h, upgrade);
@@ -86,9 +90,10 @@ impl Upstream {
             Ok(mut resp) => {
                 let relayed_upgrade = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
                 headers::strip_hop_by_hop(resp.headers_mut(), relayed_upgrade);
+                resp.extensions_mut().insert(RelayedFrom(errors.clone()));
                 resp
             }
-            Err(e) => upstream_failure(&self.metrics, &vhost, e),
+            Err(e) => upstream_failure(&self.metrics, errors, e),
         }
     }
 }
@@ -97,7 +102,7 @@ impl Upstream {
 /// an upstream error, a limit (503), or the client's stalled body (408).
 pub(crate) fn upstream_failure(
     metrics: &Metrics,
-    vhost: &Vhost,
+    upstream: &UpstreamErrors,
     e: UpstreamError,
 ) -> Response<Body> {
     let text = match e {
@@ -113,7 +118,7 @@ pub(crate) fn upstream_failure(
         _ => "the origin server could not be reached or failed to answer\n",
     };
     if let Some(kind) = e.metric_kind() {
-        vhost.metrics().upstream_error(kind);
+        upstream.count(kind);
     }
     let mut resp = text_response(e.status(), text);
     match e {

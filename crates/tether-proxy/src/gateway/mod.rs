@@ -131,6 +131,11 @@ fn request_path(
 #[derive(Clone)]
 pub(crate) struct AnsweredBy(pub Arc<VhostMetrics>);
 
+/// The upstream a relayed answer's body comes from, so that a body that
+/// fails after its head is counted against it; rides in its extensions.
+#[derive(Clone)]
+pub(crate) struct RelayedFrom(pub crate::metrics::UpstreamErrors);
+
 /// Answers one request on `path` (a connection's clone of the request
 /// path); the answer carries the [`AnsweredBy`] of its vhost. The future
 /// does not borrow `path`.

@@ -90,6 +90,14 @@ where
                 ),
             );
         };
+        if !conn.https && vhost.config.tls.as_ref().is_some_and(|t| t.redirect_http) {
+            if let Some(resp) = to_https(host.as_deref(), vhost.label(), req.uri()) {
+                return Answered {
+                    inner: Either::Left(ready(Ok(resp))),
+                    by: Some(vhost.metrics().clone()),
+                };
+            }
+        }
         let by = vhost.metrics().clone();
         Answered {
             inner: Either::Right(self.inner.call(Routed {
@@ -102,6 +110,30 @@ where
             by: Some(by),
         }
     }
+}
+
+/// `308` to the same host and target over https, for a vhost with
+/// `redirect_http`. The port of a plain listener means nothing on the TLS
+/// side, so the host goes without it (https's 443), as nginx's
+/// `return 308 https://$host$request_uri` does. Without a Host the vhost's
+/// name is used; the default vhost (`*`) has none, and is served instead.
+fn to_https(host: Option<&str>, label: &str, uri: &http::Uri) -> Option<Response<Body>> {
+    let host = match host {
+        Some(h) => crate::router::host_without_port(h),
+        None if label != "*" && !label.is_empty() => label,
+        None => return None,
+    };
+    let target = match uri.path_and_query().map(|p| p.as_str()) {
+        Some(p) if p.starts_with('/') => p,
+        _ => "/",
+    };
+    let location = HeaderValue::from_str(&format!("https://{host}{target}")).ok()?;
+    let mut resp = text_response(
+        StatusCode::PERMANENT_REDIRECT,
+        "this site is served over https\n",
+    );
+    resp.headers_mut().insert(header::LOCATION, location);
+    Some(resp)
 }
 
 /// `400` for a `Host` (or `:authority`) that is not `host[:port]`: it is

@@ -23,7 +23,7 @@ use crate::body::pump::{BodyPump, PumpEvent};
 use crate::body::{Body, ChannelBody, ClientBodyError};
 use crate::codec::encode::{self, OutFraming};
 use crate::codec::head::{self, Framing, HeadError, RequestHead};
-use crate::gateway::{self, AnsweredBy, ConnInfo, RequestPath, Runtime};
+use crate::gateway::{self, AnsweredBy, ConnInfo, RelayedFrom, RequestPath, Runtime};
 use crate::metrics::{Limit, UpstreamKind, VhostMetrics};
 use crate::session::websocket::{self, WsUpgrade};
 use crate::session::{ClientIo, Handoff};
@@ -346,6 +346,7 @@ where
             .extensions_mut()
             .remove::<AnsweredBy>()
             .map_or_else(|| self.rt.unrouted.clone(), |a| a.0);
+        let relayed_from = resp.extensions_mut().remove::<RelayedFrom>();
         let switching = |this: &Self| {
             answered_by.response(101, started.elapsed());
             gateway::log_access(
@@ -426,7 +427,11 @@ where
                             // Nothing went out yet: a bad chunk or a cut
                             // body is still a clean 502 (SPEC 5).
                             self.out.clear();
-                            answered_by.upstream_error(upstream_body_error_kind(&*e));
+                            let kind = upstream_body_error_kind(&*e);
+                            match &relayed_from {
+                                Some(from) => from.0.count(kind),
+                                None => answered_by.upstream_error(kind),
+                            }
                             self.answer_and_close(&answered_by, StatusCode::BAD_GATEWAY, "the origin server sent a broken answer\n").await;
                             return Next::Close;
                         }

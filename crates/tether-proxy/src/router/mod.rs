@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, VhostConfig};
-use crate::metrics::{Metrics, VhostMetrics, WorkerSample};
+use crate::metrics::{Metrics, UpstreamErrors, VhostMetrics, WorkerSample};
 use crate::session::balance::WorkerPool;
 use crate::session::{PersistentRoute, VhostScope};
 
@@ -22,6 +22,8 @@ pub(crate) struct Vhost {
     pub scope: Arc<VhostScope>,
     /// Present when `[vhost.persistent]` is enabled.
     pub persistent: Option<PersistentRoute>,
+    /// Counts the origin's failures with the vhost's.
+    pub origin_errors: UpstreamErrors,
 }
 
 impl Vhost {
@@ -51,17 +53,19 @@ impl Routes {
     pub(crate) fn new(config: &Config, metrics: &Metrics, workers: &WorkerPool) -> Routes {
         let mut routes = Routes::default();
         for vc in &config.vhosts {
+            let vhost_metrics = metrics.vhost(vc.label());
             let vhost = Arc::new(Vhost {
                 config: vc.clone(),
-                scope: Arc::new(VhostScope {
-                    label: Arc::from(vc.label()),
-                    hosts: vc.hosts.clone().into(),
-                    metrics: metrics.vhost(vc.label()),
-                }),
                 persistent: vc
                     .persistent
                     .as_ref()
-                    .map(|p| PersistentRoute::new(vc.label(), p, workers)),
+                    .map(|p| PersistentRoute::new(vc.label(), p, workers, &vhost_metrics)),
+                origin_errors: vhost_metrics.upstream(&vc.origin.as_written),
+                scope: Arc::new(VhostScope {
+                    label: Arc::from(vc.label()),
+                    hosts: vc.hosts.clone().into(),
+                    metrics: vhost_metrics,
+                }),
             });
             routes.all.push(vhost.clone());
             for host in &vc.hosts {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tether_wire::SessionId;
 
 use crate::config::OriginUrl;
+use crate::metrics::{UpstreamErrors, VhostMetrics};
 
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 
@@ -22,6 +23,8 @@ const PROBE_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct Worker {
     pub url: OriginUrl,
+    /// Counts this worker's failures with its vhost's.
+    pub errors: UpstreamErrors,
     up: AtomicBool,
     probing: AtomicBool,
     sessions: AtomicUsize,
@@ -97,7 +100,12 @@ pub(crate) struct WorkerPool {
 }
 
 impl WorkerPool {
-    pub(crate) fn get(&self, vhost: &str, url: &OriginUrl) -> Arc<Worker> {
+    pub(crate) fn get(
+        &self,
+        vhost: &str,
+        url: &OriginUrl,
+        metrics: &Arc<VhostMetrics>,
+    ) -> Arc<Worker> {
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         known.retain(|_, w| w.strong_count() > 0);
         let key = (vhost.to_owned(), url.as_written.clone());
@@ -106,6 +114,7 @@ impl WorkerPool {
         }
         let w = Arc::new(Worker {
             url: url.clone(),
+            errors: metrics.upstream(&url.as_written),
             up: AtomicBool::new(true),
             probing: AtomicBool::new(false),
             sessions: AtomicUsize::new(0),
@@ -116,9 +125,17 @@ impl WorkerPool {
 }
 
 impl Workers {
-    pub(crate) fn new(vhost: &str, urls: &[OriginUrl], pool: &WorkerPool) -> Workers {
+    pub(crate) fn new(
+        vhost: &str,
+        urls: &[OriginUrl],
+        pool: &WorkerPool,
+        metrics: &Arc<VhostMetrics>,
+    ) -> Workers {
         Workers {
-            list: urls.iter().map(|url| pool.get(vhost, url)).collect(),
+            list: urls
+                .iter()
+                .map(|url| pool.get(vhost, url, metrics))
+                .collect(),
         }
     }
 
@@ -195,15 +212,16 @@ mod tests {
     }
 
     fn workers(urls: &[OriginUrl]) -> Workers {
-        Workers::new("v", urls, &WorkerPool::default())
+        Workers::new("v", urls, &WorkerPool::default(), &Arc::default())
     }
 
     #[test]
     fn a_reload_keeps_worker_state() {
         let pool = WorkerPool::default();
-        let before = Workers::new("v", &[url(1)], &pool);
+        let metrics = Arc::default();
+        let before = Workers::new("v", &[url(1)], &pool, &metrics);
         let _pin = before.list[0].pin();
-        let after = Workers::new("v", &[url(1), url(2)], &pool);
+        let after = Workers::new("v", &[url(1), url(2)], &pool, &metrics);
         assert!(Arc::ptr_eq(&before.list[0], &after.list[0]));
         assert_eq!(after.list[0].sessions(), 1);
     }

@@ -110,9 +110,10 @@ impl PersistentRoute {
         vhost: &str,
         config: &PersistentConfig,
         pool: &WorkerPool,
+        metrics: &Arc<VhostMetrics>,
     ) -> PersistentRoute {
         PersistentRoute {
-            workers: Arc::new(Workers::new(vhost, &config.workers, pool)),
+            workers: Arc::new(Workers::new(vhost, &config.workers, pool, metrics)),
             config: Arc::new(config.clone()),
         }
     }
@@ -201,12 +202,14 @@ pub(crate) async fn handle(
                 "a resume needs Session-Received: the number of lines the client received\n",
             );
         };
+        let started = std::time::Instant::now();
         let resp = resume(env, vhost, &route.config, sid.as_bytes(), received).await;
-        metrics.resume(if resp.status() == StatusCode::OK {
-            ResumeResult::Ok
+        if resp.status() == StatusCode::OK {
+            metrics.resume(ResumeResult::Ok);
+            metrics.resume_took(started.elapsed());
         } else {
-            ResumeResult::Gone
-        });
+            metrics.resume(ResumeResult::Gone);
+        }
         return resp;
     }
     open(env, vhost, route, conn, req).await
@@ -482,7 +485,7 @@ pub(crate) async fn open_session(
                 worker.mark_down();
             }
             match e.kind.metric_kind() {
-                Some(kind) => vhost.metrics.upstream_error(kind),
+                Some(kind) => worker.errors.count(kind),
                 None if e.kind == UpstreamError::Saturated => {
                     env.metrics.limit_hit(Limit::UpstreamConnections)
                 }
@@ -528,7 +531,7 @@ pub(crate) async fn open_session(
     vhost
         .metrics
         .session_opened(transport == Transport::WebSocket);
-    tracing::debug!(session = ?id, worker = %worker.url.as_written, "session opened");
+    tracing::debug!(session = %id, worker = %worker.url.as_written, "session opened");
     Ok(Opened {
         handle,
         status,

@@ -278,6 +278,7 @@ impl Session {
             target.send_close(self.unfinished.take());
         }
         self.metrics.session_ended(reason.metric_kind());
+        self.metrics.session_lived(self.started.elapsed());
         self.metrics.backlog_bytes(-(self.backlog.bytes() as i64));
         self.metrics
             .replay_bytes(-(self.replay.held_bytes() as i64));
@@ -286,7 +287,7 @@ impl Session {
             target: "tether::session",
             vhost = %self.vhost,
             client = %self.peer,
-            session = ?self.id,
+            session = %self.id,
             reason = reason.as_str(),
             duration_ms = self.started.elapsed().as_millis() as u64,
             lines_to_worker = s.lines_to_worker,
@@ -404,7 +405,7 @@ impl Session {
         }
         if let State::Attached { link, .. } = &mut self.state {
             if link.poll_dead(cx).is_ready() {
-                tracing::debug!(session = ?self.id, "no pong for 30 s: detached");
+                tracing::debug!(session = %self.id, "no pong for 30 s: detached");
                 self.transition(To::Detached);
                 moved = true;
             }
@@ -648,7 +649,7 @@ impl Session {
                 if stall.as_mut().poll(cx).is_pending() {
                     return false;
                 }
-                tracing::debug!(session = ?self.id, "client made no write progress: detached");
+                tracing::debug!(session = %self.id, "client made no write progress: detached");
             }
         }
         self.transition(To::Detached);

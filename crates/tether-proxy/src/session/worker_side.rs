@@ -334,14 +334,18 @@ impl MessageTarget {
         event: &'static str,
         body: Bytes,
     ) -> Result<Response<Body>, UpstreamError> {
-        let give_up = tokio::time::Instant::now() + self.retry;
+        let started = tokio::time::Instant::now();
+        let give_up = started + self.retry;
         let mut pause = RETRY_FIRST;
         let mut counted = false;
         let mut stale_left = STALE_RETRIES;
         loop {
             let req = self.request(event, body.clone());
             let failed = match self.upstreams.send_once(&self.worker, req).await {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => {
+                    self.metrics.message_request_took(started.elapsed());
+                    return Ok(resp);
+                }
                 Err(f) => f,
             };
             // A pooled connection the worker had closed: at once on
@@ -354,7 +358,7 @@ impl MessageTarget {
             if !counted {
                 counted = true;
                 if let Some(kind) = failed.kind.metric_kind() {
-                    self.metrics.upstream_error(kind);
+                    self.health.errors.count(kind);
                 }
             }
             if !failed.unsent {
@@ -597,11 +601,16 @@ mod tests {
             port,
         };
         let pool = WorkerPool::default();
-        let workers = Workers::new("t.test", std::slice::from_ref(&url), &pool);
+        let metrics = Arc::new(Metrics::default());
+        let workers = Workers::new(
+            "t.test",
+            std::slice::from_ref(&url),
+            &pool,
+            &metrics.vhost("t.test"),
+        );
         let Ok(pin) = workers.claim(&tether_wire::SessionId::from_random([1; 24]), 10) else {
             panic!("no worker");
         };
-        let metrics = Arc::new(Metrics::default());
         let server = ServerConfig {
             origin_connect_timeout: Duration::from_secs(1),
             origin_response_timeout: Duration::from_secs(2),
@@ -685,6 +694,15 @@ mod tests {
         assert!(
             errors.contains("kind=\"connect\"} 1"),
             "one error for the request, whatever the tries: {errors}"
+        );
+        let by_worker = format!(
+            "tether_upstream_errors_by_upstream_total{{vhost=\"t.test\",upstream=\"http://127.0.0.1:{port}\",kind=\"connect\"}} 1\n"
+        );
+        let text = s.metrics.render(&[]);
+        assert!(text.contains(&by_worker), "{text}");
+        assert!(
+            text.contains("tether_message_request_duration_seconds_count{vhost=\"t.test\"} 1\n"),
+            "{text}"
         );
     }
 

@@ -183,7 +183,7 @@ pub(crate) fn restore(moved: Moved, home: &Home) -> Result<SessionHandle, NotRes
     let url = parse_upstream(&s.settings.worker).map_err(bad)?;
     let vhost: Arc<str> = s.vhost.into();
     let metrics = home.metrics.vhost(&vhost);
-    let worker = home.registry.workers().get(&vhost, &url);
+    let worker = home.registry.workers().get(&vhost, &url, &metrics);
     let mut config = PersistentConfig::with_defaults(&url);
     let set = &s.settings;
     config.resume_grace = set.resume_grace;

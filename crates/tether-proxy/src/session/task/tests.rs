@@ -90,7 +90,12 @@ fn open(config: PersistentConfig) -> Session {
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let slot = registry.admit(&vhost, ip, 10, 10).expect("a place");
     let id = SessionId::from_random([7; 24]);
-    let workers = Workers::new(HOST, &config.workers, registry.workers());
+    let workers = Workers::new(
+        HOST,
+        &config.workers,
+        registry.workers(),
+        &metrics.vhost(HOST),
+    );
     let Ok(pin) = workers.claim(&id, 10) else {
         panic!("no worker place");
     };

@@ -109,6 +109,7 @@ pub(crate) async fn run(io: Box<dyn ClientIo>, input: BytesMut, up: WsUpgrade) {
     match ClientControl::parse(&record) {
         Ok(ClientControl::New) => open(link, up, &route).await,
         Ok(ClientControl::Resume { sid, received }) => {
+            let started = std::time::Instant::now();
             let resumed = resume_session(&up.env, &up.vhost, sid.as_bytes(), received).await;
             let Some((handle, resumed)) = resumed else {
                 up.vhost.metrics.resume(ResumeResult::Gone);
@@ -119,6 +120,7 @@ pub(crate) async fn run(io: Box<dyn ClientIo>, input: BytesMut, up: WsUpgrade) {
             if link.flush().await.is_err() {
                 return;
             }
+            up.vhost.metrics.resume_took(started.elapsed());
             let _ = handle.mailbox.send(Command::Attach {
                 gen: resumed.gen,
                 link: Box::new(Link::WebSocket(link)),
