@@ -648,6 +648,8 @@ struct WorkerSide {
     lines: u64,
     last_line: u64,
     ends: Vec<String>,
+    /// Numbering errors (gap, duplicate, disorder) of the session.
+    errors: Vec<String>,
 }
 
 /// Reads the workers' events once: per session, and the `ERROR`s.
@@ -656,6 +658,14 @@ fn worker_view(workers: &[LineWorker]) -> (HashMap<String, WorkerSide>, Vec<Stri
     let mut errors = Vec::new();
     for e in workers.iter().flat_map(LineWorker::events) {
         if e.starts_with("ERROR") {
+            // `ERROR numbered <sid> expected ...`
+            if let Some(sid) = e.split(' ').nth(2) {
+                by_sid
+                    .entry(sid.to_string())
+                    .or_default()
+                    .errors
+                    .push(e.clone());
+            }
             errors.push(e);
             continue;
         }
@@ -680,15 +690,17 @@ fn worker_view(workers: &[LineWorker]) -> (HashMap<String, WorkerSide>, Vec<Stri
 /// Checks every client against the worker: every line exactly once and in
 /// order on both sides, one worker connection per session, no EOF.
 fn check_exactly_once(workers: &[LineWorker], clients: &[Client]) -> (u64, u64) {
-    let (sides, errors) = worker_view(workers);
-    assert!(
-        errors.is_empty(),
-        "the worker saw numbering errors: {errors:?}"
-    );
+    let (sides, _) = worker_view(workers);
     let (mut to_worker, mut to_client) = (0, 0);
     for c in clients {
         let side = sides.get(&c.sid);
         let side = side.unwrap_or_else(|| panic!("{}: the worker never saw it", c.name()));
+        assert!(
+            side.errors.is_empty(),
+            "{}: the worker saw numbering errors: {:?}",
+            c.name(),
+            side.errors
+        );
         assert_eq!(
             (c.fig.losses, c.fig.duplicates, c.received),
             (0, 0, c.sent),
@@ -1081,6 +1093,20 @@ fn detach_all(clients: &mut [Client]) {
     }
 }
 
+/// Drops each client's connection, resumes and runs a batch: the counts
+/// the gateway holds (lines delivered to the worker, lines sent toward the
+/// client) must be exactly what the client saw, or the resume shows it (a
+/// line sent again reaches the worker twice; a count above the gateway's
+/// gets `410`).
+fn reattach_all(clients: &mut [Client]) -> Result<(), String> {
+    for c in clients.iter_mut() {
+        c.detach();
+        c.resume()?;
+        c.batch(2)?;
+    }
+    Ok(())
+}
+
 /// Resumes each detached client and runs `batches` batches.
 fn resume_all(clients: &mut [Client], batches: u64) -> Result<(), String> {
     for c in clients.iter_mut() {
@@ -1184,6 +1210,15 @@ fn upgrade_under_load_twice_keeps_every_session_line_and_request() {
         "plain requests flowed through the upgrades"
     );
 
+    // Every attached session resumes once more: the counts carried by the
+    // handovers are exact.
+    let mut clients = clients;
+    reattach_all(&mut clients).unwrap_or_else(|e| {
+        panic!(
+            "SPEC 10: a session resumes after the upgrades with its counts whole: {}",
+            with_worker_side(&rig.workers, &[e])
+        )
+    });
     // The detached sessions resume against the newest process.
     resume_all(&mut detached, 3)
         .unwrap_or_else(|e| panic!("SPEC 10: a detached session resumes: {e}"));
@@ -1539,6 +1574,116 @@ fn new_process_killed_during_the_handover_leaves_every_session_in_one_process() 
     }
     let mut conn = None;
     plain_request(rig.listen, &mut conn, false).expect("a plain request after the failed upgrade");
+}
+
+/// The new process SIGKILLed in the middle of the handover while lines
+/// flow: a session that the new process had taken (and whose connections
+/// it may have read and written) but not yet acknowledged goes back to the
+/// old process, which must find its state as it is on the wire: no line
+/// lost or duplicated either way. Same decision as the test above: each
+/// session is whole in the old process, or lost (`410` and worker EOF).
+///
+/// 200 sessions on plain TCP (native and WebSocket) run batches of lines
+/// without pause among 2 000 idle detached ones, so that the handover
+/// takes several batches and the busy sessions are spread over them.
+#[test]
+fn new_process_killed_during_the_handover_under_load_loses_no_line_of_a_kept_session() {
+    let _heavy = heavy_lock();
+    let mut rig = rig();
+    let _idle = open_detached(&rig, &[(Transport::Native, Via::Plain, 2000)]);
+    let busy = open_many(
+        &rig,
+        &[
+            (Transport::Native, Via::Plain, 100),
+            (Transport::Ws, Via::Plain, 100),
+        ],
+    );
+    let mut traffic = Traffic::start(busy, Duration::ZERO);
+    traffic.wait_progress(&rig.workers, 3, "lines flowing before the upgrade");
+
+    let old = rig.tether.pid();
+    let mark = rig.tether.send_upgrade();
+    let new = rig.tether.wait_upgrade_started(mark, UPGRADE_GUARD);
+    let started = Instant::now();
+    let base = fd_count(new);
+    let mut seen = base;
+    while started.elapsed() < Duration::from_secs(3) {
+        seen = fd_count(new);
+        if seen >= base + 700 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    tether_tests::process::send_signal(new, Signal::Kill);
+    assert!(
+        rig.tether
+            .log_line_after(mark, tether_tests::tether::UPGRADE_COMPLETE)
+            .is_none(),
+        "the handover finished before the kill: this test needs more sessions"
+    );
+    eprintln!(
+        "killed the new process {new} {:.3?} after it started, holding {seen} descriptors",
+        started.elapsed()
+    );
+    rig.tether
+        .wait_log_line(mark, UPGRADE_FAILED, UPGRADE_GUARD);
+    assert!(
+        process_exists(old),
+        "SPEC 10: the old process goes on serving"
+    );
+    // Lines go on flowing on the sessions kept; the lost ones' clients
+    // stop at their 410.
+    std::thread::sleep(Duration::from_secs(2));
+    traffic.stop.store(true, Ordering::Relaxed);
+    let mut kept = Vec::new();
+    let mut lost = Vec::new();
+    let mut failures = Vec::new();
+    for t in std::mem::take(&mut traffic.threads) {
+        match t.join() {
+            Ok(Ok(mut c)) => {
+                // One more batch: the session still works after the stop.
+                match c.batch(2) {
+                    Ok(()) => kept.push(c),
+                    Err(e) => failures.push(e),
+                }
+            }
+            Ok(Err((e, _))) if e.contains(" 410 ") || e.contains("Some(4410)") => lost.push(e),
+            other => failures.push(joined_error_of(other)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "sessions neither kept nor cleanly lost:\n{}",
+        with_worker_side(&rig.workers, &failures)
+    );
+    reattach_all(&mut kept).unwrap_or_else(|e| {
+        panic!(
+            "a session kept by the old process resumes with its counts whole: {}",
+            with_worker_side(&rig.workers, &[e])
+        )
+    });
+    let plain_closed: Vec<String> = kept
+        .iter()
+        .flat_map(|c| {
+            c.fig
+                .closes
+                .iter()
+                .map(move |e| format!("{}: {e}", c.name()))
+        })
+        .collect();
+    let (to_worker, to_client) = check_exactly_once(&rig.workers, &kept);
+    eprintln!(
+        "figures: 200 busy sessions among 2000 idle; kept by the old process {} (lines to the \
+         worker {to_worker}, to the clients {to_client}; closes seen {}); lost with the killed \
+         process {}",
+        kept.len(),
+        plain_closed.len(),
+        lost.len()
+    );
+    assert_eq!(
+        tether_tests::metric(rig.admin, "tether_upgrades_total{result=\"error\"}"),
+        Some(1.0)
+    );
 }
 
 /// 10 000 idle sessions handed over; the time is printed (SPEC 10 says
