@@ -630,6 +630,8 @@ allowed_origins = ["HTTPS://App.Example.Test", "http://localhost:3000"]
 max_sessions_per_worker = 12
 unused_grace = "1s"
 worker_retry = "0s"
+page_sessions = true
+message_format = "form"
 
 [[vhost]]
 hosts = ["plain.test"]
@@ -697,6 +699,8 @@ enabled = false
             max_sessions_per_worker: 12,
             unused_grace: Duration::from_secs(1),
             worker_retry: Duration::ZERO,
+            page_sessions: true,
+            message_format: MessageFormat::Form,
         }),
     };
     assert_eq!(config.vhosts[0], expected_chat);
@@ -917,4 +921,43 @@ fn a_vhost_without_hosts_has_an_empty_label() {
     assert_eq!(v.label(), "a.test");
     v.hosts.clear();
     assert_eq!(v.label(), "");
+}
+
+#[test]
+fn form_messages_need_message_mode_and_formats_are_named() {
+    let errors = parse(
+        "t.toml",
+        "[[vhost]]\nhosts = [\"a\"]\norigin = \"http://127.0.0.1\"\n[vhost.persistent]\nmessage_format = \"form\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("t.toml:5:18:") && errors.contains("needs mode = \"message\""),
+        "{errors}"
+    );
+    let errors = parse(
+        "t.toml",
+        "[[vhost]]\nhosts = [\"a\"]\norigin = \"http://127.0.0.1\"\n[vhost.persistent]\nmode = \"message\"\nmessage_format = \"json\"\npage_sessions = \"yes\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("t.toml:6:18:") && errors.contains("\"json\" is not a format"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("t.toml:7:17:") && errors.contains("page_sessions must be true or false"),
+        "{errors}"
+    );
+    let p = parse(
+        "t.toml",
+        "[[vhost]]\nhosts = [\"a\"]\norigin = \"http://127.0.0.1\"\n[vhost.persistent]\n",
+    )
+    .unwrap()
+    .vhosts[0]
+        .persistent
+        .clone()
+        .unwrap();
+    assert!(!p.page_sessions);
+    assert_eq!(p.message_format, MessageFormat::Lines);
 }
