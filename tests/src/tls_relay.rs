@@ -5,10 +5,10 @@
 //! [`Channel`](crate::session::Channel) and [`WsClient`](crate::WsClient)
 //! speak to tether's TLS listeners unchanged.
 //!
-//! Closes are relayed as they come: when tether closes the TLS connection
-//! the client gets every byte before it, then FIN (a TLS error: the
-//! connection is dropped); when the client closes, the TLS side is shut
-//! down. One relayed client connection is one TLS connection.
+//! Closes are relayed as they come, each direction on its own: when tether
+//! closes the TLS connection (with or without `close_notify`) the client
+//! gets every byte before it, then FIN; when the client closes, the TLS
+//! side is shut down. One relayed client connection is one TLS connection.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -73,7 +73,7 @@ impl TlsRelay {
         let addr = listener.local_addr().expect("relay address");
         runtime.spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 let connector = connector.clone();
@@ -84,10 +84,10 @@ impl TlsRelay {
                         return; // the client sees its connection closed
                     };
                     let _ = tcp.set_nodelay(true);
-                    let Ok(mut tls) = connector.connect(name, tcp).await else {
+                    let Ok(tls) = connector.connect(name, tcp).await else {
                         return;
                     };
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut tls).await;
+                    relay(client, tls).await;
                 });
             }
         });
@@ -101,6 +101,28 @@ impl TlsRelay {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+}
+
+/// Copies each direction on its own until its end: what tether sent before
+/// it closed reaches the client whole even when the client's own writes
+/// already fail (a real TLS client keeps what it has received), then the
+/// client gets FIN.
+async fn relay(
+    client: tokio::net::TcpStream,
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut tls_read, mut tls_write) = tokio::io::split(tls);
+    let down = async {
+        let _ = tokio::io::copy(&mut tls_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    let up = async {
+        let _ = tokio::io::copy(&mut client_read, &mut tls_write).await;
+        let _ = tls_write.shutdown().await;
+    };
+    tokio::join!(down, up);
 }
 
 /// Accepts exactly the pinned certificates; handshake signatures are
