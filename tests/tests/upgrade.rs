@@ -1744,7 +1744,9 @@ fn tls_clients_resuming_while_their_sessions_are_in_transit_wait_for_them() {
 /// File descriptors: tether holds two per attached session and one per
 /// detached one, under a hard limit of 20 000 here, so 3 000 are attached
 /// (2 000 native, 1 000 WebSocket, on plain TCP) and 7 000 detached; a
-/// `line_worker` holds two per session, so two workers share them.
+/// `line_worker` holds two per session, so two workers share them. The
+/// test needs a hard limit of about 15 000 open files (it prints the one in
+/// force).
 #[test]
 fn ten_thousand_idle_sessions_are_handed_over() {
     let _heavy = heavy_lock();
