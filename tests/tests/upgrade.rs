@@ -1200,6 +1200,15 @@ fn upgrade_under_load_twice_keeps_every_session_line_and_request() {
             Some((n * total) as f64),
             "SPEC 10: sessions received, continuing the old process's counter"
         );
+        assert!(
+            metric_sum(&m, "tether_upgrades_total", &["result=\"error\""]).unwrap_or(0.0) == 0.0,
+            "no upgrade failed"
+        );
+        wait_for(
+            "SPEC 10: the new process's gauge counts every session",
+            WAIT,
+            || (sessions_gauge(&rig) == Some(total as f64)).then_some(()),
+        );
         upgrades.push(up);
     }
     let ok_after = plain.ok();
