@@ -360,6 +360,10 @@ impl Taking {
     /// session it sends. Any failure ends this process at once: the old
     /// one still holds every connection and goes on serving.
     pub(crate) async fn receive(mut self, metrics: Arc<Metrics>, home: Home) {
+        // Before `Listening`: the old process moves sessions (and closes
+        // TLS clients) as soon as it has sent the list, which this process
+        // reads a moment later.
+        home.registry.list_coming();
         let sessions = blocking(|| self.take_all(&metrics, &home));
         match sessions {
             Ok(n) => {
