@@ -10,7 +10,10 @@
 //! (409, then the resend), takeover by a second down channel (4409), worker
 //! end (`end`), the one 410 for unknown sessions on both channels, the
 //! Origin rule, `max_line`, the 15 s keep-alive comment, metrics and the
-//! session's log line.
+//! session's log line, acks and the rate on POSTs, 4502 for output that is
+//! not UTF-8, takeover across transports, `DELETE`, SIGTERM and an upgrade
+//! (1012, no drain held, the session resumed in the new process), and
+//! fault injection with many sessions.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -942,4 +945,42 @@ fn one_session_across_transports_delete_and_shutdown() {
     // The down channel does not hold the drain (drain_timeout is 30 s).
     let exited = tether.wait_exit(Duration::from_secs(5));
     assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+}
+
+#[test]
+fn an_upgrade_ends_the_down_channel_with_1012_and_the_session_goes_on_in_the_new_process() {
+    let (worker, mut tether) = setup("");
+    let addr = tether.addr();
+    let (mut down, sid) = open_down(addr, "/echo.pphp");
+    assert_eq!(down.next().name, "initial");
+    assert_eq!(post(addr, &sid, 0, b"a\n"), (204, Some(1)));
+    assert_eq!(down.lines(1), ["1 a"]);
+    let up = tether.upgrade(Duration::from_secs(30));
+    assert_eq!(
+        up.old_exit.code(),
+        Some(0),
+        "SPEC 10: the old process exits 0"
+    );
+    // The down channel cannot move with its session (SPEC 10 for TLS
+    // clients): it is told to come back.
+    let ev = down.next();
+    assert_eq!(
+        (ev.name.as_str(), ev.data.as_str()),
+        ("error", "1012 shutdown")
+    );
+    let mut down = Down::open(
+        addr,
+        "/echo.pphp",
+        &[("SessionID", &sid), ("Session-Received", "1")],
+    );
+    assert_eq!(down.status, 200, "{}", down.head);
+    assert_eq!(
+        down.hello().1,
+        1,
+        "the gateway's count moved with the session"
+    );
+    assert_eq!(post(addr, &sid, 1, b"b\n"), (204, Some(2)));
+    assert_eq!(down.lines(1), ["2 b"]);
+    assert_eq!(worker.conns(&sid), 1, "the worker saw no new request");
+    assert!(worker.errors().is_empty(), "{:?}", worker.errors());
 }
