@@ -556,13 +556,51 @@ test('WebSocket blocked in Chromium: HTTPSocket falls back to the HTTP transport
   assert.equal(events.filter((e) => e.startsWith(`conn ${sid} `)).length, 1, 'one request reached the worker: the resume did not');
 });
 
+test('WebSocket silently stalled in Chromium: no open record within 5 s, HTTPSocket falls back to the HTTP transport', { timeout: 60000 }, async () => {
+  const stalling = await startBlockingRelay(gateway.port, { stall: true });
+  relays.push(stalling);
+  const stalled = await context.newPage();
+  await stalled.goto(`http://127.0.0.1:${stalling.port}/`);
+  await stalled.waitForFunction(() => document.title === 'ready', null, { timeout: 10000 });
+  const result = await stalled.evaluate(async () => {
+    const started = performance.now();
+    const s = new window.HTTPSocket('/echo.pphp?initial=0', { initialDelay: 50 });
+    await new Promise((ok, fail) => {
+      s.addEventListener('open', ok, { once: true });
+      s.addEventListener('close', () => fail(new Error('closed')), { once: true });
+    });
+    const opened = performance.now() - started;
+    s.send('over http');
+    const echo = await s.read();
+    // A second socket of the page goes straight to HTTP (remembered).
+    const started2 = performance.now();
+    const t = new window.HTTPSocket('/echo.pphp?initial=0');
+    await new Promise((ok) => t.addEventListener('open', ok, { once: true }));
+    const opened2 = performance.now() - started2;
+    const transports = [s.transport, t.transport];
+    for (const x of [s, t]) {
+      const closed = new Promise((ok) => x.addEventListener('close', ok, { once: true }));
+      x.close();
+      await closed;
+    }
+    return { opened, opened2, echo, transports };
+  });
+  await stalled.close();
+  assert.deepEqual(result.transports, ['http', 'http']);
+  assert.equal(result.echo, '1 over http');
+  assert.equal(stalling.refusedUpgrades, 1, 'only the first socket tried WebSocket');
+  assert.ok(result.opened >= 5000 && result.opened < 8000, `open after ${result.opened} ms`);
+  assert.ok(result.opened2 < 2000, `the second socket opened after ${result.opened2} ms`);
+  console.log(`# stalled upgrade: open over HTTP after ${Math.round(result.opened)} ms; a second socket after ${Math.round(result.opened2)} ms`);
+});
+
 /**
  * A TCP relay in front of tether that refuses every WebSocket upgrade with
  * 403, as a proxy that blocks WebSocket does, and relays the rest;
  * `cutEventStreams()` resets (RST both ways) the connections that carry a
  * Server-Sent Events request, as a network failure would.
  */
-async function startBlockingRelay(port) {
+async function startBlockingRelay(port, { stall = false } = {}) {
   const conns = new Set();
   const relay = { port: 0, refusedUpgrades: 0 };
   const server = createTcpServer((client) => {
@@ -573,11 +611,18 @@ async function startBlockingRelay(port) {
       const text = chunk.toString('latin1');
       if (/^upgrade:\s*websocket\s*$/im.test(text)) {
         relay.refusedUpgrades += 1;
-        conns.delete(conn);
         upstream.destroy();
+        if (stall) {
+          // A proxy that takes the upgrade and never answers: the
+          // connection stays open, silent (closed by the after hook).
+          conn.stalled = true;
+          return;
+        }
+        conns.delete(conn);
         client.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
         return;
       }
+      if (conn.stalled) return;
       if (/^accept:\s*text\/event-stream\s*$/im.test(text)) conn.events = true;
       upstream.write(chunk);
     });
@@ -585,7 +630,7 @@ async function startBlockingRelay(port) {
     upstream.on('end', () => client.end());
     client.on('end', () => upstream.end());
     client.on('error', () => upstream.destroy());
-    upstream.on('error', () => client.destroy());
+    upstream.on('error', () => { if (!conn.stalled) client.destroy(); });
     client.on('close', () => conns.delete(conn));
   });
   await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
