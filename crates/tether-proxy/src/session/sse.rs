@@ -134,12 +134,16 @@ impl SseBody {
         }
         if let Some(drain) = &mut self.drain {
             if drain.as_mut().poll(cx).is_ready() {
-                // What the pipe holds is whole events; they go first.
+                // What the pipe holds is whole events; they go first (with
+                // the link's own last event, if it wrote one: then that
+                // one is the last).
                 self.done = true;
                 let mut p = lock(&self.pipe);
                 let mut data = p.buf.split();
                 p.buf = BytesMut::new();
-                data.extend_from_slice(SHUTDOWN_EVENT);
+                if !p.writer_done {
+                    data.extend_from_slice(SHUTDOWN_EVENT);
+                }
                 return Poll::Ready(Some(data.freeze()));
             }
         }
