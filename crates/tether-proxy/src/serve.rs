@@ -210,6 +210,13 @@ async fn serve(
             Some(Control::Shutdown) | None => break,
         };
         notify::reloading();
+        let mut new = new;
+        if new.cluster != current.cluster {
+            // The node name is in every SessionID minted and the peers know
+            // this instance by it: it stays what the process started with.
+            tracing::warn!("[cluster] changes take effect at the next start");
+            new.cluster = current.cluster.clone();
+        }
         match reload(&current, &new, &mut listeners, &ctx).await {
             Ok(()) => {
                 let upstreams = Upstreams::new(&new.server, new.upstream_authorities());

@@ -56,6 +56,7 @@ impl Runtime {
             upstreams.clone(),
             sessions.clone(),
             metrics.clone(),
+            config.cluster.as_ref().map(|c| Arc::from(c.node.as_str())),
         ));
         let path = request_path(
             routes.clone(),

@@ -62,6 +62,9 @@ pub(crate) struct SessionEnv {
     pub(crate) upstreams: Upstreams,
     pub(crate) sessions: Arc<Registry>,
     pub(crate) metrics: Arc<Metrics>,
+    /// This instance's `[cluster] node` (SPEC 11): new SessionIDs end with
+    /// it. None: a single instance.
+    pub(crate) node: Option<Arc<str>>,
 }
 
 impl SessionEnv {
@@ -70,12 +73,14 @@ impl SessionEnv {
         upstreams: Upstreams,
         sessions: Arc<Registry>,
         metrics: Arc<Metrics>,
+        node: Option<Arc<str>>,
     ) -> SessionEnv {
         SessionEnv {
             server,
             upstreams,
             sessions,
             metrics,
+            node,
         }
     }
 }
@@ -435,7 +440,7 @@ pub(crate) async fn open_session(
             ))
         }
     };
-    let id = mint();
+    let id = mint(env.node.as_deref());
     let pin = match route.workers.claim(&id, config.max_sessions_per_worker) {
         Ok(pin) => pin,
         Err(NoWorker::Down) => {
@@ -660,11 +665,17 @@ async fn open_message(
     }))
 }
 
-/// A new SessionID: 24 bytes from the OS CSPRNG (192 bits).
-fn mint() -> SessionId {
+/// A new SessionID: 24 bytes from the OS CSPRNG (192 bits), followed in a
+/// cluster by this instance's node name (SPEC 11).
+fn mint(node: Option<&str>) -> SessionId {
     let mut random = [0u8; 24];
     getrandom::fill(&mut random).expect("the operating system's random source failed");
-    SessionId::from_random(random)
+    match node {
+        // The name was validated with the config: `None` cannot happen.
+        Some(node) => SessionId::from_random_owned_by(random, node)
+            .unwrap_or_else(|| SessionId::from_random(random)),
+        None => SessionId::from_random(random),
+    }
 }
 
 /// The answer head of SPEC 2 / SPEC 4 (the connection writes
