@@ -227,6 +227,7 @@ pub(crate) struct VhostMetrics {
     sessions: [AtomicI64; 2],
     opened_native: AtomicU64,
     opened_websocket: AtomicU64,
+    opened_page: AtomicU64,
     ended: [AtomicU64; 10],
     resumes: [AtomicU64; 3],
     takeovers: AtomicU64,
@@ -294,11 +295,11 @@ impl VhostMetrics {
         self.sessions[state as usize].fetch_add(delta, Ordering::Relaxed);
     }
 
-    pub(crate) fn session_opened(&self, websocket: bool) {
-        let c = if websocket {
-            &self.opened_websocket
-        } else {
-            &self.opened_native
+    pub(crate) fn session_opened(&self, transport: OpenedOver) {
+        let c = match transport {
+            OpenedOver::Native => &self.opened_native,
+            OpenedOver::WebSocket => &self.opened_websocket,
+            OpenedOver::Page => &self.opened_page,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -352,6 +353,15 @@ pub(crate) struct WorkerSample {
     pub worker: String,
     pub sessions: usize,
     pub up: bool,
+}
+
+/// The `transport` label of `tether_sessions_opened_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenedOver {
+    Native,
+    WebSocket,
+    /// A browser navigation: the page is the session (SPEC 12).
+    Page,
 }
 
 /// All metrics of the process; outlives config reloads.
@@ -628,6 +638,12 @@ impl Metrics {
                 "tether_sessions_opened_total",
                 &[("vhost", &m.label), ("transport", "websocket")],
                 m.opened_websocket.load(Ordering::Relaxed) as f64,
+            );
+            sample(
+                &mut out,
+                "tether_sessions_opened_total",
+                &[("vhost", &m.label), ("transport", "page")],
+                m.opened_page.load(Ordering::Relaxed) as f64,
             );
         }
 
@@ -1163,7 +1179,7 @@ mod tests {
         let m = Metrics::default();
         let v = m.vhost("a\"b.test");
         v.response(204, Duration::from_millis(3));
-        v.session_opened(true);
+        v.session_opened(OpenedOver::WebSocket);
         v.response(502, Duration::from_secs(20));
         m.limit_hit(Limit::HeaderTimeout);
         let text = m.render(&[]);

@@ -86,6 +86,8 @@ origin = "http://{origin}"
 enabled = true
 paths = ["*.pphp"]
 workers = ["http://{worker}"]
+# A browser opening /page.pphp gets a page that is itself the session.
+page_sessions = true
 "#,
         origin = demo.origin,
         worker = demo.worker,
@@ -251,7 +253,10 @@ async fn serve_connection(stream: TcpStream, role: Role) -> io::Result<()> {
         }
         match role {
             Role::Worker { tick } if req.path == "/chat.pphp" && req.method != "HEAD" => {
-                return chat_session(reader, write, &req, tick).await;
+                return chat_session(reader, write, &req, tick, Welcome::Line).await;
+            }
+            Role::Worker { tick } if req.path == "/page.pphp" && req.method != "HEAD" => {
+                return chat_session(reader, write, &req, tick, Welcome::Page).await;
             }
             Role::Worker { .. } => worker_plain(&mut write, &req).await?,
             Role::Origin => origin_page(&mut write, &req).await?,
@@ -347,12 +352,21 @@ async fn worker_plain(write: &mut OwnedWriteHalf, req: &Request) -> io::Result<(
     .await
 }
 
+/// What a chat session opens with: a welcome line, or (`/page.pphp`) a
+/// whole HTML page that is itself the session (SPEC 12).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Welcome {
+    Line,
+    Page,
+}
+
 /// The worker side of one chat session (stream mode).
 async fn chat_session<R: AsyncRead + Unpin>(
     mut reader: BufReader<R>,
     mut write: OwnedWriteHalf,
     req: &Request,
     tick_every: Duration,
+    welcome_with: Welcome,
 ) -> io::Result<()> {
     let short: String = req
         .session_id
@@ -362,9 +376,15 @@ async fn chat_session<R: AsyncRead + Unpin>(
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .take(6)
         .collect();
-    let welcome = format!("welcome to the tether demo; you are session {short}\n");
+    let (content_type, welcome) = match welcome_with {
+        Welcome::Line => (
+            TEXT,
+            format!("welcome to the tether demo; you are session {short}\n"),
+        ),
+        Welcome::Page => ("text/html; charset=utf-8", page_html(&short)),
+    };
     let head = format!(
-        "HTTP/1.1 200 OK\r\nConnection-Type: Persistent\r\nContent-Type: {TEXT}\r\n\
+        "HTTP/1.1 200 OK\r\nConnection-Type: Persistent\r\nContent-Type: {content_type}\r\n\
          Content-Length: {}\r\n\r\n{welcome}",
         welcome.len()
     );
@@ -411,6 +431,52 @@ fn html_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// The page of `/page.pphp`: opened in a browser, it is its own session;
+/// tether puts the SessionID in it and its script attaches.
+fn page_html(short: &str) -> String {
+    format!(
+        r##"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>tether demo: this page is the session</title>
+</head>
+<body style="font-family: system-ui, sans-serif; max-width: 42em; margin: 2em auto">
+<h1>This page is session {short}</h1>
+<p>The demo worker answered the browser's own request for this page, and the
+page goes on talking to that same worker session: type a line, drop the
+connection, carry on. Reloading the page opens a new session.</p>
+<div id="log" style="height:12em; overflow-y:auto; border:1px solid #ccc; padding:0.5em; font-family:monospace; white-space:pre-wrap"></div>
+<form id="say"><input id="line" autocomplete="off" placeholder="type a line" style="width:60%">
+<button>send</button> <button type="button" id="drop">drop the connection</button></form>
+<p><a href="/">back to the demo</a></p>
+<script type="module">
+import {{ HTTPSocket }} from "/httpsocket.js";
+const out = document.getElementById("log");
+const log = (text) => {{
+  const row = document.createElement("div");
+  row.textContent = text;
+  out.appendChild(row);
+  out.scrollTop = out.scrollHeight;
+}};
+const socket = HTTPSocket.page();
+socket.addEventListener("line", (e) => log(e.detail));
+socket.addEventListener("reconnecting", () => log("# connection lost, reconnecting"));
+socket.addEventListener("resumed", () => log("# resumed: nothing lost"));
+socket.addEventListener("close", () => log("# session closed"));
+document.getElementById("say").addEventListener("submit", (e) => {{
+  e.preventDefault();
+  const input = document.getElementById("line");
+  if (input.value) {{ socket.send(input.value); input.value = ""; }}
+}});
+document.getElementById("drop").addEventListener("click", () => socket._dropForTest());
+</script>
+</body>
+</html>
+"##
+    )
 }
 
 fn index_html(host: &str) -> String {
@@ -474,6 +540,12 @@ document.getElementById("say").addEventListener("submit", (e) => {{
 }});
 document.getElementById("drop").addEventListener("click", () => socket._dropForTest());
 </script>
+
+<h2>A page that is itself the session</h2>
+<p>Open <a href="/page.pphp">/page.pphp</a>: the browser's own request for
+that page opens the session (<code>page_sessions = true</code>), tether puts
+the SessionID into the page, and the page's script attaches to it with
+<code>HTTPSocket.page()</code>.</p>
 
 <h2>See resume at work</h2>
 <p>Cut the connection while the session runs (suspend the client, or drop the
@@ -597,6 +669,25 @@ mod tests {
         let (_, _, body) = c.response().await;
         assert!(body.contains("http://&lt;b&gt;/chat.pphp"));
         assert!(!body.contains("<b>"));
+    }
+
+    #[tokio::test]
+    async fn the_page_of_page_pphp_is_its_own_session() {
+        let demo = start_demo_servers().await.unwrap();
+        let mut c = Client::connect(demo.worker).await;
+        c.send(
+            "GET /page.pphp HTTP/1.1\r\nHost: gw.test\r\nSessionID: AbCdEfGhIjKlMnOpQrStUv\r\n\
+             Accept: text/html\r\n\r\n",
+        )
+        .await;
+        let (status, h, body) = c.response().await;
+        assert_eq!(status, 200);
+        assert_eq!(header(&h, "connection-type"), Some("Persistent"));
+        assert!(header(&h, "content-type").is_some_and(|t| t.starts_with("text/html")));
+        assert!(body.contains("<head>") && body.contains("HTTPSocket.page()"));
+        assert!(body.contains("session AbCdEf"));
+        c.send("hello\n").await;
+        assert_eq!(c.line().await, "#1 you said: hello\n");
     }
 
     #[tokio::test]

@@ -57,6 +57,8 @@ pub(super) const PERSISTENT_KEYS: &[&str] = &[
     "max_sessions_per_worker",
     "unused_grace",
     "worker_retry",
+    "page_sessions",
+    "message_format",
 ];
 
 /// The largest configuration file read: far above any real one.

@@ -631,6 +631,8 @@ allowed_origins = ["HTTPS://App.Example.Test", "http://localhost:3000"]
 max_sessions_per_worker = 12
 unused_grace = "1s"
 worker_retry = "0s"
+page_sessions = true
+message_format = "form"
 
 [[vhost]]
 hosts = ["plain.test"]
@@ -698,6 +700,8 @@ enabled = false
             max_sessions_per_worker: 12,
             unused_grace: Duration::from_secs(1),
             worker_retry: Duration::ZERO,
+            page_sessions: true,
+            message_format: MessageFormat::Form,
         }),
     };
     assert_eq!(config.vhosts[0], expected_chat);
@@ -1047,4 +1051,43 @@ fn cluster_errors_are_positioned() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn form_messages_need_message_mode_and_formats_are_named() {
+    let errors = parse(
+        "t.toml",
+        "[[vhost]]\nhosts = [\"a\"]\norigin = \"http://127.0.0.1\"\n[vhost.persistent]\nmessage_format = \"form\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("t.toml:5:18:") && errors.contains("needs mode = \"message\""),
+        "{errors}"
+    );
+    let errors = parse(
+        "t.toml",
+        "[[vhost]]\nhosts = [\"a\"]\norigin = \"http://127.0.0.1\"\n[vhost.persistent]\nmode = \"message\"\nmessage_format = \"json\"\npage_sessions = \"yes\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("t.toml:6:18:") && errors.contains("\"json\" is not a format"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("t.toml:7:17:") && errors.contains("page_sessions must be true or false"),
+        "{errors}"
+    );
+    let p = parse(
+        "t.toml",
+        "[[vhost]]\nhosts = [\"a\"]\norigin = \"http://127.0.0.1\"\n[vhost.persistent]\n",
+    )
+    .unwrap()
+    .vhosts[0]
+        .persistent
+        .clone()
+        .unwrap();
+    assert!(!p.page_sessions);
+    assert_eq!(p.message_format, MessageFormat::Lines);
 }

@@ -190,6 +190,23 @@ pub struct PersistentConfig {
     /// connections is waited for before its sessions end (SPEC 6);
     /// zero: not at all.
     pub worker_retry: Duration,
+    /// A browser navigation (`GET` with `Accept` listing `text/html`) to a
+    /// candidate path opens a session whose page carries its SessionID
+    /// (SPEC 12).
+    pub page_sessions: bool,
+    /// Message mode: how client lines go to the worker.
+    pub message_format: MessageFormat,
+}
+
+/// How message mode sends client lines (SPEC 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageFormat {
+    /// Whole lines, batched, `text/plain`.
+    #[default]
+    Lines,
+    /// One line per request, without its LF, as
+    /// `application/x-www-form-urlencoded` (PHP's `$_POST`).
+    Form,
 }
 
 impl PersistentConfig {
@@ -213,6 +230,8 @@ impl PersistentConfig {
             max_sessions_per_worker: 10_000,
             unused_grace: Duration::from_secs(30),
             worker_retry: Duration::from_secs(30),
+            page_sessions: false,
+            message_format: MessageFormat::Lines,
         }
     }
 }

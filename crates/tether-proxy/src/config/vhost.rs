@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use super::fields::{type_name, Section};
 use super::glob::PathGlob;
 use super::parse::{Checker, PERSISTENT_KEYS, TLS_KEYS, VHOST_KEYS};
-use super::types::{OriginUrl, PersistentConfig, SessionMode, TlsConfig, VhostConfig};
+use super::types::{
+    MessageFormat, OriginUrl, PersistentConfig, SessionMode, TlsConfig, VhostConfig,
+};
 use super::values;
 
 impl Checker<'_> {
@@ -315,6 +317,36 @@ impl Checker<'_> {
         );
         out.unused_grace = self.duration(sec, "unused_grace", d.unused_grace, true);
         out.worker_retry = self.duration(sec, "worker_retry", d.worker_retry, true);
+        if let Some(f) = sec.field("page_sessions") {
+            match f.item.as_bool() {
+                Some(b) => out.page_sessions = b,
+                None => self.error(
+                    f.at,
+                    format!(
+                        "page_sessions must be true or false, not {}",
+                        type_name(f.item)
+                    ),
+                ),
+            }
+        }
+        if let Some(f) = sec.field("message_format") {
+            if let Some(format) = self.string(&f, "\"lines\" or \"form\"") {
+                match format {
+                    "lines" => out.message_format = MessageFormat::Lines,
+                    "form" if out.mode == SessionMode::Message => {
+                        out.message_format = MessageFormat::Form
+                    }
+                    "form" => self.error(
+                        f.at,
+                        "message_format = \"form\" needs mode = \"message\" (a stream-mode worker reads lines)",
+                    ),
+                    other => self.error(
+                        f.at,
+                        format!("message_format: \"{other}\" is not a format; write \"lines\" or \"form\""),
+                    ),
+                }
+            }
+        }
         out.max_lines_per_second = self.count(
             sec,
             "max_lines_per_second",

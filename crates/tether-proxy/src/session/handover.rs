@@ -131,6 +131,8 @@ pub(crate) enum WorkerState {
 pub(crate) struct MessageTarget {
     /// Path and query of the opening request.
     pub(crate) target: String,
+    /// `message_format = "form"`.
+    pub(crate) form: bool,
     /// The fields every request carries, in order (names lower-case).
     pub(crate) headers: Vec<(String, Vec<u8>)>,
 }
@@ -314,7 +316,11 @@ mod tests {
                         },
                         client,
                         worker,
-                        message: message.map(|(target, headers)| MessageTarget { target, headers }),
+                        message: message.map(|(target, headers)| MessageTarget {
+                            form: headers.len() % 2 == 0,
+                            target,
+                            headers,
+                        }),
                         stats: StatsState {
                             lines_to_worker: n.0,
                             resumes: n.0 / 2,

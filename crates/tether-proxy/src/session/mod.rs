@@ -17,6 +17,7 @@ pub(crate) mod handover;
 mod link;
 mod mailbox;
 mod native;
+mod page;
 pub(crate) mod push;
 mod rate;
 pub(crate) mod registry;
@@ -54,7 +55,7 @@ use crate::config::{PersistentConfig, SessionMode};
 use crate::exchange::{text_response, ConnInfo};
 use crate::forward::{UpstreamError, Upstreams};
 use crate::headers;
-use crate::metrics::{Limit, Metrics, ResumeResult, VhostMetrics};
+use crate::metrics::{Limit, Metrics, OpenedOver, ResumeResult, VhostMetrics};
 
 /// What the session layer needs of a config load: the `[server]` limits and
 /// timers, the pooled upstream client (message mode), the live sessions
@@ -201,6 +202,12 @@ pub(crate) async fn handle(
     conn: ConnInfo,
     req: Request<Body>,
 ) -> Response<Body> {
+    if route.config.page_sessions && page::is_navigation(&req, &route.config) {
+        if let Some(refusal) = origin_refusal(req.headers(), &route.config, conn) {
+            return refusal;
+        }
+        return page::open(env, vhost, route, conn, req).await;
+    }
     if req.version() == Version::HTTP_2 {
         if req.headers().contains_key(&headers::SESSION_ID) && req.method() != Method::DELETE {
             vhost.metrics.resume(ResumeResult::BadRequest);
@@ -376,7 +383,7 @@ pub(crate) fn origin_refusal(
     ))
 }
 
-fn capable(req: &Request<Body>, config: &PersistentConfig) -> bool {
+fn capable<B>(req: &Request<B>, config: &PersistentConfig) -> bool {
     let values: Vec<&[u8]> = req
         .headers()
         .get_all(header::ACCEPT)
@@ -526,6 +533,8 @@ async fn open(
 pub(crate) enum Transport {
     Native,
     WebSocket,
+    /// A browser navigation (SPEC 12): the answer is the page.
+    Page,
 }
 
 /// Opens a session on a worker (SPEC 2 step 5 and 6), whatever the
@@ -653,9 +662,11 @@ pub(crate) async fn open_session(
         registry: env.sessions.clone(),
         metrics: vhost.metrics.clone(),
     });
-    vhost
-        .metrics
-        .session_opened(transport == Transport::WebSocket);
+    vhost.metrics.session_opened(match transport {
+        Transport::Native => OpenedOver::Native,
+        Transport::WebSocket => OpenedOver::WebSocket,
+        Transport::Page => OpenedOver::Page,
+    });
     tracing::debug!(session = %id, worker = %worker.url.as_written, "session opened");
     Ok(Opened {
         handle,
@@ -771,6 +782,7 @@ async fn open_message(
         metrics: metrics.clone(),
         target,
         headers: template,
+        form: config.message_format == crate::config::MessageFormat::Form,
     });
     Ok(Answer::Persistent(AcceptedAnswer {
         status: parts.status,

@@ -258,6 +258,9 @@ pub(crate) struct MessageTarget {
     /// The opening request's end-to-end fields (Host, cookies, ...), its
     /// forwarding fields and `SessionID`; not its body's fields.
     pub(crate) headers: HeaderMap,
+    /// `message_format = "form"`: one line per request, without its LF,
+    /// as a form body (SPEC 12).
+    pub(crate) form: bool,
 }
 
 impl MessageTarget {
@@ -279,6 +282,7 @@ impl MessageTarget {
     /// Where requests go, as it moves on upgrade.
     pub(crate) fn export(&self) -> handover::MessageTarget {
         handover::MessageTarget {
+            form: self.form,
             target: self.target.clone(),
             headers: self
                 .headers
@@ -317,7 +321,11 @@ impl MessageTarget {
         if event == "message" {
             h.insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
+                HeaderValue::from_static(if self.form {
+                    "application/x-www-form-urlencoded"
+                } else {
+                    "text/plain; charset=utf-8"
+                }),
             );
         }
         req
@@ -553,8 +561,23 @@ impl MessageSide {
             if self.queued.is_empty() {
                 return Poll::Pending;
             }
-            let batch = self.queued.split().freeze();
-            self.queued = BytesMut::new();
+            let batch = if self.target.form {
+                // One form message per request, never batched.
+                let end = self
+                    .queued
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(self.queued.len(), |i| i + 1);
+                let line = self.queued.split_to(end).freeze();
+                if self.queued.is_empty() {
+                    self.queued = BytesMut::new();
+                }
+                line.slice(..line.len() - usize::from(line.ends_with(b"\n")))
+            } else {
+                let batch = self.queued.split().freeze();
+                self.queued = BytesMut::new();
+                batch
+            };
             let target = self.target.clone();
             self.in_flight = Some(Box::pin(async move { target.send("message", batch).await }));
         }
@@ -624,6 +647,7 @@ mod tests {
             metrics: metrics.vhost("t.test"),
             target: "/chat.pphp".into(),
             headers: HeaderMap::new(),
+            form: false,
         });
         Setup {
             side: MessageSide::new(target, 1024, 64 * 1024),

@@ -204,6 +204,7 @@ pub(crate) fn restore(moved: Moved, home: &Home) -> Result<SessionHandle, NotRes
             headers: MessageTarget::restore_headers(&m.headers)
                 .ok_or_else(|| bad("a message request field"))?,
             target: m.target,
+            form: m.form,
         })),
         None => None,
     };
