@@ -456,3 +456,21 @@ fn relayed_resume_latency(r: &Recipe) {
     );
     drop(keep);
 }
+
+#[test]
+fn recipe_configs_pass_check() {
+    for i in 1..=INSTANCES {
+        let file = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../deploy/cluster/gw{i}.toml"));
+        let out = Command::new(tether_tests::tether::tether_bin())
+            .args(["check", "-c"])
+            .arg(&file)
+            .output()
+            .expect("run tether check");
+        assert!(
+            out.status.success(),
+            "gw{i}.toml: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

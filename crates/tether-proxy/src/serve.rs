@@ -106,14 +106,23 @@ async fn serve(
     let sessions = Arc::new(Registry::new(metrics.clone()));
     // SPEC 11: the peer listener is bound with the others, before NATS is
     // asked whether this node name is free.
+    // The new process of an upgrade (SPEC 10) runs as the same node: the
+    // old one still answers for the name, and still holds the port (both
+    // bind it with SO_REUSEPORT until the old one drains).
+    let upgrading = taking.is_some();
     let cluster = match &config.cluster {
         Some(c) => {
-            let peers = cluster::peer::bind(c.peer_listen)
-                .await
-                .map_err(|e| RunError::Cluster(e.to_string()))?;
-            let started = Cluster::start(c, &config.server, sessions.clone(), metrics.clone())
-                .await
-                .map_err(|e| RunError::DuplicateNode(e.to_string()))?;
+            let peers =
+                cluster::peer::bind(c.peer_listen).map_err(|e| RunError::Cluster(e.to_string()))?;
+            let started = Cluster::start(
+                c,
+                &config.server,
+                sessions.clone(),
+                metrics.clone(),
+                !upgrading,
+            )
+            .await
+            .map_err(|e| RunError::DuplicateNode(e.to_string()))?;
             Some((started, peers))
         }
         None => None,

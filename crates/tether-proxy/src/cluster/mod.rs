@@ -110,6 +110,7 @@ impl Cluster {
         server: &ServerConfig,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
+        check_name: bool,
     ) -> Result<Arc<Cluster>, ClusterError> {
         metrics.cluster.enable();
         let gauge = metrics.clone();
@@ -163,7 +164,9 @@ impl Cluster {
             .metrics
             .cluster
             .set_nats_connected(connected(&cluster.nats));
-        if connected(&cluster.nats) {
+        if !check_name {
+            // An upgrade's new process: the old one answers for the name.
+        } else if connected(&cluster.nats) {
             cluster.refuse_duplicate().await?;
         } else {
             tracing::warn!(

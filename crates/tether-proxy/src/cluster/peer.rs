@@ -91,11 +91,18 @@ impl Preamble {
     }
 }
 
-/// Binds `peer_listen`.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, super::ClusterError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| super::ClusterError::Bind { addr, source })
+/// Binds `peer_listen`, with SO_REUSEPORT so that the new process of an
+/// upgrade (SPEC 10) can bind it while the old one still serves.
+pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, super::ClusterError> {
+    use socket2::{Domain, Socket, Type};
+    let err = |source| super::ClusterError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_reuse_port(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    TcpListener::from_std(socket.into()).map_err(err)
 }
 
 /// Accepts peer connections until the drain.
