@@ -455,6 +455,47 @@ fn relayed_resume_latency(r: &Recipe) {
         "resume latency on loopback (200 each, takeover of the previous connection included): via the owner p50 {own50:?} p99 {own99:?}; via another instance p50 {rel50:?} p99 {rel99:?}"
     );
     drop(keep);
+    cpu_per_line(r);
+}
+
+/// CPU time (user + system) of a process so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which is in parentheses): utime is the
+    // 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// tether CPU per echo round trip (one line each way), attached straight
+/// to the owner and relayed through another instance: all three
+/// instances' CPU together. Printed for docs/performance.md.
+fn cpu_per_line(r: &Recipe) {
+    const TRIPS: u64 = 3000;
+    let ticks = || r.nodes.iter().map(|n| cpu_ticks(n.pid())).sum::<u64>();
+    let mut o = tether_tests::session::open(r.nodes[0].addr(), "/echo.pphp");
+    let sid = o.sid.clone();
+    let trips = |o: &mut Opened, from: u64| {
+        let before = ticks();
+        for k in from..from + TRIPS {
+            o.chan.send(format!("c{k}\n").as_bytes());
+            assert_eq!(o.chan.line(), format!("{k} c{k}\n"));
+        }
+        // Clock ticks are 10 ms: microseconds per round trip.
+        (ticks() - before) as f64 * 10_000.0 / TRIPS as f64
+    };
+    let local = trips(&mut o, 1);
+    o.chan.reset();
+    let mut o = resume(r.nodes[1].addr(), "/echo.pphp", &sid, TRIPS)
+        .unwrap_or_else(|r| panic!("resume: {}{}", r.head_text(), r.body_text()));
+    let relayed = trips(&mut o, TRIPS + 1);
+    eprintln!(
+        "tether CPU per echo round trip (one line each way, {TRIPS} trips, all instances): attached to the owner {local:.1} µs; relayed through another instance {relayed:.1} µs"
+    );
 }
 
 #[test]
