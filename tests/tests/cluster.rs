@@ -25,11 +25,23 @@ const GONE_WITHIN: Duration = Duration::from_secs(8);
 
 /// A config for instance `node` of a cluster on `nats`.
 fn config(node: &str, nats: &str, worker: &LineWorker, peer_port: u16, peer_token: &str) -> String {
+    config_with(node, nats, worker, peer_port, peer_token, "")
+}
+
+/// The same with `server_extra` lines in `[server]`.
+fn config_with(
+    node: &str,
+    nats: &str,
+    worker: &LineWorker,
+    peer_port: u16,
+    peer_token: &str,
+    server_extra: &str,
+) -> String {
     let cluster = format!(
         "[cluster]\nnode = \"{node}\"\nnats = [\"{nats}\"]\npeer_listen = \"127.0.0.1:{peer_port}\"\npeer_token = \"{peer_token}\"\n"
     );
     Tether::config(
-        &format!("admin_token = \"{TOKEN}\"\norigin_connect_timeout = \"1s\""),
+        &format!("admin_token = \"{TOKEN}\"\norigin_connect_timeout = \"1s\"\n{server_extra}"),
         &[
             session_vhost(
                 HOST,
@@ -538,4 +550,97 @@ fn a_duplicate_node_refuses_to_start() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// SPEC 11: "reached" means the owner completed the peer handshake. A
+/// frozen owner (SIGSTOP: its kernel still accepts the connect) gives the
+/// one 410 once `origin_connect_timeout` (1 s here) has run out, never a
+/// hang; thawed, it serves the session again.
+#[test]
+fn a_frozen_owner_gives_410_after_the_connect_timeout() {
+    let c = Cluster::start(2);
+    let mut o = open(c.nodes[0].addr(), "/echo.pphp");
+    o.chan.send(b"a\n");
+    assert_eq!(o.chan.line(), "1 a\n");
+    let sid = o.sid.clone();
+    let pid = c.nodes[0].pid().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, pid.as_str()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    gone(
+        resume(c.nodes[1].addr(), "/echo.pphp", &sid, 1),
+        "frozen owner",
+    );
+    let took = started.elapsed();
+    signal("-CONT");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "the 410 came after {took:?}, not after origin_connect_timeout"
+    );
+    assert_eq!(
+        c.metric(
+            1,
+            "tether_cluster_forwarded_total{kind=\"resume\",result=\"error\"}"
+        ),
+        1.0
+    );
+    // The session itself is untouched: the client resumes it through n1.
+    o.chan.reset();
+    let mut o = resume_ok(c.nodes[1].addr(), "/echo.pphp", &sid, 1);
+    o.chan.send(b"b\n");
+    assert_eq!(o.chan.line(), "2 b\n");
+}
+
+/// SPEC 11: the owner applies its per-IP limits to the relayed client's
+/// address. The owner allows 2 connections per address; the client holds
+/// two to it already, so its resume through n1 is turned away by the
+/// owner: `503` with `Retry-After: 1`, counted there.
+#[test]
+fn the_owner_applies_its_per_ip_limits_to_relayed_clients() {
+    let nats = NatsServer::start();
+    let worker = LineWorker::start(WORKER, "w");
+    let owner = Tether::start(&config_with(
+        "n0",
+        &nats.url(),
+        &worker,
+        free_port(),
+        PEER_TOKEN,
+        "max_connections_per_ip = 2",
+    ));
+    let other = Tether::start(&config("n1", &nats.url(), &worker, free_port(), PEER_TOKEN));
+    for t in [&owner, &other] {
+        wait_for("the cluster to form", WAIT, || {
+            (metric(t.admin_addr().unwrap(), "tether_cluster_nodes") == Some(2.0)).then_some(())
+        });
+    }
+    let mut o = open(owner.addr(), "/echo.pphp");
+    o.chan.send(b"a\n");
+    assert_eq!(o.chan.line(), "1 a\n");
+    let _second = TcpStream::connect(owner.addr()).unwrap();
+    wait_for("two connections at the owner", WAIT, || {
+        let series = format!("tether_connections_active{{listener=\"{}\"}}", owner.addr());
+        (metric(owner.admin_addr().unwrap(), &series) == Some(2.0)).then_some(())
+    });
+    let r = match resume(other.addr(), "/echo.pphp", &o.sid, 1) {
+        Ok(o) => panic!("resumed past the owner's limit:\n{}", o.head.head_text()),
+        Err(r) => r,
+    };
+    assert_eq!(r.status, 503, "{}{}", r.head_text(), r.body_text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        metric(
+            owner.admin_addr().unwrap(),
+            "tether_limits_hit_total{kind=\"connections_per_ip\"}"
+        ),
+        Some(1.0)
+    );
+    // The session is untouched.
+    o.chan.send(b"b\n");
+    assert_eq!(o.chan.line(), "2 b\n");
 }

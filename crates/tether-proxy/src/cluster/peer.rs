@@ -30,10 +30,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use super::Cluster;
+use crate::conn_limits::LimitHit;
 use crate::exchange::ConnInfo;
 use crate::http1::conn::Http1Conn;
-use crate::listener::Accepting;
-use crate::metrics::PeerRefusal;
+use crate::listener::{Accepting, Counted};
+use crate::metrics::{ConnectionGauge, Limit, PeerRefusal};
 
 const MAGIC: &[u8; 14] = b"TETHER-PEER/1\n";
 const NONCE: usize = 32;
@@ -107,9 +108,12 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, super::ClusterError>
 
 /// Accepts peer connections until the drain.
 pub(crate) async fn accept_loop(listener: TcpListener, cluster: Arc<Cluster>, ctx: Accepting) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "listening for peers");
-    }
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "peer".into(), |a| a.to_string());
+    tracing::info!(%addr, "listening for peers");
+    // `tether_connections_active{listener}` counts relayed clients too.
+    let gauge = ctx.runtime.borrow().metrics.listener(&addr);
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -122,7 +126,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, cluster: Arc<Cluster>, ct
             _ = ctx.drain.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
-        let (cluster, ctx) = (cluster.clone(), ctx.clone());
+        let (cluster, ctx, gauge) = (cluster.clone(), ctx.clone(), gauge.clone());
         ctx.tracker.clone().spawn(async move {
             let accepted = Instant::now();
             let shaken = tokio::time::timeout(HANDSHAKE_TIME, listen_side(stream, &cluster)).await;
@@ -140,6 +144,24 @@ pub(crate) async fn accept_loop(listener: TcpListener, cluster: Arc<Cluster>, ct
                 }
             };
             let rt = ctx.runtime.borrow().clone();
+            // The client's connection counts here as it would on a
+            // listener: per-IP limits are the client's (SPEC 11).
+            let permit = match ctx.limits.try_acquire(
+                preamble.client.ip(),
+                rt.server.max_connections,
+                rt.server.max_connections_per_ip,
+            ) {
+                Ok(p) => p,
+                Err(hit) => {
+                    rt.metrics.limit_hit(match hit {
+                        LimitHit::Connections => Limit::Connections,
+                        LimitHit::ConnectionsPerIp => Limit::ConnectionsPerIp,
+                    });
+                    crate::listener::turn_away(stream).await;
+                    return;
+                }
+            };
+            let stream = Counted::new(stream, permit, ConnectionGauge::open(&gauge));
             let info = ConnInfo {
                 peer: preamble.client,
                 https: preamble.https,

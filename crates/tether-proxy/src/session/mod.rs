@@ -309,6 +309,13 @@ async fn resume_remote(
         metrics.resume(ResumeResult::Gone);
         return gone();
     };
+    if relayed.status == StatusCode::SERVICE_UNAVAILABLE {
+        // The owner turned the client's connection away (its limits).
+        return with_retry_after(text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections; try again soon\n",
+        ));
+    }
     if relayed.status != StatusCode::OK {
         return gone();
     }
