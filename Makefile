@@ -1,7 +1,7 @@
 # Shared build dir when CARGO_TARGET_DIR is set; cargo's default otherwise.
 CARGO ?= cargo
 
-.PHONY: test deps build js-test js-deps lint fmt demo bench bench-tools fuzz soak install
+.PHONY: test deps build js-test js-deps lint fmt demo bench bench-wire bench-tools fuzz soak install
 
 ## test: install missing test dependencies, build every binary, run all tests
 test: deps build
@@ -70,6 +70,11 @@ demo:
 bench: bench-tools
 	$(CARGO) build --release -p tether
 	ulimit -n 65536 2>/dev/null || true; $(CARGO) run --release -p tether-bench
+
+## bench-wire: Criterion micro-benchmarks of the wire crate's hot paths
+## (line framing, replay window, header codecs); numbers, never thresholds
+bench-wire:
+	$(CARGO) bench -p tether-wire --bench wire
 
 bench-tools:
 	@missing=""; \

@@ -81,6 +81,23 @@ export interface HTTPSocketEventMap {
   sessionlost: CustomEvent<CloseDetail>;
 }
 
+/** A form field's value: sent as its string form. */
+export type FormValue = string | number | boolean | bigint;
+
+/**
+ * A form message as a plain object (SPEC 12): each field a value or an
+ * array of values (a repeated field; name it `tags[]` for PHP's arrays);
+ * `undefined` fields are left out.
+ */
+export type FormFields = { readonly [name: string]: FormValue | readonly FormValue[] | undefined };
+
+/**
+ * What send() takes: a line (a string without LF), or a form message sent
+ * form-encoded (application/x-www-form-urlencoded) as one line. A FormData
+ * must hold no File or Blob (send() throws a TypeError).
+ */
+export type HTTPSocketMessage = string | FormFields | URLSearchParams | FormData;
+
 /** The rejection of read() after a failed end. */
 export interface HTTPSocketError extends Error {
   /** The close code, e.g. 4409, 4410, 4502. */
@@ -98,6 +115,17 @@ export class HTTPSocket extends EventTarget {
    * ws/wss), or relative to the page.
    */
   constructor(url: string | URL, options?: HTTPSocketOptions);
+
+  /**
+   * The page's own session (SPEC 12): the page was opened as a session by
+   * the gateway (`page_sessions = true`), which put `<meta
+   * name="tether-session" content="<SessionID>">` into it. Attaches to it
+   * over WebSocket at the page's URL (a resume with count 0; the first
+   * attach emits `open`). One object per page: later calls return it (with
+   * the same options or none), and it is also `document.defaultHTMLSocket`.
+   * Throws an Error on a page without the tag.
+   */
+  static page(options?: HTTPSocketOptions): HTTPSocket;
 
   /** The WebSocket URL in use. */
   readonly url: string;
@@ -117,8 +145,12 @@ export class HTTPSocket extends EventTarget {
   /** Its reason, e.g. 'worker status 410'; null until closed. */
   readonly closeReason: string | null;
 
-  /** Sends one line (no LF). Queued while (re)connecting; throws once closed. */
-  send(line: string): void;
+  /**
+   * Sends one line: a string (no LF), or a plain object, URLSearchParams or
+   * file-less FormData, form-encoded as one line. Queued while
+   * (re)connecting; throws once closed.
+   */
+  send(message: HTTPSocketMessage): void;
   /**
    * The next line, in order; null once the session ended normally and
    * every line was read; rejects with an HTTPSocketError once it failed.
@@ -154,4 +186,11 @@ export class HTTPSocket extends EventTarget {
     listener: EventListenerOrEventListenerObject | null,
     options?: boolean | EventListenerOptions,
   ): void;
+}
+
+declare global {
+  interface Document {
+    /** The page's own session, set by HTTPSocket.page() (undefined until then). */
+    readonly defaultHTMLSocket?: HTTPSocket;
+  }
 }

@@ -8,6 +8,11 @@
 //   const line = await socket.read();
 //   socket.close();
 //
+//   // A page that is itself the session (SPEC 12): the gateway put
+//   // <meta name="tether-session" content="<SessionID>"> into it.
+//   const page = HTTPSocket.page(); // also document.defaultHTMLSocket
+//   page.send({ name: 'Ann', age: 7 }); // one line: name=Ann&age=7
+//
 // How it keeps the page's view whole across drops: it counts the lines it
 // received (`received`) and keeps every line it sent until the gateway
 // confirms it (the resend buffer). On an unexpected close it reconnects
@@ -37,6 +42,15 @@ const DEFAULTS = {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+// SPEC 7: a SessionID is 22 to 64 characters of [A-Za-z0-9_-].
+const SESSION_ID = /^[A-Za-z0-9_-]{22,64}$/;
+// The meta tag the gateway inserts into a page that is a session (SPEC 12).
+const META_NAME = 'tether-session';
+
+// Set by HTTPSocket.page() around its `new HTTPSocket(...)`: the page's
+// SessionID, which the constructor attaches to instead of opening a session.
+let attachTo = null;
+
 export class HTTPSocket extends EventTarget {
   /**
    * @param {string} url ws://, wss://, http:// or https:// (mapped to ws/wss);
@@ -45,6 +59,8 @@ export class HTTPSocket extends EventTarget {
    */
   constructor(url, options = {}) {
     super();
+    const pageSession = attachTo;
+    attachTo = null;
     this.url = toWebSocketUrl(url);
     this.options = { ...DEFAULTS };
     for (const [key, value] of Object.entries(options)) {
@@ -76,15 +92,77 @@ export class HTTPSocket extends EventTarget {
     this._acked = 0; // the count the gateway last heard from us
     this._ending = false; // close() was called
     this._quiet = false; // a resync: no reconnecting/resumed events
+    this._attaching = false; // a page session not attached yet: its first attach emits open
+    if (pageSession !== null) {
+      // SPEC 12: the session exists (the page was its initial body); attach
+      // to it as a resume with count 0.
+      this.sessionId = pageSession;
+      this.initialBody = '';
+      this._haveInitial = true;
+      this._attaching = true;
+    }
     this._connect();
   }
 
-  /** Sends one line (a string without LF). Queued while (re)connecting. */
-  send(line) {
+  /**
+   * The page's own session (SPEC 12), attached over WebSocket at the page's
+   * URL: one object per page, also `document.defaultHTMLSocket`. Reads the
+   * `<meta name="tether-session">` tag the gateway inserted; throws on a page
+   * without one. `options` apply on the first call (later calls may repeat
+   * them, not change them).
+   */
+  static page(options = {}) {
+    const doc = globalThis.document;
+    if (!doc || typeof doc.querySelector !== 'function') {
+      throw new Error('HTTPSocket.page() needs a document: it reads the page\'s <meta name="tether-session"> tag');
+    }
+    const existing = Object.getOwnPropertyDescriptor(doc, 'defaultHTMLSocket')?.value;
+    if (existing) {
+      for (const [key, value] of Object.entries(options ?? {})) {
+        if (value !== undefined && !Object.is(existing.options?.[key], value)) {
+          throw new Error(`HTTPSocket.page(): the page's session already exists; option ${key} cannot change`);
+        }
+      }
+      return existing;
+    }
+    const meta = doc.querySelector(`meta[name="${META_NAME}"]`);
+    if (!meta) {
+      throw new Error('HTTPSocket.page(): this page has no <meta name="tether-session"> tag; '
+        + 'it was not opened as a session by a tether gateway with page_sessions = true');
+    }
+    const sessionId = (meta.getAttribute('content') ?? '').trim();
+    if (!SESSION_ID.test(sessionId)) {
+      throw new Error(`HTTPSocket.page(): the <meta name="tether-session"> tag holds no SessionID ("${sessionId}")`);
+    }
+    const loc = globalThis.location;
+    if (!loc) throw new Error('HTTPSocket.page() needs the page\'s location');
+    const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+    attachTo = sessionId;
+    let socket;
+    try {
+      socket = new this(`${scheme}//${loc.host}${loc.pathname}${loc.search}`, options ?? {});
+    } finally {
+      attachTo = null;
+    }
+    Object.defineProperty(doc, 'defaultHTMLSocket', {
+      value: socket,
+      writable: false,
+      enumerable: true,
+      configurable: true,
+    });
+    return socket;
+  }
+
+  /**
+   * Sends one line: a string without LF, or a form message (a plain object,
+   * URLSearchParams, or FormData without files) form-encoded as one line.
+   * Queued while (re)connecting.
+   */
+  send(message) {
     if (this._ending || this.readyState === 'closed') {
       throw new Error('HTTPSocket is closed');
     }
-    if (typeof line !== 'string') throw new TypeError('a line is a string');
+    const line = typeof message === 'string' ? message : formLine(message);
     if (line.includes('\n')) throw new TypeError('a line must not contain LF');
     this._sent += 1;
     this._resend.push(line);
@@ -212,6 +290,15 @@ export class HTTPSocket extends EventTarget {
       return this._protocolError(conn, `bad open record "${text}"`);
     }
     conn.record = true;
+    if (this._attaching) {
+      // A page session's first attach (SPEC 12): the page's open.
+      if (sid !== this.sessionId || initial !== 0) {
+        return this._protocolError(conn, `attach answered with "${text}"`);
+      }
+      this._attaching = false;
+      this.status = status;
+      return this._opened(conn, received, false);
+    }
     if (this.sessionId === null) {
       this.sessionId = sid;
       this.status = status;
@@ -381,6 +468,51 @@ function toWebSocketUrl(url) {
   }
   u.hash = '';
   return u.href;
+}
+
+/**
+ * A form message as one line (SPEC 12): application/x-www-form-urlencoded,
+ * as URLSearchParams.toString() gives, so it never holds an LF.
+ */
+function formLine(message) {
+  if (message instanceof URLSearchParams || tag(message) === 'URLSearchParams') {
+    return message.toString();
+  }
+  if (tag(message) === 'FormData') {
+    const params = new URLSearchParams();
+    for (const [name, value] of message.entries()) {
+      if (typeof value !== 'string') {
+        throw new TypeError(`HTTPSocket.send(): FormData field "${name}" holds a file; `
+          + 'a form message carries text fields only (nothing was sent)');
+      }
+      params.append(name, value);
+    }
+    return params.toString();
+  }
+  if (message !== null && typeof message === 'object') {
+    // A plain object: its prototype is an Object.prototype (of any realm,
+    // e.g. an iframe's) or null; arrays, Maps, class instances are not.
+    const proto = Object.getPrototypeOf(message);
+    if (proto === null || (Object.getPrototypeOf(proto) === null && !Array.isArray(message))) {
+      const params = new URLSearchParams();
+      for (const [name, value] of Object.entries(message)) {
+        if (value === undefined) continue;
+        for (const item of Array.isArray(value) ? value : [value]) {
+          if (!['string', 'number', 'boolean', 'bigint'].includes(typeof item)) {
+            throw new TypeError(`HTTPSocket.send(): field "${name}" is ${item === null ? 'null' : typeof item}; `
+              + 'a form field is a string, number, boolean or bigint, or an array of them (nothing was sent)');
+          }
+          params.append(name, String(item));
+        }
+      }
+      return params.toString();
+    }
+  }
+  throw new TypeError('HTTPSocket.send(): a message is a string (a line), a plain object, URLSearchParams or FormData');
+}
+
+function tag(value) {
+  return Object.prototype.toString.call(value).slice(8, -1);
 }
 
 function count(value) {

@@ -21,7 +21,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { connect, createServer as createTcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -53,6 +53,7 @@ let origin;
 let worker;
 let gateway;
 let relay;
+const relays = []; // more relays, closed by the after hook
 let context;
 let page;
 
@@ -120,8 +121,15 @@ workers = ["http://127.0.0.1:${worker.port}"]
 after(async () => {
   await context?.close().catch(() => {});
   relay?.close();
+  for (const r of relays) r.close();
   for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    if (child.exitCode === null && child.signalCode === null) {
+      // Apache's prefork children outlive a SIGKILLed parent: stop it as apachectl does.
+      child.kill(child.stopSignal ?? 'SIGKILL');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
+      await child.exited;
+      clearTimeout(timer);
+    }
     await child.exited;
   }
   origin?.close();
@@ -297,6 +305,177 @@ test('gateway close codes in Chromium: takeover closes the older socket (4409), 
   await waitForEvent(worker.events, `eof ${result.sessionId} 2`);
 });
 
+// The page is the session (SPEC 12), with real Apache + mod_php behind a
+// second tether (message mode, page_sessions = true, message_format =
+// "form"): Chromium navigates to page.pphp, PHP answers with the whole page,
+// tether inserts the meta tag, the page's script attaches with
+// HTTPSocket.page(), and form messages reach PHP as $_POST.
+const PAGE_PHP = `<?php
+$event = $_SERVER['HTTP_SESSION_EVENT'] ?? '-';
+$sid = preg_replace('/[^A-Za-z0-9_-]/', '', $_SERVER['HTTP_SESSIONID'] ?? '-');
+$state = __DIR__ . '/../state/';
+file_put_contents($state . 'events.log', json_encode([
+    'event' => $event,
+    'sid' => $sid,
+    'type' => $_SERVER['CONTENT_TYPE'] ?? '',
+    'post' => $_POST,
+]) . "\\n", FILE_APPEND | LOCK_EX);
+if ($event === 'open') {
+    header('Connection-Type: Persistent');
+    header('Content-Type: text/html; charset=utf-8');
+    file_put_contents($state . $sid, '0');
+    $user = htmlspecialchars($_GET['user'] ?? '?');
+    echo <<<HTML
+<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>page session</title></head>
+<body>
+<p id="who">opened for $user</p>
+<form id="f"><input name="name" value="Ann"><input name="text" value="ü &amp; = first"></form>
+<script type="module">
+  import { HTTPSocket } from '/httpsocket.js';
+  window.HTTPSocket = HTTPSocket;
+  window.log = [];
+  window.lines = [];
+  const s = HTTPSocket.page({ initialDelay: 50 });
+  for (const type of ['open', 'reconnecting', 'resumed', 'close', 'sessionlost']) {
+    s.addEventListener(type, (e) => window.log.push({ type, detail: e.detail, at: performance.now(), linesSeen: window.lines.length }));
+  }
+  s.online = (e) => window.lines.push(e.detail);
+  document.title = 'ready';
+</script>
+</body></html>
+
+HTML;
+    exit;
+}
+if ($event === 'message') {
+    $n = (int) file_get_contents($state . $sid) + 1;
+    file_put_contents($state . $sid, (string) $n);
+    echo $n, ' hello ', $_POST['name'] ?? '?', ': ', $_POST['text'] ?? '', ' tags=', implode(',', $_POST['tags'] ?? []), "\\n";
+}
+`;
+
+test('the page is the session in Chromium: navigation to PHP under Apache, HTTPSocket.page() attaches, form messages reach $_POST, a network failure loses nothing', { timeout: 90000 }, async () => {
+  const site = await startPageSite();
+  const TOTAL = 40;
+  const CUT = 12; // tether's 12th text frame on the page's connection: the 12th answer
+  site.relay.cutAfter(CUT);
+  const response = await page.goto(`http://127.0.0.1:${site.relay.port}/page.pphp?user=ann%26co`);
+  assert.equal(response.status(), 200);
+  assert.equal(response.headers()['cache-control'], 'no-store');
+  await page.waitForFunction(() => document.title === 'ready', null, { timeout: 10000 });
+
+  // PHP's answer to message 2 holds an LF (from a %0A in its form data): two lines.
+  const LINES = TOTAL + 1;
+  const result = await page.evaluate(async ([TOTAL, LINES]) => {
+    const s = window.HTTPSocket.page();
+    const same = s === document.defaultHTMLSocket && s === window.HTTPSocket.page();
+    const meta = document.querySelector('meta[name="tether-session"]');
+    const metaFirstInHead = document.head.firstElementChild === meta;
+    if (s.readyState !== 'open') await new Promise((ok) => s.addEventListener('open', ok, { once: true }));
+    const done = new Promise((resolveDone, rejectDone) => {
+      s.addEventListener('sessionlost', () => rejectDone(new Error('session lost')));
+      s.addEventListener('close', () => rejectDone(new Error('closed early')));
+      const check = () => {
+        if (window.lines.length >= LINES) resolveDone();
+      };
+      s.addEventListener('line', check);
+      check();
+    });
+    let refused = '';
+    try {
+      const withFile = new FormData();
+      withFile.append('upload', new File(['x'], 'x.txt'));
+      s.send(withFile);
+    } catch (e) {
+      refused = `${e.name}: ${e.message}`;
+    }
+    // 1: the page's own form; 2: URLSearchParams with a PHP array; 3..30: objects.
+    s.send(new FormData(document.getElementById('f')));
+    s.send(new URLSearchParams([['name', 'Bo'], ['text', 'two\nlines'], ['tags[]', 'a'], ['tags[]', 'b']]));
+    for (let i = 3; i <= 30; i++) s.send({ name: 'Cy', text: `m${i} 50% + a&b=c`, 'tags[]': [`t${i}`] });
+    s.addEventListener('reconnecting', () => {
+      for (let i = 31; i <= TOTAL; i++) s.send({ name: 'Di', text: `m${i} queued while reconnecting` });
+    }, { once: true });
+    await done;
+    const lines = window.lines.slice();
+    const read = [];
+    for (let i = 0; i < LINES; i++) read.push(await s.read());
+    const closed = new Promise((ok) => s.addEventListener('close', (e) => ok(e.detail), { once: true }));
+    s.close();
+    const closeDetail = await closed;
+    return {
+      sessionId: s.sessionId, metaContent: meta?.content, metaFirstInHead, same, refused, lines, read,
+      log: window.log, closeDetail, who: document.getElementById('who').textContent, url: s.url,
+      navigationToOpen: window.log.find((e) => e.type === 'open')?.at,
+    };
+  }, [TOTAL, LINES]);
+
+  const sid = result.sessionId;
+  assert.match(sid, /^[A-Za-z0-9_-]{22,64}$/);
+  assert.equal(result.metaContent, sid, 'the page attached to the session of its meta tag');
+  assert.ok(result.metaFirstInHead, 'the meta tag is the first element of <head>');
+  assert.ok(result.same, 'HTTPSocket.page() twice and document.defaultHTMLSocket are one object');
+  assert.equal(result.who, 'opened for ann&co', 'the page is PHP\'s answer to the navigation');
+  assert.equal(result.url, `ws://127.0.0.1:${site.relay.port}/page.pphp?user=ann%26co`);
+  assert.match(result.refused, /^TypeError: .*FormData field "upload" holds a file/);
+
+  const expected = [
+    '1 hello Ann: ü & = first tags=',
+    '2 hello Bo: two\nlines tags=a,b',
+  ];
+  for (let i = 3; i <= 30; i++) expected.push(`${i} hello Cy: m${i} 50% + a&b=c tags=t${i}`);
+  for (let i = 31; i <= TOTAL; i++) expected.push(`${i} hello Di: m${i} queued while reconnecting tags=`);
+  const expectedLines = expected.flatMap((l) => l.split('\n'));
+  assert.equal(expectedLines.length, LINES);
+  assert.deepEqual(result.lines, expectedLines, 'every answer once, in order');
+  assert.deepEqual(result.read, expectedLines, 'read() yields the same lines');
+
+  const types = result.log.map((e) => e.type);
+  assert.deepEqual(types, ['open', 'reconnecting', 'resumed', 'close'], JSON.stringify(result.log));
+  assert.equal(result.log[0].detail.sessionId, sid);
+  assert.equal(result.log[0].detail.initialBody, '', 'the page was the initial body');
+  assert.equal(result.log[1].detail.code, 1006, 'the page saw a network failure (abnormal close 1006)');
+  assert.equal(site.relay.cuts, 1, 'the relay cut the page\'s WebSocket connection');
+  assert.ok(result.log[1].linesSeen < expectedLines.length, 'the cut came mid-stream');
+  assert.equal(result.closeDetail.code, 1000);
+  console.log(`# page session: navigation to attached session ${result.navigationToOpen.toFixed(1)} ms; `
+    + `network failure after ${result.log[1].linesSeen} answers, resumed with ${result.log[2].detail.resent} lines resent`);
+
+  // PHP saw the navigation as the open, every form message once, in order,
+  // in $_POST from an application/x-www-form-urlencoded body, then the close.
+  const events = await site.waitForEvents((ev) => ev.some((e) => e.event === 'close' && e.sid === sid));
+  const mine = events.filter((e) => e.sid === sid);
+  assert.equal(mine[0].event, 'open');
+  assert.equal(mine.at(-1).event, 'close');
+  const messages = mine.filter((e) => e.event === 'message');
+  assert.equal(messages.length, TOTAL, 'one message request per form message, none twice');
+  for (const m of messages) assert.equal(m.type, 'application/x-www-form-urlencoded');
+  assert.deepEqual(messages[0].post, { name: 'Ann', text: 'ü & = first' });
+  assert.deepEqual(messages[1].post, { name: 'Bo', text: 'two\nlines', tags: ['a', 'b'] });
+  for (let i = 3; i <= 30; i++) assert.deepEqual(messages[i - 1].post, { name: 'Cy', text: `m${i} 50% + a&b=c`, tags: [`t${i}`] });
+  for (let i = 31; i <= TOTAL; i++) assert.deepEqual(messages[i - 1].post, { name: 'Di', text: `m${i} queued while reconnecting` });
+  assert.equal(mine.length, TOTAL + 2);
+});
+
+test('docs/php.md\'s page session example works in Chromium as documented: type, submit, PHP answers from $_POST', { timeout: 60000 }, async () => {
+  const site = await startPageSite();
+  const response = await page.goto(`http://127.0.0.1:${site.relay.port}/doc.pphp`);
+  assert.equal(response.status(), 200);
+  await page.waitForFunction(() => document.defaultHTMLSocket?.readyState === 'open', null, { timeout: 10000 });
+  const sid = await page.evaluate(() => document.defaultHTMLSocket.sessionId);
+  for (const text of ['hi there', 'ü & = %0A']) {
+    await page.fill('input[name="text"]', text);
+    await page.click('button');
+  }
+  await page.waitForFunction(() => document.querySelectorAll('#log li').length >= 2, null, { timeout: 10000 });
+  const items = await page.$$eval('#log li', (lis) => lis.map((li) => li.textContent));
+  assert.deepEqual(items, ['you said: hi there', 'you said: ü & = %0A']);
+  await page.evaluate(() => document.defaultHTMLSocket.close());
+  const events = await site.waitForEvents((ev) => ev.some((e) => e.event === 'close' && e.sid === sid));
+  assert.deepEqual(events.filter((e) => e.sid === sid).map((e) => e.event), ['open', 'message', 'message', 'close']);
+});
+
 // --- helpers ------------------------------------------------------------------
 
 /**
@@ -415,8 +594,134 @@ function textFrameCounter(limit) {
   };
 }
 
-function start(bin, args, name) {
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
+/**
+ * Apache + mod_php (prefork, as tests/src/apache.rs runs it) serving
+ * page.pphp and httpsocket.js, behind a second tether with page sessions in
+ * message mode with form messages, reached through its own relay. Stopped
+ * by the `after` hook.
+ */
+let pageSite = null;
+function startPageSite() {
+  pageSite ??= makePageSite();
+  return pageSite;
+}
+
+async function makePageSite() {
+  const modules = '/usr/lib/apache2/modules';
+  assert.ok(existsSync('/usr/sbin/apache2') || existsSync('/usr/bin/apache2'), 'apache2 not found: the page session test needs Apache + mod_php (scripts/install-test-deps.sh)');
+  const php = readdirSync(modules).filter((n) => /^libphp.*\.so$/.test(n)).sort().pop();
+  assert.ok(php, `no libphp*.so in ${modules}: install libapache2-mod-php`);
+  const site = join(dir, 'apache');
+  for (const sub of ['root', 'run', 'state']) mkdirSync(join(site, sub), { recursive: true });
+  chmodSync(dir, 0o755);
+  chmodSync(site, 0o755);
+  chmodSync(join(site, 'root'), 0o755);
+  chmodSync(join(site, 'state'), 0o777);
+  writeFileSync(join(site, 'root', 'page.pphp'), PAGE_PHP);
+  writeFileSync(join(site, 'root', 'doc.pphp'), docsPageScript());
+  copyFileSync(LIBRARY, join(site, 'root', 'httpsocket.js'));
+  writeFileSync(join(site, 'root', 'favicon.ico'), '');
+  const events = join(site, 'state', 'events.log');
+  writeFileSync(events, '');
+  chmodSync(events, 0o666);
+  const port = await freePort();
+  const root = process.getuid?.() === 0 ? 'User www-data\nGroup www-data\n' : '';
+  writeFileSync(join(site, 'httpd.conf'), `ServerRoot "${site}"
+ServerName 127.0.0.1
+Listen 127.0.0.1:${port}
+PidFile ${site}/httpd.pid
+DefaultRuntimeDir ${site}/run
+Mutex file:${site}/run default
+ErrorLog ${site}/error.log
+LogLevel warn
+LoadModule mpm_prefork_module ${modules}/mod_mpm_prefork.so
+LoadModule authz_core_module ${modules}/mod_authz_core.so
+LoadModule mime_module ${modules}/mod_mime.so
+LoadModule php_module ${modules}/${php}
+${root}StartServers 2
+MinSpareServers 4
+MaxSpareServers 8
+MaxRequestWorkers 32
+KeepAlive On
+MaxKeepAliveRequests 0
+KeepAliveTimeout 30
+TypesConfig /etc/mime.types
+DocumentRoot ${site}/root
+<Directory />
+    Require all denied
+</Directory>
+<Directory ${site}/root>
+    Require all granted
+</Directory>
+<FilesMatch "\\.pphp$">
+    SetHandler application/x-httpd-php
+</FilesMatch>
+php_admin_value output_buffering 0
+`);
+  // In its own process group: stopping, Apache signals its whole group.
+  const apache = start('apache2', ['-d', site, '-f', join(site, 'httpd.conf'), '-DFOREGROUND'], 'apache2', { detached: true });
+  apache.stopSignal = 'SIGTERM';
+  try {
+    await acceptsWithin(port, 10000, apache);
+  } catch (e) {
+    throw new Error(`${e.message}\n${existsSync(join(site, 'error.log')) ? readFileSync(join(site, 'error.log'), 'utf8') : ''}`);
+  }
+
+  const listen = await freePort();
+  const admin = await freePort();
+  const config = join(dir, 'tether-page.toml');
+  writeFileSync(config, `[server]
+listen = ["127.0.0.1:${listen}"]
+admin_listen = "127.0.0.1:${admin}"
+
+[[vhost]]
+hosts = ["*"]
+origin = "http://127.0.0.1:${port}"
+
+[vhost.persistent]
+enabled = true
+paths = ["*.pphp"]
+mode = "message"
+page_sessions = true
+message_format = "form"
+`);
+  const tether = start(TETHER, ['run', '-c', config], 'tether (page sessions)');
+  await acceptsWithin(listen, 10000, tether);
+  const pageRelay = await startRelay(listen);
+  relays.push(pageRelay);
+  return {
+    relay: pageRelay,
+    /** Polls PHP's events (one JSON object a line) until `done(events)` (bounded). */
+    async waitForEvents(done, timeoutMs = 10000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const list = readFileSync(events, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+        if (done(list)) return list;
+        if (Date.now() > deadline) {
+          throw new Error(`PHP's events are not complete:\n${list.slice(-20).map((e) => JSON.stringify(e)).join('\n')}\n`
+            + `tether stderr:\n${tether.stderrText().slice(-4000)}\napache error.log:\n${readFileSync(join(site, 'error.log'), 'utf8')}`);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+  };
+}
+
+/**
+ * docs/php.md's page session script (its ```php block that calls
+ * HTTPSocket.page()), logging its events as page.pphp does.
+ */
+function docsPageScript() {
+  const doc = readFileSync(resolve(REPO, 'docs', 'php.md'), 'utf8');
+  const script = doc.split('```php\n').slice(1).map((b) => b.split('```')[0]).find((b) => b.includes('HTTPSocket.page()'));
+  assert.ok(script, 'docs/php.md has no PHP block with HTTPSocket.page()');
+  const log = `<?php file_put_contents(__DIR__ . '/../state/events.log', json_encode(['event' => $_SERVER['HTTP_SESSION_EVENT'] ?? '-', `
+    + `'sid' => $_SERVER['HTTP_SESSIONID'] ?? '-', 'type' => $_SERVER['CONTENT_TYPE'] ?? '', 'post' => $_POST]) . "\n", FILE_APPEND | LOCK_EX); ?>`;
+  return log + script;
+}
+
+function start(bin, args, name, { detached = false } = {}) {
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env }, detached });
   children.push(child);
   const chunks = [];
   child.stderr.on('data', (d) => chunks.push(d));

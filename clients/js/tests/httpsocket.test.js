@@ -5,6 +5,7 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { runInNewContext } from 'node:vm';
 import { WebSocket as WsWebSocket } from 'ws';
 
 import { HTTPSocket } from '../httpsocket.js';
@@ -381,6 +382,222 @@ for (const [name, WebSocket] of IMPLEMENTATIONS) {
       assert.equal(delays.length, 4);
       const ceilings = [100, 200, 400, 400];
       delays.forEach((d, i) => assert.ok(d >= ceilings[i] / 2 && d <= ceilings[i], `delay ${i}: ${d}`));
+    });
+
+    // --- the page is the session (SPEC 12) ---------------------------------
+
+    /**
+     * A minimal stand-in for a browser page served by the gateway at
+     * `pathAndQuery`: globalThis.document (with the meta tag when `sid` is
+     * given) and globalThis.location, removed again when the test ends.
+     */
+    const fakePage = (t, { sid = SID, pathAndQuery = '/page.pphp?room=7', protocol = 'http:' } = {}) => {
+      const url = new URL(`${protocol}//127.0.0.1:${gw.port}${pathAndQuery}#frag`);
+      const saved = { document: Object.getOwnPropertyDescriptor(globalThis, 'document'), location: Object.getOwnPropertyDescriptor(globalThis, 'location') };
+      const selectors = [];
+      const document = {
+        querySelector(selector) {
+          selectors.push(selector);
+          if (sid === null || selector !== 'meta[name="tether-session"]') return null;
+          return { getAttribute: (name) => (name === 'content' ? sid : null) };
+        },
+      };
+      const location = { protocol: url.protocol, host: url.host, pathname: url.pathname, search: url.search, hash: url.hash, href: url.href };
+      Object.defineProperty(globalThis, 'document', { value: document, configurable: true, writable: true });
+      Object.defineProperty(globalThis, 'location', { value: location, configurable: true, writable: true });
+      t.after(() => {
+        for (const [name, d] of Object.entries(saved)) {
+          if (d) Object.defineProperty(globalThis, name, d);
+          else delete globalThis[name];
+        }
+      });
+      return { document, selectors };
+    };
+    const pageSocket = (options = {}) => {
+      const s = HTTPSocket.page({ WebSocket, initialDelay: 10, maxDelay: 50, ...options });
+      sockets.push(s);
+      return s;
+    };
+
+    test('page(): reads the meta tag and attaches at the page URL as a resume with received=0; open, lines both ways', async (t) => {
+      const { document, selectors } = fakePage(t);
+      const s = pageSocket();
+      assert.deepEqual(selectors, ['meta[name="tether-session"]']);
+      assert.equal(s.url, `ws://127.0.0.1:${gw.port}/page.pphp?room=7`, 'the page URL without its fragment, ws:');
+      assert.equal(s.sessionId, SID, 'the session is known before it attaches');
+      assert.equal(s.readyState, 'connecting');
+      s.send('early'); // queued until attached
+      const conn = await gw.accept();
+      assert.equal(conn.path, '/page.pphp?room=7');
+      assert.equal(conn.protocol, 'persistent');
+      assert.equal(await conn.record(), `sid=${SID}&received=0`, 'a page attaches as a resume with count 0');
+      let resumedEvents = 0;
+      s.addEventListener('resumed', () => resumedEvents++);
+      const opening = once(s, 'open');
+      conn.open({ sid: SID, received: 0, status: 200 });
+      assert.deepEqual(await opening, { sessionId: SID, status: 200, initialBody: '' }, 'the first attach is the page\'s open');
+      assert.equal(s.readyState, 'open');
+      assert.equal(s.status, 200);
+      assert.equal(s.initialBody, '', 'the initial body was the page itself');
+      assert.equal(await conn.line(), 'early');
+      conn.sendLine('w1 written before the page attached');
+      conn.sendLine('w2');
+      assert.equal(await s.read(), 'w1 written before the page attached');
+      assert.equal(await s.read(), 'w2');
+      assert.equal(s.received, 2);
+      assert.equal(document.defaultHTMLSocket, s);
+
+      // A drop resumes like any HTTPSocket: count 2, resumed (not open) again.
+      await conn.drop();
+      const again = await gw.accept();
+      assert.equal(await again.record(), `sid=${SID}&received=2`);
+      const resumed = once(s, 'resumed');
+      again.open({ sid: SID, received: 1 });
+      assert.deepEqual(await resumed, { sessionId: SID, received: 2, resent: 0 });
+      assert.equal(resumedEvents, 1);
+      s.send('after the drop');
+      assert.equal(await again.line(), 'after the drop');
+      const closing = once(s, 'close');
+      s.close();
+      assert.equal((await again.closed).code, 1000, 'close() ends the page session');
+      assert.equal((await closing).code, 1000);
+    });
+
+    test('page(): an https page attaches over wss', (t) => {
+      fakePage(t, { protocol: 'https:', pathAndQuery: '/app/x.pphp' });
+      const s = HTTPSocket.page({ WebSocket: class { close() {} }, openTimeout: 20 });
+      assert.equal(s.url, `wss://127.0.0.1:${gw.port}/app/x.pphp`);
+      s.close();
+      assert.equal(s.readyState, 'closing', 'a close before the attach waits to end the session');
+    });
+
+    test('page(): twice gives the same object, also document.defaultHTMLSocket; options may be repeated, not changed', async (t) => {
+      const { document } = fakePage(t);
+      const s = pageSocket({ ackInterval: 200 });
+      assert.equal(HTTPSocket.page(), s);
+      assert.equal(HTTPSocket.page({ ackInterval: 200 }), s);
+      assert.equal(document.defaultHTMLSocket, s);
+      assert.throws(() => HTTPSocket.page({ ackInterval: 300 }), /already exists; option ackInterval cannot change/);
+      assert.throws(() => {
+        document.defaultHTMLSocket = null; // modules are strict: a TypeError
+      }, TypeError, 'read-only');
+      const conn = await gw.accept();
+      assert.equal(await conn.record(), `sid=${SID}&received=0`);
+      assert.equal(await gw.connectsWithin(100), false, 'one connection for the page, however often page() is called');
+      s.close();
+    });
+
+    test('page(): a page without the meta tag, or with a malformed one, throws a clear error and connects nowhere', async (t) => {
+      const { document } = fakePage(t, { sid: null });
+      assert.throws(() => HTTPSocket.page({ WebSocket }), (e) => e instanceof Error
+        && /no <meta name="tether-session"> tag/.test(e.message) && /page_sessions = true/.test(e.message));
+      assert.equal(document.defaultHTMLSocket, undefined);
+      assert.equal(await gw.connectsWithin(100), false);
+      for (const bad of ['', 'short', 'x'.repeat(65), 'abcdefghijklmnopqrstu&received=9']) {
+        fakePage(t, { sid: bad });
+        assert.throws(() => HTTPSocket.page({ WebSocket }), /holds no SessionID/);
+      }
+      delete globalThis.document;
+      assert.throws(() => HTTPSocket.page({ WebSocket }), /needs a document/);
+    });
+
+    test('page(): an attach answered with 4410 (the page outlived its session) is sessionlost', async (t) => {
+      fakePage(t);
+      const s = pageSocket();
+      const conn = await gw.accept();
+      await conn.record();
+      const lost = once(s, 'sessionlost');
+      conn.close(4410, 'resume impossible');
+      assert.deepEqual(await lost, { code: 4410, reason: 'resume impossible' });
+      assert.equal(await gw.connectsWithin(200), false);
+    });
+
+    test('page(): close() before the attach attaches only to end the session (1000), no open event', async (t) => {
+      fakePage(t);
+      const s = pageSocket();
+      let opened = false;
+      s.addEventListener('open', () => (opened = true));
+      s.send('discarded');
+      const conn = await gw.accept();
+      s.close();
+      assert.equal(await conn.record(), `sid=${SID}&received=0`);
+      const closing = once(s, 'close');
+      conn.open({ sid: SID });
+      assert.equal((await conn.closed).code, 1000, 'the page session is ended on the gateway');
+      assert.equal((await closing).code, 1000);
+      assert.equal(opened, false);
+      await assert.rejects(conn.next(100), /timeout/, 'no line is sent when ending');
+    });
+
+    test('page(): a failed first attach is retried with received=0, then opens', async (t) => {
+      fakePage(t);
+      const s = pageSocket();
+      const first = await gw.accept();
+      assert.equal(await first.record(), `sid=${SID}&received=0`);
+      await first.drop();
+      const second = await gw.accept();
+      assert.equal(await second.record(), `sid=${SID}&received=0`);
+      const opening = once(s, 'open');
+      second.open({ sid: SID });
+      assert.equal((await opening).sessionId, SID);
+      s.close();
+    });
+
+    test('send(): a plain object, URLSearchParams or FormData is one form-encoded line', async () => {
+      const { s, conn } = await opened();
+      s.send({ name: 'Ann Lee', note: 'a&b=c\nline two', n: 7, ok: true, big: 10n, skipped: undefined, 'tags[]': ['x', 'y'] });
+      assert.equal(await conn.line(), 'name=Ann+Lee&note=a%26b%3Dc%0Aline+two&n=7&ok=true&big=10&tags%5B%5D=x&tags%5B%5D=y');
+      const params = new URLSearchParams([['q', 'ü €'], ['q', '2']]);
+      s.send(params);
+      assert.equal(await conn.line(), params.toString());
+      assert.equal(params.toString(), 'q=%C3%BC+%E2%82%AC&q=2');
+      const form = new FormData();
+      form.append('city', 'Köln\r\n');
+      form.append('empty', '');
+      s.send(form);
+      assert.equal(await conn.line(), 'city=K%C3%B6ln%0D%0A&empty=');
+      s.send({});
+      assert.equal(await conn.line(), '', 'an empty form is an empty line');
+      s.send(Object.assign(Object.create(null), { a: '1' }));
+      assert.equal(await conn.line(), 'a=1');
+      s.send(runInNewContext('({ b: "2", c: [3, 4] })'));
+      assert.equal(await conn.line(), 'b=2&c=3&c=4', 'a plain object of another realm (an iframe\'s)');
+      s.send('plain line');
+      assert.equal(await conn.line(), 'plain line');
+    });
+
+    test('send(): a FormData with a file, a non-scalar field or a non-form object throws; nothing is sent', async () => {
+      const { s, conn } = await opened();
+      const form = new FormData();
+      form.append('name', 'Ann');
+      form.append('upload', new Blob(['data']), 'data.txt');
+      assert.throws(() => s.send(form), (e) => e instanceof TypeError && /FormData field "upload" holds a file/.test(e.message));
+      if (typeof File === 'function') {
+        const withFile = new FormData();
+        withFile.append('f', new File(['x'], 'x.txt'));
+        assert.throws(() => s.send(withFile), /field "f" holds a file/);
+      }
+      assert.throws(() => s.send({ a: { nested: 1 } }), /field "a" is object/);
+      assert.throws(() => s.send({ a: null }), /field "a" is null/);
+      assert.throws(() => s.send({ a: new Blob(['x']) }), /field "a" is object/);
+      class Fields {
+        constructor() {
+          this.a = '1';
+        }
+      }
+      for (const bad of [42, null, undefined, ['a', 'b'], runInNewContext('[1]'), new Map([['a', '1']]), new Date(0), new Fields(), Object.create({ a: '1' })]) {
+        assert.throws(() => s.send(bad), TypeError, String(bad));
+      }
+      s.send('marker');
+      assert.equal(await conn.line(), 'marker', 'none of the refused messages was sent');
+      conn.sendLine('w1');
+      await s.read();
+      await conn.drop();
+      const again = await gw.accept();
+      await again.record();
+      again.open({ sid: SID, received: 0 });
+      assert.equal(await again.line(), 'marker', 'and none was counted: only the marker is resent');
+      await assert.rejects(again.next(100), /timeout/);
     });
 
     test('a resend buffer over maxUnackedBytes resyncs quietly', async () => {

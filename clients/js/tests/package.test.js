@@ -82,6 +82,13 @@ test('httpsocket.d.ts declares exactly the public members of the module', (t) =>
   const declared = declaredMembers();
   assert.ok(declared.size > 15, `only ${[...declared]} parsed from the .d.ts`);
   assert.deepEqual([...declared].sort(), [...actual].sort());
+  // Static members (HTTPSocket.page) too.
+  const dts = readFileSync(join(HERE, 'httpsocket.d.ts'), 'utf8');
+  const body = dts.slice(dts.indexOf('export class HTTPSocket'));
+  const declaredStatics = [...body.matchAll(/^ {2}static ([A-Za-z]\w*)\s*[(:<]/gm)].map((m) => m[1]).sort();
+  const actualStatics = Object.getOwnPropertyNames(HTTPSocket).filter((k) => !['length', 'name', 'prototype'].includes(k)).sort();
+  assert.deepEqual(declaredStatics, actualStatics);
+  assert.deepEqual(actualStatics, ['page']);
   // Defaults in force are all declared options.
   const options = readFileSync(join(HERE, 'httpsocket.d.ts'), 'utf8');
   for (const key of Object.keys(socket.options)) {

@@ -4,7 +4,7 @@
 // package's name, so the `exports` map's `types` is what resolves it.
 
 import { HTTPSocket } from 'httpsocket';
-import type { CloseDetail, HTTPSocketError, HTTPSocketOptions, HTTPSocketState } from 'httpsocket';
+import type { CloseDetail, FormFields, HTTPSocketError, HTTPSocketMessage, HTTPSocketOptions, HTTPSocketState } from 'httpsocket';
 
 const options: HTTPSocketOptions = { initialDelay: 50, maxAttempts: 3, queueLines: false };
 const socket = new HTTPSocket('/chat.pphp?room=7', options);
@@ -44,7 +44,26 @@ async function pull(): Promise<void> {
 }
 void pull();
 
+// The page is the session (SPEC 12), and form messages.
+const page: HTTPSocket = HTTPSocket.page({ initialDelay: 50 });
+const same: HTTPSocket | undefined = document.defaultHTMLSocket;
+page.send({ name: 'Ann', age: 7, member: true, 'tags[]': ['a', 'b'], note: undefined });
+page.send(new URLSearchParams({ q: 'x' }));
+page.send(new FormData());
+const fields: FormFields = { a: '1' };
+const message: HTTPSocketMessage = fields;
+page.send(message);
+console.log(same?.sessionId);
+
 // What must not type-check.
+// @ts-expect-error a form field is a scalar or an array of scalars
+page.send({ nested: { a: 1 } });
+// @ts-expect-error a form field is not null
+page.send({ a: null });
+// @ts-expect-error document.defaultHTMLSocket is set by HTTPSocket.page()
+document.defaultHTMLSocket = page;
+// @ts-expect-error page() takes options only
+HTTPSocket.page('/other.pphp');
 // @ts-expect-error a line is a string
 socket.send(42);
 // @ts-expect-error read() may give null at the end
