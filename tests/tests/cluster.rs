@@ -644,3 +644,45 @@ fn the_owner_applies_its_per_ip_limits_to_relayed_clients() {
     o.chan.send(b"b\n");
     assert_eq!(o.chan.line(), "2 b\n");
 }
+
+/// Without `[cluster]` nothing changes: 32-character SessionIDs and no
+/// cluster families. A bad `[cluster]` is a configuration error like any
+/// other: `tether check` exit 1 and `run` exit 64, at FILE:LINE:COLUMN.
+#[test]
+fn no_cluster_table_means_a_single_instance_and_bad_ones_are_refused() {
+    let worker = LineWorker::start(WORKER, "w");
+    let single = Tether::start(&Tether::config(
+        "",
+        &[session_vhost(HOST, &worker.url(), &[worker.url()], "")],
+    ));
+    let o = open(single.addr(), "/echo.pphp");
+    assert_eq!(o.sid.len(), 32, "{}", o.sid);
+    assert_eq!(
+        metric(single.admin_addr().unwrap(), "tether_cluster_nodes"),
+        None
+    );
+
+    let dir = tether_tests::temp_dir();
+    let path = dir.path().join("bad.toml");
+    let text = config(
+        "Node-1",
+        "nats://127.0.0.1:4222",
+        &worker,
+        free_port(),
+        PEER_TOKEN,
+    );
+    std::fs::write(&path, &text).unwrap();
+    let line = text.lines().position(|l| l.starts_with("node =")).unwrap() + 1;
+    let expected = format!("{}:{line}:8: node \"Node-1\"", path.display());
+    for (command, code) in [("check", 1), ("run", 64)] {
+        let out = std::process::Command::new(tether_tests::tether::tether_bin())
+            .arg(command)
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{command}: {stderr}");
+        assert!(stderr.contains(&expected), "{command}: {stderr}");
+    }
+}
