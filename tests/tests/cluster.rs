@@ -21,7 +21,7 @@ const TOKEN: &str = "admin-s3cret";
 const PEER_TOKEN: &str = "the-cluster-s3cret";
 /// SPEC 11: an instance silent for 5 s is gone; its sessions' resumes get
 /// 410 "within a few seconds" once it is gone or unreachable.
-const GONE_WITHIN: Duration = Duration::from_secs(8);
+const GONE_WITHIN: Duration = Duration::from_secs(10);
 
 /// A config for instance `node` of a cluster on `nats`.
 fn config(node: &str, nats: &str, worker: &LineWorker, peer_port: u16, peer_token: &str) -> String {
@@ -368,7 +368,7 @@ fn a_killed_instance_loses_only_its_own_sessions() {
             resume(c.nodes[via].addr(), "/echo.pphp", &doomed_sid, 1),
             "doomed",
         );
-        assert!(started.elapsed() < Duration::from_secs(3), "a resume hung");
+        assert!(started.elapsed() < Duration::from_secs(4), "a resume hung");
         assert_eq!(
             without_date(&r),
             without_date(&reference),
@@ -580,7 +580,7 @@ fn a_frozen_owner_gives_410_after_the_connect_timeout() {
     let took = started.elapsed();
     signal("-CONT");
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "the 410 came after {took:?}, not after origin_connect_timeout"
     );
     assert_eq!(
