@@ -122,7 +122,10 @@ async fn serve(
                 !upgrading,
             )
             .await
-            .map_err(|e| RunError::DuplicateNode(e.to_string()))?;
+            .map_err(|e| match e {
+                cluster::ClusterError::Duplicate(_) => RunError::DuplicateNode(e.to_string()),
+                other => RunError::Cluster(other.to_string()),
+            })?;
             Some((started, peers))
         }
         None => None,

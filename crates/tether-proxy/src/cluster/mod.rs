@@ -54,6 +54,10 @@ struct Member {
 pub(crate) enum ClusterError {
     #[error("another instance already runs as node \"{0}\" in this cluster; every node needs its own name")]
     Duplicate(String),
+    /// With `retry_on_initial_connect` only a client that cannot even
+    /// try (no usable address) fails here.
+    #[error("cannot set up the NATS client: {0}")]
+    Nats(String),
     #[error("cannot listen on peer_listen {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -139,7 +143,7 @@ impl Cluster {
             })
             .connect(urls)
             .await
-            .expect("retry_on_initial_connect does not fail at connect");
+            .map_err(|e| ClusterError::Nats(e.to_string()))?;
         let deadline = Instant::now() + START_WAIT;
         while !connected(&nats) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -202,5 +202,8 @@ fn nats_url(text: &str) -> Result<(), String> {
             "\"{text}\" needs a host and port and nothing after them, like \"nats://127.0.0.1:4222\""
         ));
     }
-    Ok(())
+    // What the NATS client will be given must be what it accepts.
+    text.parse::<async_nats::ServerAddr>()
+        .map(|_| ())
+        .map_err(|e| format!("\"{text}\" is not a NATS server address: {e}"))
 }
