@@ -13,6 +13,8 @@
 //! - [`ws_echo`]: a WebSocket echo origin ([`WsEcho`]);
 //! - [`raw_http`]: an exact-bytes HTTP/1.x client ([`RawConn`], [`Response`]);
 //! - [`websocket`]: hand-written RFC 6455 client frames ([`WsClient`]);
+//! - [`tls_relay`]: a plain port relayed over TLS, so that those clients
+//!   reach TLS listeners ([`TlsRelay`]);
 //! - [`access_log`]: reading origins' access logs ([`AccessLog`]);
 //! - [`payload`]: deterministic large bodies and their digests;
 //! - [`session`]: the `line_worker` test worker and a raw native session
@@ -27,6 +29,7 @@ pub mod process;
 pub mod raw_http;
 pub mod session;
 pub mod tether;
+pub mod tls_relay;
 pub mod websocket;
 pub mod ws_echo;
 
@@ -43,6 +46,7 @@ pub use process::{ChildGuard, Signal};
 pub use raw_http::{metric, RawConn, Response};
 pub use tempfile::TempDir;
 pub use tether::Tether;
+pub use tls_relay::TlsRelay;
 pub use websocket::{WsClient, WsFrame};
 pub use ws_echo::WsEcho;
 
@@ -225,6 +229,19 @@ impl Drop for RssSampler {
 pub fn heavy_lock() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: Mutex<()> = Mutex::new(());
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Raises this process's soft limit of open files to its hard limit
+/// (children inherit it); returns the new soft limit. For tests that hold
+/// thousands of connections.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        setrlimit(Resource::Nofile, limit).expect("setrlimit(RLIMIT_NOFILE)");
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 /// Path of a file in `tests/fixtures/`.

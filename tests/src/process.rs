@@ -13,6 +13,8 @@ pub enum Signal {
     Hup,
     Kill,
     Quit,
+    /// SPEC 10: upgrade to a new binary.
+    Usr2,
 }
 
 impl Signal {
@@ -23,8 +25,23 @@ impl Signal {
             Signal::Hup => "HUP",
             Signal::Kill => "KILL",
             Signal::Quit => "QUIT",
+            Signal::Usr2 => "USR2",
         }
     }
+}
+
+/// Sends `signal` to process `pid` (through `kill(1)`, like
+/// [`ChildGuard::signal`]), for processes that are not the test's own
+/// children (e.g. a tether started by another tether's upgrade); `false`
+/// when `kill` failed (no such process).
+pub fn send_signal(pid: u32, signal: Signal) -> bool {
+    Command::new("kill")
+        .arg(format!("-{}", signal.name()))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// How a guard stops its child on `Drop`.

@@ -322,18 +322,17 @@ fn numbered_lines_across_a_restart(
     // `worker_retry` is about: sessions whose kept-alive connections were
     // closed, and requests refused, all go on.
     quiet.store(true, std::sync::atomic::Ordering::SeqCst);
-    // Every line sent so far reached PHP (which logs it before it
-    // answers), and its answer had time to leave: nothing in flight.
+    // Every line sent so far has had its answer back in tether: no
+    // request is in flight when Apache stops, however loaded the machine.
     std::thread::sleep(Duration::from_millis(50));
     let sent_now = sent.load(std::sync::atomic::Ordering::SeqCst) + clients;
-    wait_for("the lines sent so far at PHP", WAIT, || {
-        let at_php = events(apache)
-            .iter()
-            .filter(|e| e.starts_with("line "))
-            .count();
-        (at_php >= sent_now).then_some(())
+    let admin = tether.admin_addr().expect("admin");
+    let answers = format!("tether_lines_total{{vhost=\"{HOST}\",direction=\"to_client\"}}");
+    wait_for("an answer to every line sent so far", WAIT, || {
+        let back = tether_tests::metric(admin, &answers).unwrap_or(0.0) as usize;
+        (back >= sent_now).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(100));
     let stopping = Instant::now();
     apache.stop_now();
     let stop_took = stopping.elapsed();

@@ -43,7 +43,7 @@ use self::balance::{NoWorker, WorkerPool, Workers};
 use self::link::Link;
 use self::native::NativeLink;
 use self::registry::{Refusal, SessionHandle};
-pub(crate) use self::task::{restore, Home, Moved};
+pub(crate) use self::task::{prepare, restore, Home, Moved, Prepared};
 use self::task::{Command, Opening, Resumed};
 use self::worker::{OpenError, OpenLimits, WorkerAnswer};
 use self::worker_side::{MessageSide, MessageTarget, StreamSide, WorkerSide};

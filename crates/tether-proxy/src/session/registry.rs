@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use moka::sync::Cache;
@@ -70,6 +70,9 @@ pub(crate) struct Registry {
     /// Upgrade: sessions the old process is still handing over; a resume
     /// for one waits for it instead of getting 410 (SPEC 10).
     in_transit: Mutex<HashSet<SessionId>>,
+    /// Upgrade, new process: the list of the sessions in transit has not
+    /// come yet, so any SessionID may be one of them.
+    list_coming: AtomicBool,
     arrived: tokio::sync::Notify,
 }
 
@@ -84,6 +87,7 @@ impl Registry {
             metrics,
             workers: WorkerPool::default(),
             in_transit: Mutex::new(HashSet::new()),
+            list_coming: AtomicBool::new(false),
             arrived: tokio::sync::Notify::new(),
         }
     }
@@ -145,12 +149,25 @@ impl Registry {
         }
     }
 
+    /// Upgrade, new process, before it tells the old one that it accepts:
+    /// until the list of the sessions in transit arrives ([`expect`]), a
+    /// resume for any SessionID waits, since the old process may already
+    /// have closed that session's TLS client (SPEC 10: a resume for a
+    /// session still being handed over waits for it).
+    ///
+    /// [`expect`]: Registry::expect
+    pub(crate) fn list_coming(&self) {
+        self.list_coming.store(true, Ordering::SeqCst);
+    }
+
     /// Upgrade: these sessions are on their way here.
     pub(crate) fn expect(&self, ids: impl IntoIterator<Item = SessionId>) {
         self.in_transit
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(ids);
+        self.list_coming.store(false, Ordering::SeqCst);
+        self.arrived.notify_waiters();
     }
 
     /// Upgrade: nothing more is coming; resumes still waiting get 410.
@@ -159,6 +176,7 @@ impl Registry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.list_coming.store(false, Ordering::SeqCst);
         self.arrived.notify_waiters();
     }
 
@@ -174,14 +192,19 @@ impl Registry {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
+            // What may still come first, then the index: `expect` fills
+            // the set before it clears `list_coming`, and `insert` indexes
+            // a session before it takes it out of the set, so a session
+            // that arrives meanwhile is found or waited for, never missed.
+            let waiting = self.list_coming.load(Ordering::SeqCst)
+                || self
+                    .in_transit
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(id);
             if let Some(handle) = self.find(id, vhost) {
                 return Some(handle);
             }
-            let waiting = self
-                .in_transit
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(id);
             if !waiting || tokio::time::timeout_at(deadline, arrived).await.is_err() {
                 return None;
             }

@@ -739,4 +739,4 @@ mod moving;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use moving::{restore, Home, Moved};
+pub(crate) use moving::{prepare, restore, Home, Moved, Prepared};

@@ -12,14 +12,18 @@
 //! 3. `Counters`: the old process's counter values, carried on;
 //! 4. per batch, `Expect` (the SessionIDs coming, so that a resume for one
 //!    waits in the new process), one `Session` per session with its
-//!    sockets, then `Sync`, answered by `Taken` with the count so far: the
-//!    old process keeps its copy of every socket until the count covers
-//!    it, so that a failure leaves each session in exactly one process;
+//!    sockets, then `Sync`, answered by `Taken` with the count so far,
+//!    then `Commit`. The new process rebuilds each session as it comes
+//!    but runs none before `Commit`; the old one keeps its copy of every
+//!    socket until it has sent `Commit`. So a session runs in exactly one
+//!    process: a failure before `Commit` leaves the batch with the old
+//!    process, which takes it back as it was (nothing has touched its
+//!    connections meanwhile); after it, the batch is the new process's;
 //! 5. `Done`, answered by `Taken`: the old process drains and exits 0.
 //!
-//! The new process exits at once on any failure before `Done`, without
-//! touching a session's connections: the old process still holds them all
-//! and takes back what it had not seen taken.
+//! The new process exits at once on any failure before `Done`; the
+//! sessions it runs are those of committed batches, which the old process
+//! no longer holds.
 
 mod channel;
 
@@ -39,7 +43,7 @@ use tether_wire::SessionId;
 use self::channel::{Channel, MAX_FDS};
 use crate::metrics::Metrics;
 use crate::session::handover::{self, SessionState};
-use crate::session::{restore, Home, Moved, Registry};
+use crate::session::{prepare, restore, Home, Moved, Prepared, Registry};
 
 /// What the old process runs again: the binary at the absolute path it
 /// was started from, with the same arguments.
@@ -76,6 +80,7 @@ enum Message {
     Expect(Vec<String>),
     Session(Box<SessionState>),
     Sync,
+    Commit,
     Done,
     Taken(u64),
 }
@@ -242,9 +247,12 @@ impl Handing {
                 failure = blocking(|| -> io::Result<()> {
                     send(channel, &Message::Sync, &[])?;
                     match recv(channel)?.0 {
-                        Message::Taken(n) if n == want => Ok(()),
-                        other => Err(unexpected(&other)),
+                        Message::Taken(n) if n == want => {}
+                        other => return Err(unexpected(&other)),
                     }
+                    // From here the batch is the new process's: it starts
+                    // the sessions once it reads this.
+                    send(channel, &Message::Commit, &[])
                 })
                 .err();
             }
@@ -360,6 +368,10 @@ impl Taking {
     /// session it sends. Any failure ends this process at once: the old
     /// one still holds every connection and goes on serving.
     pub(crate) async fn receive(mut self, metrics: Arc<Metrics>, home: Home) {
+        // Before `Listening`: the old process moves sessions (and closes
+        // TLS clients) as soon as it has sent the list, which this process
+        // reads a moment later.
+        home.registry.list_coming();
         let sessions = blocking(|| self.take_all(&metrics, &home));
         match sessions {
             Ok(n) => {
@@ -382,6 +394,7 @@ impl Taking {
         // Sessions wait as long as the old process needs for its own.
         self.channel.set_timeout(None)?;
         let mut taken = 0u64;
+        let mut parked: Vec<Prepared> = Vec::new();
         loop {
             let (message, fds) = recv(&mut self.channel)?;
             match message {
@@ -403,13 +416,22 @@ impl Taking {
                     };
                     // One session that cannot be used is lost with a log
                     // line; the others still come.
-                    if let Err(e) = restore(moved, home) {
-                        tracing::error!(error = %e, "upgrade: a session was lost");
+                    match prepare(moved, home) {
+                        Ok(session) => parked.push(session),
+                        Err(e) => tracing::error!(error = %e, "upgrade: a session was lost"),
                     }
                     taken += 1;
                 }
                 Message::Sync => send(&mut self.channel, &Message::Taken(taken), &[])?,
+                Message::Commit => {
+                    for session in parked.drain(..) {
+                        session.start();
+                    }
+                }
                 Message::Done => {
+                    for session in parked.drain(..) {
+                        session.start();
+                    }
                     // systemd learns the new main PID before the old
                     // process, told below, exits.
                     crate::notify::main_pid();

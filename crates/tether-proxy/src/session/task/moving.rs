@@ -177,6 +177,30 @@ fn socket(fd: Option<OwnedFd>) -> Result<tokio::net::TcpStream, NotRestored> {
 /// Starts the task of a session that moved here, in the state it left
 /// the other process in, and puts it in the index.
 pub(crate) fn restore(moved: Moved, home: &Home) -> Result<SessionHandle, NotRestored> {
+    Ok(prepare(moved, home)?.start())
+}
+
+/// A session rebuilt here and not running yet: the new process of an
+/// upgrade holds a batch so until the old one has let go of it, so that a
+/// session never runs in both (the old one may still take it back).
+pub(crate) struct Prepared {
+    session: Session,
+    handle: SessionHandle,
+}
+
+impl Prepared {
+    /// Runs the session and puts it in the index (a resume waiting for
+    /// it goes on).
+    pub(crate) fn start(self) -> SessionHandle {
+        let Prepared { session, handle } = self;
+        session.registry.insert(handle.clone());
+        tokio::spawn(session.run());
+        handle
+    }
+}
+
+/// Rebuilds a session from its record and sockets without running it.
+pub(crate) fn prepare(moved: Moved, home: &Home) -> Result<Prepared, NotRestored> {
     let Moved { state: s, sockets } = moved;
     let mut sockets = sockets.into_iter();
     let id = SessionId::parse(s.id.as_bytes()).map_err(|_| bad("SessionID"))?;
@@ -308,7 +332,5 @@ pub(crate) fn restore(moved: Moved, home: &Home) -> Result<SessionHandle, NotRes
         _slot: slot,
         _pin: worker.pin(),
     };
-    session.registry.insert(handle.clone());
-    tokio::spawn(session.run());
-    Ok(handle)
+    Ok(Prepared { session, handle })
 }
