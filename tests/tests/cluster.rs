@@ -687,18 +687,6 @@ fn no_cluster_table_means_a_single_instance_and_bad_ones_are_refused() {
     }
 }
 
-/// Kills a process this test did not spawn itself (the new process of an
-/// upgrade) when the test ends, whatever happened.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &self.0.to_string()])
-            .status();
-    }
-}
-
 /// SPEC 10 in a cluster: SIGUSR2 on the owner hands its sessions to a new
 /// process of the same node (no duplicate-name refusal, the peer port
 /// shared while both run); the attached client moves with its connection
@@ -707,29 +695,12 @@ impl Drop for KillOnDrop {
 #[test]
 fn an_upgraded_owner_keeps_its_sessions_reachable_through_the_others() {
     let mut c = Cluster::start(2);
-    c.nodes[0].wait_signal_handlers();
     let mut o = open(c.nodes[0].addr(), "/echo.pphp");
     o.chan.send(b"a\n");
     assert_eq!(o.chan.line(), "1 a\n");
     let sid = o.sid.clone();
-    let status = std::process::Command::new("kill")
-        .args(["-USR2", &c.nodes[0].pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = c.nodes[0]
-        .wait_exit(Duration::from_secs(30))
-        .expect("the old process exits after the upgrade");
-    let log = c.nodes[0].stderr_text();
-    assert!(exit.success(), "{exit:?}\n{log}");
-    let new_pid: u32 = log
-        .lines()
-        .find(|l| l.contains("upgrade: new process started"))
-        .and_then(|l| l.split("pid=").nth(1))
-        .and_then(|p| p.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no new pid in\n{log}"));
-    let _new = KillOnDrop(new_pid);
+    let up = c.nodes[0].upgrade(Duration::from_secs(30));
+    assert!(up.old_exit.success(), "{:?}", up.old_exit);
     // The attached client moved with its connection.
     o.chan.send(b"b\n");
     assert_eq!(o.chan.line(), "2 b\n");
