@@ -10,7 +10,10 @@ set -euo pipefail
 # prometheus: for its promtool (tests/tests/dashboards.rs checks the alert
 # rules and the dashboard's queries); on a host running systemd, installing
 # it also starts a Prometheus server on :9090.
-PACKAGES=(nginx-light apache2 libapache2-mod-php haproxy wrk curl python3-websockets chromium prometheus nghttp2-client)
+# nats-server: the cluster tests (tests/tests/cluster.rs, SPEC 11) start
+# their own on a free port; on a host running systemd, installing it also
+# starts one on :4222, which the tests do not use.
+PACKAGES=(nginx-light apache2 libapache2-mod-php haproxy wrk curl python3-websockets chromium prometheus nghttp2-client nats-server)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -55,7 +58,7 @@ install_hadolint() {
 check_tools() {
     local absent=()
     local tool
-    for tool in nginx apache2 haproxy wrk curl chromium node npm promtool h2load; do
+    for tool in nginx apache2 haproxy wrk curl chromium node npm promtool h2load nats-server; do
         command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || absent+=("$tool")
     done
     # The Python the tests run (tests/src/ws_echo.rs): Debian's, where

@@ -22,6 +22,7 @@
 
 pub mod access_log;
 pub mod apache;
+pub mod nats;
 pub mod nginx;
 pub mod payload;
 pub mod process;

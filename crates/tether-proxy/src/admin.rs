@@ -12,9 +12,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
+use crate::cluster::{Cluster, Remote};
 use crate::gateway::{text_response, Runtime};
 use crate::session::push::{self, PushOutcome};
 use http_body_util::BodyExt;
+use tether_wire::SessionId;
 use tokio::sync::watch;
 
 /// What the admin endpoints report.
@@ -136,6 +138,10 @@ async fn push_api(rt: &Runtime, req: Request<hyper::body::Incoming>) -> Response
                     )
                 }
             };
+            if let Some((cluster, sid)) = remote(rt, id) {
+                let node = sid.owner().unwrap_or_default();
+                return remote_answer(cluster.push(node, &sid, body).await);
+            }
             match push::push(&rt.sessions, id, body).await {
                 PushOutcome::Appended => no_content(),
                 PushOutcome::NotFound => text_response(StatusCode::NOT_FOUND, "no such session\n"),
@@ -156,6 +162,10 @@ async fn push_api(rt: &Runtime, req: Request<hyper::body::Incoming>) -> Response
             }
         }
         (http::Method::DELETE, None) => {
+            if let Some((cluster, sid)) = remote(rt, rest) {
+                let node = sid.owner().unwrap_or_default();
+                return remote_answer(cluster.admin_end(node, &sid).await);
+            }
             if push::end(&rt.sessions, rest).await {
                 no_content()
             } else {
@@ -163,6 +173,41 @@ async fn push_api(rt: &Runtime, req: Request<hyper::body::Incoming>) -> Response
             }
         }
         _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// The cluster and the SessionID when `raw` names another instance's
+/// session (SPEC 11: the push API reaches the owner).
+fn remote(rt: &Runtime, raw: &str) -> Option<(std::sync::Arc<Cluster>, SessionId)> {
+    let cluster = rt.cluster.as_ref()?;
+    let id = SessionId::parse(raw.as_bytes()).ok()?;
+    cluster.remote_node(&id)?;
+    Some((cluster.clone(), id))
+}
+
+/// The owner's status as this listener's answer; `404` when the owner is
+/// not present, `503` with `Retry-After: 1` when NATS is unreachable.
+fn remote_answer(remote: Remote) -> Response<Body> {
+    let retry_later = |text: &'static str| {
+        let mut resp = text_response(StatusCode::SERVICE_UNAVAILABLE, text);
+        resp.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        resp
+    };
+    match remote {
+        Remote::Status(204) => no_content(),
+        Remote::Status(400) => {
+            text_response(StatusCode::BAD_REQUEST, "a line is longer than max_line\n")
+        }
+        Remote::Status(503) => retry_later("the session's unsent output is full; try again soon\n"),
+        Remote::Status(_) | Remote::Absent => {
+            text_response(StatusCode::NOT_FOUND, "no such session\n")
+        }
+        Remote::Unreachable => {
+            retry_later("the cluster cannot reach this session's instance now; try again soon\n")
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod admin;
 mod body;
 mod client_addr;
 mod closable;
+mod cluster;
 mod codec;
 pub mod config;
 mod conn_limits;

@@ -137,6 +137,17 @@ pub(crate) struct Counted<IO> {
     _gauge: ConnectionGauge,
 }
 
+impl<IO> Counted<IO> {
+    /// `io` holding `permit` and counted in `gauge` while it lives.
+    pub(crate) fn new(io: IO, permit: ConnPermit, gauge: ConnectionGauge) -> Counted<IO> {
+        Counted {
+            io,
+            _permit: permit,
+            _gauge: gauge,
+        }
+    }
+}
+
 impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -218,7 +229,7 @@ async fn serve_tls(
     }
 }
 
-async fn turn_away(mut stream: TcpStream) {
+pub(crate) async fn turn_away(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = stream.write_all(OVERLOADED).await;
         let _ = stream.shutdown().await;

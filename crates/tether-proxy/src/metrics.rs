@@ -382,6 +382,8 @@ pub(crate) struct Metrics {
     upgrades_ok: AtomicU64,
     upgrades_error: AtomicU64,
     handover_sessions: AtomicU64,
+    /// SPEC 11; rendered only by an instance in a cluster.
+    pub(crate) cluster: ClusterMetrics,
     /// Counter values of the processes before an upgrade, by series:
     /// added to this process's own so that counters never go back
     /// (SPEC 10, as Envoy's hot restart does).
@@ -772,6 +774,8 @@ impl Metrics {
             self.affinity_entries.load(Ordering::Relaxed) as f64,
         );
 
+        self.cluster.render(&mut out);
+
         family(
             &mut out,
             "tether_worker_sessions",
@@ -989,6 +993,125 @@ fn render_process(out: &mut String) {
             &[],
             boot as f64 + start as f64 / ticks,
         );
+    }
+}
+
+/// What a relay to an owner was (`tether_cluster_forwarded_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forwarded {
+    Resume = 0,
+    Push = 1,
+    Delete = 2,
+}
+
+/// How it went (`result`): served by the owner, owner absent, or failed
+/// (NATS or the peer connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForwardResult {
+    Ok = 0,
+    Gone = 1,
+    Error = 2,
+}
+
+/// Why a peer connection was refused (`tether_cluster_peer_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerRefusal {
+    /// The challenge was answered with a wrong HMAC.
+    Token = 0,
+    /// Anything else: garbage, a bad preamble, too slow.
+    Protocol = 1,
+}
+
+/// The families of SPEC 11 (cluster), and the peer refusals of docs/cluster.md.
+#[derive(Default)]
+pub(crate) struct ClusterMetrics {
+    enabled: std::sync::atomic::AtomicBool,
+    nodes: AtomicI64,
+    nats_connected: AtomicI64,
+    forwarded: [AtomicU64; 9],
+    refused: [AtomicU64; 2],
+}
+
+impl ClusterMetrics {
+    pub(crate) fn enable(&self) {
+        self.enabled.store(true, Ordering::Relaxed);
+        self.nodes.store(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_nodes(&self, n: usize) {
+        self.nodes.store(n as i64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_nats_connected(&self, up: bool) {
+        self.nats_connected.store(i64::from(up), Ordering::Relaxed);
+    }
+
+    pub(crate) fn forwarded(&self, kind: Forwarded, result: ForwardResult) {
+        self.forwarded[kind as usize * 3 + result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self, why: PeerRefusal) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        family(
+            out,
+            "tether_cluster_nodes",
+            "gauge",
+            "Instances present in the cluster, this one included.",
+        );
+        sample(
+            out,
+            "tether_cluster_nodes",
+            &[],
+            self.nodes.load(Ordering::Relaxed) as f64,
+        );
+        family(
+            out,
+            "tether_cluster_nats_connected",
+            "gauge",
+            "1 while connected to a NATS server, else 0.",
+        );
+        sample(
+            out,
+            "tether_cluster_nats_connected",
+            &[],
+            self.nats_connected.load(Ordering::Relaxed) as f64,
+        );
+        family(
+            out,
+            "tether_cluster_forwarded_total",
+            "counter",
+            "Resumes, pushes and DELETEs this instance relayed to their owner.",
+        );
+        for (k, kind) in ["resume", "push", "delete"].iter().enumerate() {
+            for (r, result) in ["ok", "gone", "error"].iter().enumerate() {
+                sample(
+                    out,
+                    "tether_cluster_forwarded_total",
+                    &[("kind", kind), ("result", result)],
+                    self.forwarded[k * 3 + r].load(Ordering::Relaxed) as f64,
+                );
+            }
+        }
+        family(
+            out,
+            "tether_cluster_peer_refused_total",
+            "counter",
+            "Peer connections closed unauthenticated: wrong token, or not the peer protocol.",
+        );
+        for (i, reason) in ["token", "protocol"].iter().enumerate() {
+            sample(
+                out,
+                "tether_cluster_peer_refused_total",
+                &[("reason", reason)],
+                self.refused[i].load(Ordering::Relaxed) as f64,
+            );
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::conn_limits::ConnLimits;
 use crate::forward::Upstreams;
@@ -48,6 +49,13 @@ pub enum RunError {
     Bind { addr: SocketAddr, source: io::Error },
     #[error("{0}")]
     Upgrade(String),
+    /// SPEC 11: the peer listener cannot be bound.
+    #[error("{0}")]
+    Cluster(String),
+    /// SPEC 11: another instance runs as this node (exit 64, like a
+    /// configuration error).
+    #[error("{0}")]
+    DuplicateNode(String),
 }
 
 /// A listener and a copy of its socket, kept to hand over on upgrade.
@@ -96,6 +104,32 @@ async fn serve(
 
     let metrics = Arc::new(Metrics::default());
     let sessions = Arc::new(Registry::new(metrics.clone()));
+    // SPEC 11: the peer listener is bound with the others, before NATS is
+    // asked whether this node name is free.
+    // The new process of an upgrade (SPEC 10) runs as the same node: the
+    // old one still answers for the name, and still holds the port (both
+    // bind it with SO_REUSEPORT until the old one drains).
+    let upgrading = taking.is_some();
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let peers =
+                cluster::peer::bind(c.peer_listen).map_err(|e| RunError::Cluster(e.to_string()))?;
+            let started = Cluster::start(
+                c,
+                &config.server,
+                sessions.clone(),
+                metrics.clone(),
+                !upgrading,
+            )
+            .await
+            .map_err(|e| match e {
+                cluster::ClusterError::Duplicate(_) => RunError::DuplicateNode(e.to_string()),
+                other => RunError::Cluster(other.to_string()),
+            })?;
+            Some((started, peers))
+        }
+        None => None,
+    };
     let upstreams = Upstreams::new(&config.server, config.upstream_authorities());
     let home = |upstreams: &Upstreams| Home {
         registry: sessions.clone(),
@@ -108,6 +142,7 @@ async fn serve(
         upstreams,
         sessions.clone(),
         metrics.clone(),
+        cluster.as_ref().map(|(c, _)| c.clone()),
     )));
     let ctx = Accepting {
         runtime: runtime_rx,
@@ -115,6 +150,10 @@ async fn serve(
         drain: CancellationToken::new(),
         tracker: TaskTracker::new(),
     };
+    let cluster = cluster.map(|(c, peers)| {
+        tokio::spawn(cluster::peer::accept_loop(peers, c.clone(), ctx.clone()));
+        c
+    });
     let admin_state = Arc::new(AdminState::default());
     let mut admin_stop = CancellationToken::new();
     tokio::spawn(admin::serve(
@@ -210,11 +249,24 @@ async fn serve(
             Some(Control::Shutdown) | None => break,
         };
         notify::reloading();
+        let mut new = new;
+        if new.cluster != current.cluster {
+            // The node name is in every SessionID minted and the peers know
+            // this instance by it: it stays what the process started with.
+            tracing::warn!("[cluster] changes take effect at the next start");
+            new.cluster = current.cluster.clone();
+        }
         match reload(&current, &new, &mut listeners, &ctx).await {
             Ok(()) => {
                 let upstreams = Upstreams::new(&new.server, new.upstream_authorities());
                 current_home = home(&upstreams);
-                let runtime = Runtime::new(&new, upstreams, sessions.clone(), metrics.clone());
+                let runtime = Runtime::new(
+                    &new,
+                    upstreams,
+                    sessions.clone(),
+                    metrics.clone(),
+                    cluster.clone(),
+                );
                 let _ = runtime_tx.send(Arc::new(runtime));
                 current = *new;
                 metrics.reload(true);
@@ -239,6 +291,9 @@ async fn serve(
     }
     drop(listeners);
     tracing::info!("draining");
+    if let Some(c) = &cluster {
+        c.stop();
+    }
     admin_state.draining.store(true, Ordering::Release);
     ctx.drain.cancel();
     ctx.tracker.close();

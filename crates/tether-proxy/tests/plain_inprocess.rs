@@ -96,6 +96,7 @@ async fn start(origin: SocketAddr) -> SocketAddr {
             tls: None,
             persistent: None,
         }],
+        cluster: None,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     // The sender lives as long as the test runtime: the gateway never stops.

@@ -107,6 +107,32 @@ impl SessionId {
         SessionId { len: 32, bytes }
     }
 
+    /// Mints a cluster SessionID (SPEC 11): the 32 characters of
+    /// [`SessionId::from_random`] followed by the owner's `node` name.
+    /// `None` when `node` is not 1 to 16 of `[a-z0-9]`.
+    pub fn from_random_owned_by(random: [u8; 24], node: &str) -> Option<SessionId> {
+        if !is_node_name(node.as_bytes()) {
+            return None;
+        }
+        let mut id = SessionId::from_random(random);
+        let len = usize::from(id.len);
+        id.bytes[len..len + node.len()].copy_from_slice(node.as_bytes());
+        id.len += node.len() as u8;
+        Some(id)
+    }
+
+    /// The owner's `node` name a cluster SessionID ends with (SPEC 11):
+    /// whatever follows the first 32 characters, when it is a node name.
+    /// `None` for an ID a single instance minted (32 characters) and for
+    /// any other shape: such an ID names no other instance.
+    pub fn owner(&self) -> Option<&str> {
+        let suffix = self.as_bytes().get(RANDOM_CHARS..)?;
+        if !is_node_name(suffix) {
+            return None;
+        }
+        Some(&self.as_str()[RANDOM_CHARS..])
+    }
+
     /// The ID as the string it was issued as.
     pub fn as_str(&self) -> &str {
         // Every byte was checked to be ASCII (parse) or is from the base64url
@@ -139,6 +165,19 @@ impl SessionId {
         }
         diff == 0
     }
+}
+
+/// Characters of the random part of a minted SessionID (24 bytes).
+const RANDOM_CHARS: usize = 32;
+/// The longest node name (SPEC 11).
+pub const MAX_NODE_NAME: usize = 16;
+
+/// 1 to 16 of `[a-z0-9]` (SPEC 11).
+fn is_node_name(name: &[u8]) -> bool {
+    (1..=MAX_NODE_NAME).contains(&name.len())
+        && name
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn is_sid_byte(b: u8) -> bool {
@@ -434,6 +473,33 @@ mod tests {
         assert_eq!(parse_qvalue(b"1.000"), Some(1000));
         assert_eq!(parse_qvalue(b"1.001"), None);
         assert_eq!(parse_qvalue(b"0.1234"), None);
+    }
+
+    #[test]
+    fn cluster_session_ids_name_their_owner() {
+        let id = SessionId::from_random_owned_by([9; 24], "gw1").unwrap();
+        assert_eq!(id.len(), 35);
+        assert!(id.as_str().ends_with("gw1"));
+        assert_eq!(id.as_str()[..32], *SessionId::from_random([9; 24]).as_str());
+        assert_eq!(id.owner(), Some("gw1"));
+        // Round trip through the wire form.
+        assert_eq!(
+            SessionId::parse(id.as_bytes()).unwrap().owner(),
+            Some("gw1")
+        );
+        let longest = SessionId::from_random_owned_by([1; 24], "abcdefghij012345").unwrap();
+        assert_eq!(longest.owner(), Some("abcdefghij012345"));
+        // A single instance's IDs name no owner.
+        assert_eq!(SessionId::from_random([9; 24]).owner(), None);
+        for bad in ["", "GW1", "gw-1", "abcdefghij0123456"] {
+            assert!(
+                SessionId::from_random_owned_by([0; 24], bad).is_none(),
+                "{bad}"
+            );
+        }
+        // A suffix that is not a node name (upper case, `-`) names none.
+        let odd = SessionId::parse(format!("{}Gw1", "a".repeat(32)).as_bytes()).unwrap();
+        assert_eq!(odd.owner(), None);
     }
 
     #[test]

@@ -406,6 +406,17 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // SPEC 11: a node name that another instance runs as is refused
+        // like a configuration error.
+        Err(error)
+            if matches!(
+                error.downcast_ref(),
+                Some(tether_proxy::RunError::DuplicateNode(_))
+            ) =>
+        {
+            eprintln!("tether: {error:#}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
         Err(error) => {
             eprintln!("tether: {error:#}");
             ExitCode::FAILURE

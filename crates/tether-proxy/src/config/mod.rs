@@ -4,6 +4,7 @@
 //! [`Config`] or every error of the file as [`ConfigErrors`], whose
 //! `Display` is the `FILE:LINE:COLUMN: sentence` list of `tether check`.
 
+mod cluster;
 mod error;
 mod fields;
 pub mod glob;
@@ -16,6 +17,7 @@ mod warnings;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::{valid_node, MAX_NODE_LEN};
 pub use error::{ConfigError, ConfigErrors};
 pub use glob::PathGlob;
 pub use parse::{load, parse};

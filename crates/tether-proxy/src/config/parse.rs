@@ -21,7 +21,7 @@ use super::fields::{type_name, Field, Section};
 use super::types::{Config, ServerConfig};
 use super::values;
 
-pub(super) const TOP_KEYS: &[&str] = &["server", "vhost"];
+pub(super) const TOP_KEYS: &[&str] = &["server", "vhost", "cluster"];
 pub(super) const SERVER_KEYS: &[&str] = &[
     "listen",
     "tls_listen",
@@ -136,10 +136,10 @@ fn parse_in(file: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigErr
 }
 
 /// A listener address and where it was written (None: a default).
-struct Listener {
-    addr: SocketAddr,
-    key: &'static str,
-    at: Option<usize>,
+pub(super) struct Listener {
+    pub(super) addr: SocketAddr,
+    pub(super) key: &'static str,
+    pub(super) at: Option<usize>,
 }
 
 pub(super) struct Checker<'t> {
@@ -174,6 +174,18 @@ impl<'t> Checker<'t> {
             Some(sec) => self.server(sec, &mut listeners),
             None => ServerConfig::default(),
         };
+        let cluster_sec = top
+            .field("cluster")
+            .and_then(|f| self.section(&f, "[cluster]", "in [cluster]"));
+        let mut cluster_complete = true;
+        let cluster = match cluster_sec {
+            Some(sec) => {
+                let c = self.cluster(sec, &mut listeners);
+                cluster_complete = c.is_some();
+                c
+            }
+            None => None,
+        };
         self.listener_clashes(&listeners);
 
         let vhost_tables = self.vhost_tables(top);
@@ -190,7 +202,11 @@ impl<'t> Checker<'t> {
                 None => complete = false,
             }
         }
-        complete.then_some(Config { server, vhosts })
+        (complete && cluster_complete).then_some(Config {
+            server,
+            vhosts,
+            cluster,
+        })
     }
 
     /// The `[[vhost]]` tables (or an array of inline tables).
@@ -459,6 +475,7 @@ fn hint(key: &str, allowed: &[&str]) -> Option<String> {
         (VHOST_KEYS, "[[vhost]]"),
         (TLS_KEYS, "[vhost.tls]"),
         (PERSISTENT_KEYS, "[vhost.persistent]"),
+        (super::cluster::CLUSTER_KEYS, "[cluster]"),
     ]
     .into_iter()
     .find(|(keys, _)| keys.contains(&key) && *keys != allowed)?;

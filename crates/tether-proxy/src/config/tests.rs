@@ -484,6 +484,7 @@ fn minimal_file_gets_the_spec_defaults() {
                 tls: None,
                 persistent: None,
             }],
+            cluster: None,
         }
     );
 }
@@ -921,6 +922,135 @@ fn a_vhost_without_hosts_has_an_empty_label() {
     assert_eq!(v.label(), "a.test");
     v.hosts.clear();
     assert_eq!(v.label(), "");
+}
+
+/// A complete `[cluster]` after the vhost (lines 4 to 8 of the file).
+const CLUSTER: &str = "[cluster]\nnode = \"gw1\"\nnats = [\"nats://127.0.0.1:4222\"]\npeer_listen = \"127.0.0.1:7401\"\npeer_token = \"s3cret-of-the-cluster\"\n";
+
+#[test]
+fn cluster_table_is_read_and_defaults_apply() {
+    let config = parse("t.toml", &cat(&[VH, CLUSTER])).unwrap();
+    let c = config.cluster.expect("[cluster] given");
+    assert_eq!(c.node, "gw1");
+    assert_eq!(c.nats, vec!["nats://127.0.0.1:4222"]);
+    assert_eq!(
+        c.peer_listen,
+        "127.0.0.1:7401".parse::<SocketAddr>().unwrap()
+    );
+    // peer_advertise defaults to peer_listen.
+    assert_eq!(c.peer_advertise, c.peer_listen);
+    assert!(
+        !format!("{c:?}").contains("s3cret"),
+        "the token stays out of logs"
+    );
+    let minimal = "[cluster]\nnode = \"a1\"\npeer_listen = \"0.0.0.0:7401\"\npeer_advertise = \"10.0.0.1:7401\"\npeer_token = \"t\"\n";
+    let c = parse("t.toml", &cat(&[VH, minimal]))
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!(c.nats, vec!["nats://127.0.0.1:4222"]);
+    assert_eq!(
+        c.peer_advertise,
+        "10.0.0.1:7401".parse::<SocketAddr>().unwrap()
+    );
+    assert!(parse("t.toml", VH).unwrap().cluster.is_none());
+}
+
+#[test]
+fn cluster_errors_are_positioned() {
+    let with = |from: &str, to: &str| cat(&[VH, &CLUSTER.replace(from, to)]);
+    let rows: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "unknown key",
+            with("node =", "nod = \"x\"\nnode ="),
+            "5:1",
+            "unknown key \"nod\" in [cluster] (did you mean \"node\"?)",
+        ),
+        (
+            "bad node",
+            with("\"gw1\"", "\"GW-1\""),
+            "5:8",
+            "node \"GW-1\" must be 1 to 16 characters",
+        ),
+        (
+            "long node",
+            with("\"gw1\"", "\"abcdefghij0123456\""),
+            "5:8",
+            "must be 1 to 16",
+        ),
+        (
+            "missing node",
+            with("node = \"gw1\"\n", ""),
+            "4:1",
+            "[cluster] needs node",
+        ),
+        (
+            "empty nats",
+            with("[\"nats://127.0.0.1:4222\"]", "[]"),
+            "6:8",
+            "nats is empty",
+        ),
+        (
+            "bad nats",
+            with("nats://127.0.0.1:4222", "http://x:1"),
+            "6:9",
+            "nats: \"http://x:1\" is not a NATS URL",
+        ),
+        (
+            "bad peer_listen",
+            with("127.0.0.1:7401", "nowhere"),
+            "7:15",
+            "peer_listen: \"nowhere\" is not a socket address",
+        ),
+        (
+            "unspecified, no advertise",
+            with("127.0.0.1:7401", "0.0.0.0:7401"),
+            "7:15",
+            "set peer_advertise",
+        ),
+        (
+            "missing token",
+            with("peer_token = \"s3cret-of-the-cluster\"\n", ""),
+            "4:1",
+            "[cluster] needs peer_token",
+        ),
+        (
+            "empty token",
+            with("\"s3cret-of-the-cluster\"", "\" \""),
+            "8:14",
+            "peer_token is empty",
+        ),
+        (
+            "clash",
+            cat(&["[server]\nlisten = [\"127.0.0.1:7401\"]\n", VH, CLUSTER]),
+            "9:15",
+            "peer_listen: the address 127.0.0.1:7401 is already used by listen (line 2)",
+        ),
+        (
+            "not a table",
+            cat(&[VH.replace("[[vhost]]", "cluster = 1\n[[vhost]]").as_str()]),
+            "1:11",
+            "cluster must be a table",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, text, position, fragment) in &rows {
+        let errors = match parse("t.toml", text) {
+            Ok(_) => {
+                failures.push(format!("{name}: parsed without error"));
+                continue;
+            }
+            Err(errors) => errors,
+        };
+        let e = &errors.errors[0];
+        let got = format!("{}:{}", e.line, e.column);
+        if errors.len() != 1 || got != *position || !e.message.contains(fragment) {
+            failures.push(format!(
+                "{name}: expected {position} with {fragment:?}, got:\n{errors}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
 #[test]

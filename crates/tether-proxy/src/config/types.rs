@@ -15,6 +15,8 @@ use super::glob::PathGlob;
 pub struct Config {
     pub server: ServerConfig,
     pub vhosts: Vec<VhostConfig>,
+    /// `[cluster]` (SPEC 11); None: a single instance.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {
@@ -71,6 +73,45 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             max_upstream_connections: 1024,
         }
+    }
+}
+
+/// `[cluster]` (SPEC 11), validated.
+#[derive(Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// 1 to 16 of `[a-z0-9]`; ends every SessionID this instance mints.
+    pub node: String,
+    /// NATS server URLs (`nats://` or `tls://`).
+    pub nats: Vec<String>,
+    pub peer_listen: SocketAddr,
+    /// What the other instances dial: `peer_advertise`, else `peer_listen`
+    /// (never an unspecified address or port 0).
+    pub peer_advertise: SocketAddr,
+    pub peer_token: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node: String::new(),
+            nats: vec!["nats://127.0.0.1:4222".to_string()],
+            peer_listen: SocketAddr::from(([0, 0, 0, 0], 7401)),
+            peer_advertise: SocketAddr::from(([0, 0, 0, 0], 7401)),
+            peer_token: String::new(),
+        }
+    }
+}
+
+/// The secret never reaches a log line through `{:?}`.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node", &self.node)
+            .field("nats", &self.nats)
+            .field("peer_listen", &self.peer_listen)
+            .field("peer_advertise", &self.peer_advertise)
+            .field("peer_token", &"<secret>")
+            .finish()
     }
 }
 

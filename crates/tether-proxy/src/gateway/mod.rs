@@ -20,6 +20,7 @@ use http::{Request, Response};
 use tower::{Service, ServiceBuilder};
 
 use crate::body::Body;
+use crate::cluster::Cluster;
 use crate::config::{Config, ServerConfig};
 pub(crate) use crate::exchange::{text_response, ConnInfo};
 use crate::forward::Upstreams;
@@ -40,6 +41,8 @@ pub(crate) struct Runtime {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// The request path of this load; connections clone it (a few `Arc`s).
     pub(crate) path: RequestPath,
+    /// SPEC 11; the same for every load of the process.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 impl Runtime {
@@ -48,6 +51,7 @@ impl Runtime {
         upstreams: Upstreams,
         sessions: Arc<Registry>,
         metrics: Arc<Metrics>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Runtime {
         let routes = Arc::new(Routes::new(config, &metrics, sessions.workers()));
         let unrouted = metrics.vhost("");
@@ -56,6 +60,7 @@ impl Runtime {
             upstreams.clone(),
             sessions.clone(),
             metrics.clone(),
+            cluster.clone(),
         ));
         let path = request_path(
             routes.clone(),
@@ -75,6 +80,7 @@ impl Runtime {
                 None
             }),
             path,
+            cluster,
         }
     }
 }

@@ -52,6 +52,8 @@ use self::task::{Command, Opening, Resumed};
 use self::worker::{OpenError, OpenLimits, WorkerAnswer};
 use self::worker_side::{MessageSide, MessageTarget, StreamSide, WorkerSide};
 use crate::body::Body;
+use crate::cluster::relay::{self, Relayed};
+use crate::cluster::{Cluster, Remote};
 use crate::config::ServerConfig;
 use crate::config::{PersistentConfig, SessionMode};
 use crate::exchange::{text_response, ConnInfo};
@@ -67,6 +69,12 @@ pub(crate) struct SessionEnv {
     pub(crate) upstreams: Upstreams,
     pub(crate) sessions: Arc<Registry>,
     pub(crate) metrics: Arc<Metrics>,
+    /// This instance's `[cluster] node` (SPEC 11): new SessionIDs end with
+    /// it. None: a single instance.
+    pub(crate) node: Option<Arc<str>>,
+    /// The cluster this instance is in (SPEC 11): resumes, `DELETE`s of
+    /// another instance's sessions go to it.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 impl SessionEnv {
@@ -75,12 +83,15 @@ impl SessionEnv {
         upstreams: Upstreams,
         sessions: Arc<Registry>,
         metrics: Arc<Metrics>,
+        cluster: Option<Arc<Cluster>>,
     ) -> SessionEnv {
         SessionEnv {
             server,
             upstreams,
             sessions,
             metrics,
+            node: cluster.as_ref().map(|c| c.node.clone()),
+            cluster,
         }
     }
 }
@@ -133,21 +144,57 @@ impl PersistentRoute {
 /// answer head is written. Rides in the response's extensions.
 #[derive(Clone)]
 pub(crate) struct Handoff {
-    handle: SessionHandle,
-    gen: u64,
-    max_line: usize,
+    to: HandoffTo,
+}
+
+#[derive(Clone)]
+enum HandoffTo {
+    Session {
+        handle: SessionHandle,
+        gen: u64,
+        max_line: usize,
+    },
+    /// A resume the session's owner answered over a peer connection (SPEC
+    /// 11): the connection's bytes are copied to it from now on. (A
+    /// response's extensions must be `Clone`, hence the shared slot.)
+    Owner(Arc<std::sync::Mutex<Option<Relayed>>>),
 }
 
 impl Handoff {
+    fn session(handle: SessionHandle, gen: u64, max_line: usize) -> Handoff {
+        Handoff {
+            to: HandoffTo::Session {
+                handle,
+                gen,
+                max_line,
+            },
+        }
+    }
+
     /// Attaches the connection to the session (bytes the connection read
     /// before the head was written are already discarded: SPEC 2).
     pub(crate) fn attach(self, io: Box<dyn ClientIo>) {
-        let cmd = Command::Attach {
-            gen: self.gen,
-            link: Box::new(Link::Native(NativeLink::new(io, self.max_line))),
-        };
-        // Refused only when the session has ended: the connection closes.
-        let _ = self.handle.mailbox.send(cmd);
+        match self.to {
+            HandoffTo::Session {
+                handle,
+                gen,
+                max_line,
+            } => {
+                let cmd = Command::Attach {
+                    gen,
+                    link: Box::new(Link::Native(NativeLink::new(io, max_line))),
+                };
+                // Refused only when the session has ended: the connection
+                // closes.
+                let _ = handle.mailbox.send(cmd);
+            }
+            HandoffTo::Owner(slot) => {
+                let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(relayed) = taken {
+                    tokio::spawn(relay::pump(io, relayed.stream, relayed.after_head));
+                }
+            }
+        }
     }
 }
 
@@ -197,6 +244,9 @@ pub(crate) async fn handle(
         return not_acceptable(&route.config);
     }
     if explicit_end {
+        if let Some((cluster, id)) = remote(env, sid.as_ref()) {
+            return end_remote(&cluster, &id, vhost).await;
+        }
         let Some(handle) = sid.and_then(|v| lookup(env, v.as_bytes(), vhost)) else {
             return gone();
         };
@@ -220,6 +270,9 @@ pub(crate) async fn handle(
                 "a resume needs Session-Received: the number of lines the client received\n",
             );
         };
+        if let Some((cluster, id)) = remote(env, Some(&sid)) {
+            return resume_remote(&cluster, &id, conn, &req, metrics).await;
+        }
         let started = std::time::Instant::now();
         let resp = resume(env, vhost, &route.config, sid.as_bytes(), received).await;
         if resp.status() == StatusCode::OK {
@@ -231,6 +284,93 @@ pub(crate) async fn handle(
         return resp;
     }
     open(env, vhost, route, conn, req).await
+}
+
+/// The cluster and the SessionID when `sid` names another instance of it
+/// (SPEC 11); `None` for everything a single instance would do itself.
+fn remote(env: &SessionEnv, sid: Option<&HeaderValue>) -> Option<(Arc<Cluster>, SessionId)> {
+    let cluster = env.cluster.as_ref()?;
+    let id = SessionId::parse(sid?.as_bytes()).ok()?;
+    cluster.remote_node(&id)?;
+    Some((cluster.clone(), id))
+}
+
+/// A native resume of another instance's session, relayed to the owner,
+/// whose answer this is; the one `410` when the owner is absent or cannot
+/// be reached. A resume is counted by the instance that answers it: the
+/// owner, or this one when it answers `410` itself.
+async fn resume_remote(
+    cluster: &Cluster,
+    id: &SessionId,
+    conn: ConnInfo,
+    req: &Request<Body>,
+    metrics: &VhostMetrics,
+) -> Response<Body> {
+    let relayed = relay::to_owner(
+        cluster,
+        id,
+        conn,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        false,
+    )
+    .await;
+    let Some(relayed) = relayed else {
+        metrics.resume(ResumeResult::Gone);
+        return gone();
+    };
+    if relayed.status == StatusCode::SERVICE_UNAVAILABLE {
+        // The owner turned the client's connection away (its limits).
+        return with_retry_after(text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections; try again soon\n",
+        ));
+    }
+    if relayed.status != StatusCode::OK {
+        return gone();
+    }
+    let mut resp = relay::native_answer(&relayed);
+    resp.extensions_mut().insert(Handoff {
+        to: HandoffTo::Owner(Arc::new(std::sync::Mutex::new(Some(relayed)))),
+    });
+    resp
+}
+
+/// A client's `DELETE` of another instance's session, through NATS: the
+/// owner's status, the one `410` when it is absent, `503` when NATS is
+/// unreachable (SPEC 11).
+async fn end_remote(cluster: &Cluster, id: &SessionId, vhost: &VhostScope) -> Response<Body> {
+    let node = id.owner().unwrap_or_default();
+    match cluster.end(node, id, &vhost.hosts).await {
+        Remote::Status(204) => {
+            let mut resp = Response::new(Body::Empty);
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            resp
+        }
+        Remote::Status(_) | Remote::Absent => gone(),
+        Remote::Unreachable => with_retry_after(text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster cannot reach this session's instance now; try again soon\n",
+        )),
+    }
+}
+
+/// The owner's side of a client `DELETE` relayed by another instance: the
+/// same end as a local `DELETE`, on a session of a vhost serving one of
+/// `hosts`. `false` for the one `410`.
+pub(crate) async fn end_for_hosts(registry: &Registry, raw_id: &str, hosts: &[&str]) -> bool {
+    let Some(handle) = SessionId::parse(raw_id.as_bytes())
+        .ok()
+        .and_then(|id| registry.find_any(&id))
+    else {
+        return false;
+    };
+    if !handle.hosts.iter().any(|h| hosts.contains(&h.as_str())) {
+        return false;
+    }
+    let (reply, done) = oneshot::channel();
+    handle.mailbox.send(Command::End { reply }).is_ok() && done.await.is_ok()
 }
 
 /// SPEC 7 (v1.2): a candidate whose `Origin` fails the rule of SPEC 3 gets
@@ -338,11 +478,7 @@ async fn resume(
     let Some((handle, resumed)) = resume_session(env, vhost, raw_id, received).await else {
         return gone();
     };
-    let handoff = Handoff {
-        handle: handle.clone(),
-        gen: resumed.gen,
-        max_line: config.max_line,
-    };
+    let handoff = Handoff::session(handle.clone(), resumed.gen, config.max_line);
     persistent_answer(
         StatusCode::OK,
         &handle.id,
@@ -396,11 +532,7 @@ async fn open(
 ) -> Response<Body> {
     match open_session(env, vhost, route, conn, req, Transport::Native).await {
         Ok(opened) => {
-            let handoff = Handoff {
-                handle: opened.handle.clone(),
-                gen: 0,
-                max_line: route.config.max_line,
-            };
+            let handoff = Handoff::session(opened.handle.clone(), 0, route.config.max_line);
             persistent_answer(
                 opened.status,
                 &opened.handle.id,
@@ -468,7 +600,7 @@ pub(crate) async fn open_session(
             ))
         }
     };
-    let id = mint();
+    let id = mint(env.node.as_deref());
     let pin = match route.workers.claim(&id, config.max_sessions_per_worker) {
         Ok(pin) => pin,
         Err(NoWorker::Down) => {
@@ -698,11 +830,17 @@ async fn open_message(
     }))
 }
 
-/// A new SessionID: 24 bytes from the OS CSPRNG (192 bits).
-fn mint() -> SessionId {
+/// A new SessionID: 24 bytes from the OS CSPRNG (192 bits), followed in a
+/// cluster by this instance's node name (SPEC 11).
+fn mint(node: Option<&str>) -> SessionId {
     let mut random = [0u8; 24];
     getrandom::fill(&mut random).expect("the operating system's random source failed");
-    SessionId::from_random(random)
+    match node {
+        // The name was validated with the config: `None` cannot happen.
+        Some(node) => SessionId::from_random_owned_by(random, node)
+            .unwrap_or_else(|| SessionId::from_random(random)),
+        None => SessionId::from_random(random),
+    }
 }
 
 /// The answer head of SPEC 2 / SPEC 4 (the connection writes

@@ -112,6 +112,12 @@ impl WsLink {
         }
     }
 
+    /// The socket and the bytes read past the first control record: a
+    /// resume relayed to its owner goes on as bytes (SPEC 11).
+    pub(crate) fn into_relay(self) -> (Box<dyn ClientIo>, BytesMut) {
+        (self.io, self.input)
+    }
+
     pub(crate) fn pending(&self) -> usize {
         self.out.len()
     }

@@ -29,8 +29,11 @@ use super::{
     open_session, resume_session, NotOpened, PersistentRoute, SessionEnv, Transport, VhostScope,
 };
 use crate::body::Body;
+use crate::cluster::{relay, Cluster};
 use crate::exchange::{text_response, ConnInfo};
 use crate::metrics::ResumeResult;
+use tether_wire::SessionId;
+use tokio::io::AsyncWriteExt;
 
 /// What the connection needs to run the session side of an accepted
 /// upgrade; rides in the `101` answer's extensions.
@@ -109,6 +112,11 @@ pub(crate) async fn run(io: Box<dyn ClientIo>, input: BytesMut, up: WsUpgrade) {
     match ClientControl::parse(&record) {
         Ok(ClientControl::New) => open(link, up, &route).await,
         Ok(ClientControl::Resume { sid, received }) => {
+            if let Some(cluster) = up.env.cluster.clone() {
+                if cluster.remote_node(&sid).is_some() {
+                    return relay_to_owner(&cluster, &sid, link, &up, &record).await;
+                }
+            }
             let started = std::time::Instant::now();
             let resumed = resume_session(&up.env, &up.vhost, sid.as_bytes(), received).await;
             let Some((handle, resumed)) = resumed else {
@@ -134,6 +142,40 @@ pub(crate) async fn run(io: Box<dyn ClientIo>, input: BytesMut, up: WsUpgrade) {
         }
         _ => link.close(close(4400, "bad control record")).await,
     }
+}
+
+/// A resume of another instance's session (SPEC 11): the upgrade request
+/// and the control record go to the owner, which answers them as its own
+/// client's (the open record, 4409, 4410); from then on frames are copied
+/// both ways. The owner absent or unreachable: 4410 from here.
+async fn relay_to_owner(
+    cluster: &Cluster,
+    id: &SessionId,
+    link: WsLink,
+    up: &WsUpgrade,
+    record: &[u8],
+) {
+    let relayed = relay::to_owner(
+        cluster,
+        id,
+        up.conn,
+        &Method::GET,
+        &up.uri,
+        &up.headers,
+        true,
+    )
+    .await;
+    let Some(mut relayed) = relayed.filter(|r| r.status == StatusCode::SWITCHING_PROTOCOLS) else {
+        up.vhost.metrics.resume(ResumeResult::Gone);
+        return link.close(close(4410, "resume impossible")).await;
+    };
+    let (io, input) = link.into_relay();
+    let mut first = relay::masked_binary(record);
+    first.extend_from_slice(&input);
+    if relayed.stream.write_all(&first).await.is_err() {
+        return;
+    }
+    relay::pump(io, relayed.stream, relayed.after_head).await;
 }
 
 async fn open(mut link: WsLink, up: WsUpgrade, route: &PersistentRoute) {

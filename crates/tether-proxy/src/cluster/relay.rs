@@ -1,0 +1,265 @@
+//! The receiving side of a resume for another instance's session (SPEC
+//! 11): dial the owner, hand it the client's request as it came, and from
+//! then on copy bytes both ways. The owner answers (`200`, `410`, 4409,
+//! 4410) through its own HTTP/1.1 loop and session code, so there is one
+//! resume path, not two; this side only relays.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Uri};
+use tether_wire::SessionId;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::peer::{self, Preamble};
+use super::{Cluster, Owner};
+use crate::body::Body;
+use crate::exchange::ConnInfo;
+use crate::metrics::{ForwardResult, Forwarded};
+use crate::session::ClientIo;
+
+/// A peer connection on which the owner has answered, with what it sent
+/// past its answer head (replayed lines, or WebSocket frames).
+pub(crate) struct Relayed {
+    pub(crate) stream: TcpStream,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) after_head: Bytes,
+}
+
+/// Fields a relayed request does not carry: its body is never relayed (a
+/// body on a resume is discarded, SPEC 2), and the connection is the
+/// peer connection's own.
+const NOT_RELAYED: [HeaderName; 4] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::EXPECT,
+    HeaderName::from_static("keep-alive"),
+];
+
+/// Sends `method target` with `headers` to the owner of `id` and reads its
+/// answer head. `None`: the owner is absent, cannot be reached within
+/// `origin_connect_timeout`, or broke off; the caller answers the one
+/// `410`. Counted in `tether_cluster_forwarded_total{kind="resume"}`.
+pub(crate) async fn to_owner(
+    cluster: &Cluster,
+    id: &SessionId,
+    conn: ConnInfo,
+    method: &Method,
+    target: &Uri,
+    headers: &HeaderMap,
+    keep_connection: bool,
+) -> Option<Relayed> {
+    let count = |r| cluster.metrics.cluster.forwarded(Forwarded::Resume, r);
+    let (addr, node) = match (cluster.owner(id), id.owner()) {
+        (Owner::Peer(addr), Some(node)) => (addr, node),
+        _ => {
+            count(ForwardResult::Gone);
+            return None;
+        }
+    };
+    let relayed = exchange(
+        cluster,
+        addr,
+        node,
+        conn,
+        method,
+        target,
+        headers,
+        keep_connection,
+    )
+    .await;
+    match &relayed {
+        Some(r) if r.status.is_success() || r.status == StatusCode::SWITCHING_PROTOCOLS => {
+            count(ForwardResult::Ok)
+        }
+        Some(_) => count(ForwardResult::Gone),
+        None => {
+            tracing::warn!(target: "tether", node, %addr, "cluster: the owner of a resumed session cannot be reached");
+            count(ForwardResult::Error)
+        }
+    }
+    relayed
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    cluster: &Cluster,
+    addr: SocketAddr,
+    node: &str,
+    conn: ConnInfo,
+    method: &Method,
+    target: &Uri,
+    headers: &HeaderMap,
+    keep_connection: bool,
+) -> Option<Relayed> {
+    let preamble = Preamble {
+        client: conn.peer,
+        https: conn.https,
+    };
+    let mut stream = peer::dial(cluster, addr, node, preamble).await?;
+    let mut head = Vec::with_capacity(512);
+    let target = target.path_and_query().map_or("/", |p| p.as_str());
+    head.extend_from_slice(format!("{method} {target} HTTP/1.1\r\n").as_bytes());
+    for (name, value) in headers {
+        let dropped =
+            NOT_RELAYED.contains(name) || (!keep_connection && name == header::CONNECTION);
+        if dropped {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let answer = async {
+        stream.write_all(&head).await.ok()?;
+        read_answer(&mut stream, cluster.max_header_bytes).await
+    };
+    let (status, headers, after_head) = tokio::time::timeout(cluster.answer_timeout, answer)
+        .await
+        .ok()
+        .flatten()?;
+    Some(Relayed {
+        stream,
+        status,
+        headers,
+        after_head,
+    })
+}
+
+/// Reads an HTTP/1.1 answer head: status, headers, and the bytes after it.
+async fn read_answer<R: AsyncRead + Unpin>(
+    io: &mut R,
+    max: usize,
+) -> Option<(StatusCode, HeaderMap, Bytes)> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if io.read_buf(&mut buf).await.ok()? == 0 {
+            return None;
+        }
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut fields);
+        match resp.parse(&buf).ok()? {
+            httparse::Status::Complete(len) => {
+                let status = StatusCode::from_u16(resp.code?).ok()?;
+                let mut headers = HeaderMap::new();
+                for f in resp.headers.iter() {
+                    let name = HeaderName::from_bytes(f.name.as_bytes()).ok()?;
+                    headers.append(name, HeaderValue::from_bytes(f.value).ok()?);
+                }
+                return Some((status, headers, buf.split_off(len).freeze()));
+            }
+            httparse::Status::Partial if buf.len() >= max => return None,
+            httparse::Status::Partial => {}
+        }
+    }
+}
+
+/// The owner's `200` to a native resume as this side's answer: the same
+/// head (the client connection writes `Connection: Keep-Alive` itself).
+pub(crate) fn native_answer(relayed: &Relayed) -> Response<Body> {
+    let mut resp = Response::new(Body::Empty);
+    *resp.status_mut() = relayed.status;
+    for (name, value) in &relayed.headers {
+        if name != header::CONNECTION && name != header::DATE {
+            resp.headers_mut().append(name, value.clone());
+        }
+    }
+    resp
+}
+
+/// A WebSocket client frame (masked, as RFC 6455 requires of clients)
+/// carrying `payload` as one binary message: the control record the
+/// receiving side already read, replayed to the owner.
+pub(crate) fn masked_binary(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(0x82);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mut mask = [0u8; 4];
+    getrandom::fill(&mut mask).expect("the operating system's random source failed");
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Copies bytes both ways between the client and the owner until either
+/// side ends; `first` goes to the client before anything else. Each
+/// direction reads only when its last write is done: the backpressure of
+/// each end reaches the other. The first side to end ends both: a client
+/// gone detaches the session at the owner, and a connection the owner
+/// closed (takeover, end) closes the client's, even a half-open one.
+pub(crate) async fn pump(mut client: Box<dyn ClientIo>, peer: TcpStream, first: Bytes) {
+    client.tune_for_session();
+    if !first.is_empty() && client.write_all(&first).await.is_err() {
+        return;
+    }
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut peer_read, mut peer_write) = peer.into_split();
+    tokio::select! {
+        _ = tokio::io::copy(&mut client_read, &mut peer_write) => {}
+        _ = async {
+            let _ = tokio::io::copy(&mut peer_read, &mut client_write).await;
+            let _ = client_write.shutdown().await;
+        } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_frames_unmask_to_the_payload() {
+        for len in [0usize, 5, 125, 126, 300, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let frame = masked_binary(&payload);
+            assert_eq!(frame[0], 0x82);
+            assert_eq!(frame[1] & 0x80, 0x80);
+            let (len_bytes, at) = match frame[1] & 0x7f {
+                126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            assert_eq!(len_bytes, len);
+            let mask = &frame[at..at + 4];
+            let body: Vec<u8> = frame[at + 4..]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(body, payload);
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_with_what_follows() {
+        let wire = b"HTTP/1.1 200 OK\r\nSessionID: abc\r\nContent-Length: 0\r\n\r\nline 1\n";
+        let (status, headers, rest) = read_answer(&mut &wire[..], 1024).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["sessionid"], "abc");
+        assert_eq!(&rest[..], b"line 1\n");
+        assert!(read_answer(&mut &b"HTTP/1.1 200 OK\r\n"[..], 1024)
+            .await
+            .is_none());
+        assert!(read_answer(&mut &b"garbage\r\n\r\n"[..], 1024)
+            .await
+            .is_none());
+    }
+}
