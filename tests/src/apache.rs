@@ -195,7 +195,18 @@ Header always set X-Origin apache
             );
         }
         // A child may outlive the parent for a moment, still holding the
-        // listening socket: stopped means the port refuses.
+        // listening socket or a kept-alive connection: stopped means no
+        // process of this instance is left (its children run with the
+        // same `-f` path) and the port refuses.
+        let conf = self.dir.path().join("httpd.conf");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while instance_processes(&conf) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "apache children still alive 10 s after the parent exited"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
         {
@@ -252,6 +263,28 @@ Header always set X-Origin apache
 
 /// Runs Apache in the foreground from `d/httpd.conf`; waits until `port`
 /// accepts.
+/// Processes whose command line names `conf` (an Apache instance's parent
+/// and children).
+fn instance_processes(conf: &Path) -> usize {
+    let want = conf.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline"))
+                        .is_ok_and(|cmd| cmd.split(|&b| b == 0).any(|arg| arg == want))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 fn spawn(d: &Path, port: u16, conf: &str) -> ChildGuard {
     let mut cmd = Command::new("apache2");
     cmd.arg("-d")
