@@ -3,9 +3,10 @@
 //! # Layout
 //!
 //! Layered: each module uses only those below it (docs/architecture.md
-//! draws the layers and says where to change what). Top down: `serve` and
-//! `admin`; `listener`, `http1`, `h2` (connections); `gateway` and
-//! `router` (the request path); `session`; `forward`, `headers`, `tls`;
+//! draws the layers and says where to change what). Top down: `serve`
+//! (with `upgrade`), `admin` and `peer_listener`; `listener`, `http1`,
+//! `h2` (connections); `gateway` and `router` (the request path);
+//! `session`; `cluster`; `forward`, `headers`, `tls`;
 //! `exchange`, `body`, `conn_limits`, `client_addr`; `codec`, [`config`],
 //! `pem`, `metrics`, [`descriptors`]. `fuzzing` (hidden) opens a few
 //! parsers of `codec` and `session` to the fuzz targets in `fuzz/`.
@@ -28,6 +29,7 @@ mod http1;
 mod listener;
 mod metrics;
 pub mod notify;
+mod peer_listener;
 mod pem;
 mod router;
 mod serve;

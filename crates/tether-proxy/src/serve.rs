@@ -25,6 +25,7 @@ use crate::gateway::Runtime;
 use crate::listener::{self, Accepting};
 use crate::metrics::Metrics;
 use crate::notify;
+use crate::peer_listener;
 use crate::session::{Home, Registry};
 use crate::upgrade::{self, ListenerRecord, Relaunch, Taking};
 
@@ -151,7 +152,7 @@ async fn serve(
         tracker: TaskTracker::new(),
     };
     let cluster = cluster.map(|(c, peers)| {
-        tokio::spawn(cluster::peer::accept_loop(peers, c.clone(), ctx.clone()));
+        tokio::spawn(peer_listener::accept_loop(peers, c.clone(), ctx.clone()));
         c
     });
     let admin_state = Arc::new(AdminState::default());

@@ -29,6 +29,13 @@ pub(crate) enum ClientBodyError {
     Stalled,
 }
 
+/// The source of a streamed answer that a session writes into (the HTTP
+/// transport's down channel): events as they come, `None` at its end.
+/// Defined here, implemented by the session layer above.
+pub(crate) trait EventSource: Send + Sync {
+    fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>>;
+}
+
 pub(crate) enum Body {
     Empty,
     Full(Option<Bytes>),
@@ -41,7 +48,7 @@ pub(crate) enum Body {
     Watched(Box<WatchedBody>),
     /// A session's down channel of Server-Sent Events (SPEC 13), fed by
     /// its session task for as long as the session keeps it.
-    Sse(crate::session::SseBody),
+    Sse(Box<dyn EventSource>),
 }
 
 /// One place among an upstream's `max_upstream_connections`.
@@ -212,7 +219,7 @@ impl HttpBody for Body {
                 Pin::new(b).poll_frame(cx).map_err(Into::into)
             }
             Body::Watched(w) => w.poll_frame(cx),
-            Body::Sse(s) => s.poll_data(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
+            Body::Sse(s) => s.poll_events(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
             Body::Channel(c) => {
                 if let Some(demand) = c.demand.take() {
                     let _ = demand.send(());

@@ -29,8 +29,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClusterConfig, ServerConfig};
 use crate::metrics::{ForwardResult, Forwarded, Metrics};
-use crate::session::push::{self, PushOutcome};
-use crate::session::Registry;
 
 /// How often an instance announces itself.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
@@ -47,6 +45,20 @@ struct Member {
     peer: SocketAddr,
     instance: String,
     seen: Instant,
+}
+
+/// What another instance may ask of this node's own sessions, answered
+/// with the status the asking instance passes on: `push` (the push API),
+/// `admin-end` (the push API's `DELETE`) and `end` (a client's `DELETE`,
+/// payload: the asking vhost's hosts, one per line). The session layer
+/// above implements it; the cluster only carries the question.
+pub(crate) trait OwnSessions: Send + Sync + 'static {
+    fn answer<'a>(
+        &'a self,
+        op: &'a str,
+        sid: &'a str,
+        payload: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send + 'a>>;
 }
 
 /// Why the cluster could not start.
@@ -112,7 +124,7 @@ impl Cluster {
     pub(crate) async fn start(
         config: &ClusterConfig,
         server: &ServerConfig,
-        registry: Arc<Registry>,
+        sessions: Arc<dyn OwnSessions>,
         metrics: Arc<Metrics>,
         check_name: bool,
     ) -> Result<Arc<Cluster>, ClusterError> {
@@ -180,7 +192,7 @@ impl Cluster {
         }
         tokio::spawn(cluster.clone().announce());
         tokio::spawn(cluster.clone().learn());
-        tokio::spawn(cluster.clone().serve_requests(registry));
+        tokio::spawn(cluster.clone().serve_requests(sessions));
         Ok(cluster)
     }
 
@@ -320,7 +332,7 @@ impl Cluster {
     /// Answers what other instances ask of this node: who runs it, and the
     /// pushes and `DELETE`s of its sessions (SPEC 11), through the same
     /// calls as the admin listener and a local `DELETE`.
-    async fn serve_requests(self: Arc<Self>, registry: Arc<Registry>) {
+    async fn serve_requests(self: Arc<Self>, sessions: Arc<dyn OwnSessions>) {
         let subject = format!("tether.node.{}.>", self.node);
         let mut sub = loop {
             match self.nats.subscribe(subject.clone()).await {
@@ -337,48 +349,25 @@ impl Cluster {
                 continue;
             };
             let rest = rest.to_string();
-            let (registry, nats) = (registry.clone(), self.nats.clone());
+            let (sessions, nats) = (sessions.clone(), self.nats.clone());
             let me = self.clone();
             // One task per request: a push waiting on a busy session holds
             // up no other.
             tokio::spawn(async move {
-                let status = me.answer(&registry, &rest, msg.payload).await;
+                let status = me.answer(&*sessions, &rest, msg.payload).await;
                 let Some(status) = status else { return };
                 let _ = nats.publish(reply, Bytes::from(status.to_string())).await;
             });
         }
     }
 
-    async fn answer(&self, registry: &Registry, rest: &str, payload: Bytes) -> Option<u16> {
+    async fn answer(&self, sessions: &dyn OwnSessions, rest: &str, payload: Bytes) -> Option<u16> {
         let (op, sid) = rest.split_once('.').unwrap_or((rest, ""));
-        Some(match op {
-            "who" if payload != self.instance.as_bytes() => 200,
-            "push" => match push::push(registry, sid, payload).await {
-                PushOutcome::Appended => 204,
-                PushOutcome::NotFound => 404,
-                PushOutcome::LineTooLong => 400,
-                PushOutcome::Full => 503,
-            },
-            "admin-end" => {
-                if push::end(registry, sid).await {
-                    204
-                } else {
-                    404
-                }
-            }
-            "end" => {
-                let hosts: Vec<&str> = std::str::from_utf8(&payload)
-                    .unwrap_or_default()
-                    .split('\n')
-                    .collect();
-                if crate::session::end_for_hosts(registry, sid, &hosts).await {
-                    204
-                } else {
-                    410
-                }
-            }
-            _ => return None,
-        })
+        match op {
+            "who" => (payload != self.instance.as_bytes()).then_some(200),
+            "push" | "admin-end" | "end" => Some(sessions.answer(op, sid, payload).await),
+            _ => None,
+        }
     }
 
     /// Relays `op` for session `sid` to its owner `node` over NATS.

@@ -20,21 +20,14 @@
 //! resume, the same per-IP limits.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use ring::hmac;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 
 use super::Cluster;
-use crate::conn_limits::LimitHit;
-use crate::exchange::ConnInfo;
-use crate::http1::conn::Http1Conn;
-use crate::listener::{Accepting, Counted};
-use crate::metrics::{ConnectionGauge, Limit, PeerRefusal};
+use crate::metrics::PeerRefusal;
 
 const MAGIC: &[u8; 14] = b"TETHER-PEER/1\n";
 const NONCE: usize = 32;
@@ -42,7 +35,7 @@ const MAC: usize = 32;
 /// The longest preamble: an address and two flags.
 const MAX_PREAMBLE: usize = 256;
 /// The whole handshake, on the listening side, must be done in this.
-const HANDSHAKE_TIME: Duration = Duration::from_secs(5);
+pub(crate) const HANDSHAKE_TIME: Duration = Duration::from_secs(5);
 
 fn mac(key: &hmac::Key, role: &[u8], nonce: &[u8], node: &str) -> hmac::Tag {
     let mut ctx = hmac::Context::with_key(key);
@@ -106,81 +99,8 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, super::ClusterError>
     TcpListener::from_std(socket.into()).map_err(err)
 }
 
-/// Accepts peer connections until the drain.
-pub(crate) async fn accept_loop(listener: TcpListener, cluster: Arc<Cluster>, ctx: Accepting) {
-    let addr = listener
-        .local_addr()
-        .map_or_else(|_| "peer".into(), |a| a.to_string());
-    tracing::info!(%addr, "listening for peers");
-    // `tether_connections_active{listener}` counts relayed clients too.
-    let gauge = ctx.runtime.borrow().metrics.listener(&addr);
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = ctx.drain.cancelled() => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let (cluster, ctx, gauge) = (cluster.clone(), ctx.clone(), gauge.clone());
-        ctx.tracker.clone().spawn(async move {
-            let accepted = Instant::now();
-            let shaken = tokio::time::timeout(HANDSHAKE_TIME, listen_side(stream, &cluster)).await;
-            let (stream, preamble) = match shaken {
-                Ok(Ok(done)) => done,
-                Ok(Err(why)) => {
-                    cluster.metrics.cluster.refused(why);
-                    tracing::warn!(target: "tether", reason = ?why, "peer connection refused");
-                    return;
-                }
-                Err(_) => {
-                    cluster.metrics.cluster.refused(PeerRefusal::Protocol);
-                    tracing::warn!(target: "tether", "peer connection refused: handshake too slow");
-                    return;
-                }
-            };
-            let rt = ctx.runtime.borrow().clone();
-            // The client's connection counts here as it would on a
-            // listener: per-IP limits are the client's (SPEC 11).
-            let permit = match ctx.limits.try_acquire(
-                preamble.client.ip(),
-                rt.server.max_connections,
-                rt.server.max_connections_per_ip,
-            ) {
-                Ok(p) => p,
-                Err(hit) => {
-                    rt.metrics.limit_hit(match hit {
-                        LimitHit::Connections => Limit::Connections,
-                        LimitHit::ConnectionsPerIp => Limit::ConnectionsPerIp,
-                    });
-                    crate::listener::turn_away(stream).await;
-                    return;
-                }
-            };
-            let stream = Counted::new(stream, permit, ConnectionGauge::open(&gauge));
-            let info = ConnInfo {
-                peer: preamble.client,
-                https: preamble.https,
-            };
-            Http1Conn::serve(
-                stream,
-                BytesMut::new(),
-                accepted,
-                rt,
-                info,
-                ctx.drain.clone(),
-            )
-            .await;
-        });
-    }
-}
-
 /// The listening side of the handshake and the preamble.
-async fn listen_side(
+pub(crate) async fn handshake(
     mut stream: TcpStream,
     cluster: &Cluster,
 ) -> Result<(TcpStream, Preamble), PeerRefusal> {

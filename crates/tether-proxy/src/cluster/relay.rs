@@ -18,7 +18,6 @@ use super::{Cluster, Owner};
 use crate::body::Body;
 use crate::exchange::ConnInfo;
 use crate::metrics::{ForwardResult, Forwarded};
-use crate::session::ClientIo;
 
 /// A peer connection on which the owner has answered, with what it sent
 /// past its answer head (replayed lines, or WebSocket frames).
@@ -198,12 +197,15 @@ pub(crate) fn masked_binary(payload: &[u8]) -> Vec<u8> {
 
 /// Copies bytes both ways between the client and the owner until either
 /// side ends; `first` goes to the client before anything else. Each
+/// The caller tunes the client's socket as for a session first. Each
 /// direction reads only when its last write is done: the backpressure of
 /// each end reaches the other. The first side to end ends both: a client
 /// gone detaches the session at the owner, and a connection the owner
 /// closed (takeover, end) closes the client's, even a half-open one.
-pub(crate) async fn pump(mut client: Box<dyn ClientIo>, peer: TcpStream, first: Bytes) {
-    client.tune_for_session();
+pub(crate) async fn pump<C>(mut client: C, peer: TcpStream, first: Bytes)
+where
+    C: AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     if !first.is_empty() && client.write_all(&first).await.is_err() {
         return;
     }

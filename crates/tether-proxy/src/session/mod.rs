@@ -40,7 +40,7 @@ use tokio::sync::oneshot;
 
 pub(crate) use link::ClientIo;
 pub(crate) use registry::Registry;
-pub(crate) use sse::{Draining, SseBody};
+pub(crate) use sse::Draining;
 
 use self::balance::Worker;
 use self::balance::{NoWorker, WorkerPool, Workers};
@@ -191,6 +191,7 @@ impl Handoff {
             HandoffTo::Owner(slot) => {
                 let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(relayed) = taken {
+                    io.tune_for_session();
                     tokio::spawn(relay::pump(io, relayed.stream, relayed.after_head));
                 }
             }

@@ -79,6 +79,42 @@ pub(crate) async fn end(registry: &Registry, raw_id: &str) -> bool {
     answer.await.unwrap_or(false)
 }
 
+/// This node's sessions as another instance of the cluster sees them
+/// (SPEC 11): its pushes and `DELETE`s come here through the same calls
+/// as the admin listener's and a local client's.
+impl crate::cluster::OwnSessions for Registry {
+    fn answer<'a>(
+        &'a self,
+        op: &'a str,
+        sid: &'a str,
+        payload: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send + 'a>> {
+        Box::pin(async move {
+            match op {
+                "push" => match push(self, sid, payload).await {
+                    PushOutcome::Appended => 204,
+                    PushOutcome::NotFound => 404,
+                    PushOutcome::LineTooLong => 400,
+                    PushOutcome::Full => 503,
+                },
+                "admin-end" if end(self, sid).await => 204,
+                "admin-end" => 404,
+                _ => {
+                    let hosts: Vec<&str> = std::str::from_utf8(&payload)
+                        .unwrap_or_default()
+                        .split('\n')
+                        .collect();
+                    if super::end_for_hosts(self, sid, &hosts).await {
+                        204
+                    } else {
+                        410
+                    }
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,8 +127,8 @@ pub(crate) struct SseBody {
 /// The last event of a down channel the server drains.
 const SHUTDOWN_EVENT: &[u8] = b"event: error\ndata: 1012 shutdown\n\n";
 
-impl SseBody {
-    pub(crate) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+impl crate::body::EventSource for SseBody {
+    fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -366,7 +366,7 @@ fn json_string(text: &[u8]) -> Vec<u8> {
 
 /// The down channel's answer: `200` with the events already queued.
 fn stream_answer(body: SseBody) -> Response<Body> {
-    let mut resp = Response::new(Body::Sse(body));
+    let mut resp = Response::new(Body::Sse(Box::new(body)));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -614,7 +614,9 @@ mod tests {
         let (link, mut body) = SseLink::new(None);
         link.abort(Closing::TakenOver);
         let mut got = Vec::new();
-        while let Some(d) = std::future::poll_fn(|cx| body.poll_data(cx)).await {
+        while let Some(d) =
+            std::future::poll_fn(|cx| crate::body::EventSource::poll_events(&mut body, cx)).await
+        {
             got.extend_from_slice(&d);
         }
         assert_eq!(got, b"event: error\ndata: 4409 taken over\n\n");

@@ -175,6 +175,7 @@ async fn relay_to_owner(
     if relayed.stream.write_all(&first).await.is_err() {
         return;
     }
+    io.tune_for_session();
     relay::pump(io, relayed.stream, relayed.after_head).await;
 }
 
