@@ -302,10 +302,13 @@ pub(crate) fn start_proxy(
         Kind::Tether => {
             let admin = free_port().map_err(|e| e.to_string())?;
             // Every bench connection comes from 127.0.0.1: lift the
-            // per-address cap (default 2000) above the WebSocket count.
+            // per-address cap (default 2000) above the WebSocket count, and
+            // the per-origin cap (default 1024), which each relayed
+            // WebSocket holds a place under.
             let conf = format!(
                 "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin_listen = \"127.0.0.1:{admin}\"\n\
                  max_connections = 60000\nmax_connections_per_ip = 60000\n\
+                 max_upstream_connections = 60000\n\
                  drain_timeout = \"1s\"\n\n\
                  [[vhost]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:{origin_port}\"\n"
             );
