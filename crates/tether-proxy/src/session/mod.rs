@@ -260,16 +260,9 @@ pub(crate) async fn handle(
         return resp;
     }
     if let Some(sid) = sid {
-        let Some(received) = req
-            .headers()
-            .get(&headers::SESSION_RECEIVED)
-            .and_then(|v| parse_session_received(v.as_bytes()).ok())
-        else {
-            metrics.resume(ResumeResult::BadRequest);
-            return text_response(
-                StatusCode::BAD_REQUEST,
-                "a resume needs Session-Received: the number of lines the client received\n",
-            );
+        let received = match session_received(req.headers(), metrics) {
+            Ok(n) => n,
+            Err(refusal) => return *refusal,
         };
         if let Some((cluster, id)) = remote(env, Some(&sid)) {
             return resume_remote(&cluster, &id, conn, &req, metrics).await;
@@ -277,10 +270,7 @@ pub(crate) async fn handle(
         let started = std::time::Instant::now();
         let resp = resume(env, vhost, &route.config, sid.as_bytes(), received).await;
         if resp.status() == StatusCode::OK {
-            metrics.resume(ResumeResult::Ok);
             metrics.resume_took(started.elapsed());
-        } else {
-            metrics.resume(ResumeResult::Gone);
         }
         return resp;
     }
@@ -451,22 +441,48 @@ fn lookup(env: &SessionEnv, raw: &[u8], vhost: &VhostScope) -> Option<SessionHan
 
 /// A resume of `raw_id` at count `received` on `vhost`, whatever the
 /// transport: the session's handle and its answer, or `None` for the one
-/// "gone" of SPEC 4.
+/// "gone" of SPEC 4; counted either way in `tether_resumes_total`.
 pub(crate) async fn resume_session(
     env: &SessionEnv,
     vhost: &VhostScope,
     raw_id: &[u8],
     received: u64,
 ) -> Option<(SessionHandle, Resumed)> {
-    let id = SessionId::parse(raw_id).ok()?;
-    let handle = env.sessions.find_or_wait(&id, vhost).await?;
-    let (reply, answer) = oneshot::channel();
-    let cmd = Command::Resume { received, reply };
-    handle.mailbox.send(cmd).ok()?;
-    let Ok(Ok(resumed)) = answer.await else {
-        return None;
-    };
-    Some((handle, resumed))
+    let resumed = async {
+        let id = SessionId::parse(raw_id).ok()?;
+        let handle = env.sessions.find_or_wait(&id, vhost).await?;
+        let (reply, answer) = oneshot::channel();
+        handle
+            .mailbox
+            .send(Command::Resume { received, reply })
+            .ok()?;
+        let resumed = answer.await.ok()?.ok()?;
+        Some((handle, resumed))
+    }
+    .await;
+    vhost.metrics.resume(if resumed.is_some() {
+        ResumeResult::Ok
+    } else {
+        ResumeResult::Gone
+    });
+    resumed
+}
+
+/// A resume's `Session-Received` count, or the `400` (counted) for a
+/// resume without a valid one (SPEC 4), whatever the transport.
+pub(crate) fn session_received(
+    h: &HeaderMap,
+    metrics: &VhostMetrics,
+) -> Result<u64, Box<Response<Body>>> {
+    h.get(&headers::SESSION_RECEIVED)
+        .and_then(|v| parse_session_received(v.as_bytes()).ok())
+        .ok_or_else(|| {
+            metrics.resume(ResumeResult::BadRequest);
+            Box::new(text_response(
+                StatusCode::BAD_REQUEST,
+                "a resume needs Session-Received: the number of lines the client received\n",
+            ))
+        })
 }
 
 async fn resume(

@@ -37,8 +37,8 @@ use super::link::{ClientRead, Link, NotUtf8};
 use super::task::{Command, Posted};
 use super::websocket::{close_for, CloseWith, NOT_UTF8};
 use super::{
-    gone, open_session, origin_refusal, resume_session, PersistentRoute, SessionEnv, Transport,
-    VhostScope,
+    gone, open_session, origin_refusal, resume_session, session_received, PersistentRoute,
+    SessionEnv, Transport, VhostScope,
 };
 use crate::body::Body;
 use crate::exchange::{text_response, ConnInfo};
@@ -401,24 +401,15 @@ pub(crate) async fn down(
         return refusal;
     }
     if let Some(sid) = sid {
-        let Some(received) = req
-            .headers()
-            .get(&headers::SESSION_RECEIVED)
-            .and_then(|v| parse_session_received(v.as_bytes()).ok())
-        else {
-            metrics.resume(ResumeResult::BadRequest);
-            return text_response(
-                StatusCode::BAD_REQUEST,
-                "a resume needs Session-Received: the number of lines the client received\n",
-            );
+        let received = match session_received(req.headers(), metrics) {
+            Ok(n) => n,
+            Err(refusal) => return *refusal,
         };
         let started = std::time::Instant::now();
         let Some((handle, resumed)) = resume_session(env, vhost, sid.as_bytes(), received).await
         else {
-            metrics.resume(ResumeResult::Gone);
             return gone();
         };
-        metrics.resume(ResumeResult::Ok);
         metrics.resume_took(started.elapsed());
         let (mut link, body) = SseLink::new(drain.as_ref());
         link.event(

@@ -120,10 +120,8 @@ pub(crate) async fn run(io: Box<dyn ClientIo>, input: BytesMut, up: WsUpgrade) {
             let started = std::time::Instant::now();
             let resumed = resume_session(&up.env, &up.vhost, sid.as_bytes(), received).await;
             let Some((handle, resumed)) = resumed else {
-                up.vhost.metrics.resume(ResumeResult::Gone);
                 return link.close(close(4410, "resume impossible")).await;
             };
-            up.vhost.metrics.resume(ResumeResult::Ok);
             link.queue_control(&encode_open(&handle.id, resumed.delivered, 200, 0));
             if link.flush().await.is_err() {
                 return;
