@@ -14,7 +14,6 @@
 mod admin;
 mod body;
 mod client_addr;
-mod closable;
 mod cluster;
 mod codec;
 pub mod config;

@@ -1,8 +1,8 @@
 //! The one body type that flows through the gateway, in both directions.
 //!
 //! Concrete on purpose (no boxing on the request path): a body is empty, a
-//! small buffer the gateway wrote itself, a hyper body from the origin or an
-//! HTTP/2 client, or a channel fed by the HTTP/1 connection task that reads
+//! small buffer the gateway wrote itself, an answer read off an upstream
+//! connection, a hyper body from an HTTP/2 client, or a channel fed by the HTTP/1 connection task that reads
 //! the client's body as the origin takes it.
 
 use std::future::Future as _;
@@ -15,6 +15,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) mod pump;
+pub(crate) mod upstream;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,9 +42,8 @@ pub(crate) enum Body {
     Full(Option<Bytes>),
     Incoming(hyper::body::Incoming),
     Channel(ChannelBody),
-    /// An upstream's answer, holding its place under
-    /// `max_upstream_connections` until the body ends or is dropped.
-    Upstream(hyper::body::Incoming, UpstreamPermit),
+    /// An upstream's answer, read off its connection as it is polled.
+    Upstream(Box<upstream::UpstreamBody>),
     /// A request body on its way upstream, watched for its end and stalls.
     Watched(Box<WatchedBody>),
     /// A session's down channel of Server-Sent Events (SPEC 13), fed by
@@ -160,7 +160,7 @@ impl std::fmt::Debug for Body {
             Body::Full(_) => "full",
             Body::Incoming(_) => "incoming",
             Body::Channel(_) => "channel",
-            Body::Upstream(..) => "upstream",
+            Body::Upstream(_) => "upstream",
             Body::Watched(_) => "watched",
             Body::Sse(_) => "sse",
         };
@@ -215,9 +215,8 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Body::Incoming(b) | Body::Upstream(b, _) => {
-                Pin::new(b).poll_frame(cx).map_err(Into::into)
-            }
+            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Upstream(b) => Pin::new(b.as_mut()).poll_frame(cx),
             Body::Watched(w) => w.poll_frame(cx),
             Body::Sse(s) => s.poll_events(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
             Body::Channel(c) => {
@@ -233,7 +232,8 @@ impl HttpBody for Body {
         match self {
             Body::Empty => true,
             Body::Full(d) => d.is_none(),
-            Body::Incoming(b) | Body::Upstream(b, _) => b.is_end_stream(),
+            Body::Incoming(b) => b.is_end_stream(),
+            Body::Upstream(b) => b.is_end_stream(),
             Body::Watched(w) => w.inner.is_end_stream(),
             Body::Sse(_) => false,
             Body::Channel(c) => c.length == Some(0),
@@ -244,7 +244,8 @@ impl HttpBody for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-            Body::Incoming(b) | Body::Upstream(b, _) => b.size_hint(),
+            Body::Incoming(b) => b.size_hint(),
+            Body::Upstream(b) => b.size_hint(),
             Body::Watched(w) => w.inner.size_hint(),
             Body::Sse(_) => SizeHint::new(),
             Body::Channel(c) => c.length.map_or_else(SizeHint::new, SizeHint::with_exact),

@@ -614,9 +614,11 @@ where
         let (mut parts, body) = resp.into_parts();
         // The relayed connection keeps its place under
         // `max_upstream_connections` for as long as it lives.
-        let (body, _permit) = match body {
-            Body::Upstream(incoming, permit) => (Body::Incoming(incoming), Some(permit)),
-            other => (other, None),
+        let Body::Upstream(answer) = body else {
+            return;
+        };
+        let Some((mut upstream, first, _permit)) = answer.into_upgraded() else {
+            return;
         };
         parts
             .headers
@@ -629,18 +631,13 @@ where
             OutFraming::Bodyless,
             Some("upgrade"),
         );
-        let resp = Response::from_parts(parts, body);
+        // What the origin sent right after its `101` is already the new
+        // protocol: it follows the head.
+        head.extend_from_slice(&first);
+        drop(first);
         if writer.write_all(&head).await.is_err() {
             return;
         }
-        let upgraded = match hyper::upgrade::on(resp).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "origin upgrade failed");
-                return;
-            }
-        };
-        let mut upstream = hyper_util::rt::TokioIo::new(upgraded);
         let mut client = reader.unsplit(writer);
         if !buf.is_empty() && upstream.write_all(&buf).await.is_err() {
             return;
@@ -662,11 +659,6 @@ fn upstream_body_error_kind(e: &(dyn std::error::Error + 'static)) -> UpstreamKi
                 }
                 _ => UpstreamKind::Reset,
             };
-        }
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            if h.is_parse() {
-                return UpstreamKind::Protocol;
-            }
         }
         source = err.source();
     }

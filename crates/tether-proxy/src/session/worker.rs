@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,11 +18,11 @@ use tokio::net::TcpStream;
 use crate::body::pump::{BodyPump, PumpEvent};
 use crate::body::{Body, ChannelBody};
 use crate::codec::answer::{self, AnswerFraming};
+use crate::codec::encode;
+use crate::codec::upstream::{encode_request_head, parse_answer_head, AnswerHead, RequestBody};
 use crate::forward::UpstreamError;
 use crate::headers;
 
-/// Most header lines accepted in a worker's answer.
-const MAX_HEADERS: usize = 128;
 /// A plain answer's body that makes no progress this long is cut.
 const PLAIN_BODY_STALL: Duration = Duration::from_secs(60);
 
@@ -101,33 +101,9 @@ async fn send_request(stream: &mut TcpStream, req: Request<Body>) -> Result<(), 
     let (parts, mut body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut head = Vec::with_capacity(512);
-    head.extend_from_slice(parts.method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(path.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH {
-            continue;
-        }
-        push_field(&mut head, name, value);
-    }
     let exact = http_body::Body::size_hint(&body).exact();
-    let chunked = match exact {
-        Some(0) if parts.headers.contains_key(header::CONTENT_LENGTH) => {
-            head.extend_from_slice(b"content-length: 0\r\n");
-            false
-        }
-        Some(0) => false,
-        Some(n) => {
-            head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
-            false
-        }
-        None => {
-            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            true
-        }
-    };
-    head.extend_from_slice(b"\r\n");
+    let coding = encode_request_head(&mut head, &parts.method, path, &parts.headers, exact);
+    let chunked = coding == RequestBody::Chunked;
     stream
         .write_all(&head)
         .await
@@ -139,13 +115,11 @@ async fn send_request(stream: &mut TcpStream, req: Request<Body>) -> Result<(), 
         if let Ok(data) = frame.into_data() {
             let mut out = Vec::with_capacity(data.len() + 16);
             if chunked {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                encode::encode_chunk(&mut out, &data);
+            } else {
+                out.extend_from_slice(&data);
             }
-            out.extend_from_slice(&data);
-            if chunked {
-                out.extend_from_slice(b"\r\n");
-            }
-            if !data.is_empty() {
+            if !out.is_empty() {
                 stream
                     .write_all(&out)
                     .await
@@ -160,18 +134,6 @@ async fn send_request(stream: &mut TcpStream, req: Request<Body>) -> Result<(), 
             .map_err(|_| UpstreamError::Reset)?;
     }
     Ok(())
-}
-
-fn push_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-struct Head {
-    status: StatusCode,
-    headers: HeaderMap,
 }
 
 async fn read_answer(
@@ -189,7 +151,7 @@ async fn read_answer(
         {
             return Err(UpstreamError::Reset);
         }
-        if let Some(parsed) = parse_head(&buf)? {
+        if let Some(parsed) = parse_answer_head(&buf).map_err(|_| UpstreamError::Protocol)? {
             break parsed;
         }
         if buf.len() > limits.max_header_bytes {
@@ -200,9 +162,10 @@ async fn read_answer(
         }
     };
     let _ = buf.split_to(used);
-    let Head {
+    let AnswerHead {
         status,
         mut headers,
+        ..
     } = head;
     if status.is_informational() {
         // 1xx before the final answer: not expected from a worker here.
@@ -299,24 +262,4 @@ async fn read_answer(
     }
     *resp.headers_mut() = headers;
     Ok(WorkerAnswer::Plain(resp))
-}
-
-fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, UpstreamError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let used = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(UpstreamError::Protocol),
-    };
-    let status =
-        StatusCode::from_u16(resp.code.unwrap_or(0)).map_err(|_| UpstreamError::Protocol)?;
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| UpstreamError::Protocol)?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| UpstreamError::Protocol)?;
-        headers.append(name, value);
-    }
-    Ok(Some((Head { status, headers }, used)))
 }

@@ -32,10 +32,6 @@ use crate::metrics::VhostMetrics;
 /// again, and the longest (SPEC 6).
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
-/// Kept-alive connections found closed that one request may skip before
-/// it waits like a refused one: a stopping Apache closes all of the
-/// pool's connections to it at once.
-const STALE_RETRIES: u32 = 8;
 
 /// Client lines queued for the worker before the task stops reading the
 /// client.
@@ -346,7 +342,6 @@ impl MessageTarget {
         let give_up = started + self.retry;
         let mut pause = RETRY_FIRST;
         let mut counted = false;
-        let mut stale_left = STALE_RETRIES;
         loop {
             let req = self.request(event, body.clone());
             let failed = match self.upstreams.send_once(&self.worker, req).await {
@@ -356,13 +351,6 @@ impl MessageTarget {
                 }
                 Err(f) => f,
             };
-            // A pooled connection the worker had closed: at once on
-            // another, as if that one had never been picked.
-            if failed.stale && stale_left > 0 {
-                stale_left -= 1;
-                tracing::debug!(worker = %self.worker.as_written, event, "kept-alive connection closed by the worker; sending on another");
-                continue;
-            }
             if !counted {
                 counted = true;
                 if let Some(kind) = failed.kind.metric_kind() {
