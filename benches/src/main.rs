@@ -49,6 +49,8 @@ use std::time::{Duration, Instant};
 mod load;
 mod procfs;
 mod proxy;
+mod relay;
+mod report;
 mod session;
 mod table;
 mod ws;
@@ -65,6 +67,10 @@ struct Options {
     resumes: u32,
     /// `Some("http" | "ws" | "sessions")`: only that group of measures.
     only: Option<String>,
+    /// A second tether binary measured beside the first (`--baseline`).
+    baseline: Option<PathBuf>,
+    /// Where to write the report too (`--out`).
+    out: Option<PathBuf>,
 }
 
 impl Options {
@@ -81,12 +87,47 @@ struct Results {
 }
 
 struct HttpResults {
-    wrk: Result<load::WrkReport, String>,
-    /// Microseconds of proxy CPU per completed request.
-    cpu_per_request: Result<f64, String>,
+    /// One per [`WORKLOADS`] entry, in that order.
+    loads: Vec<Result<LoadResults, String>>,
     /// (proxied, direct) medians in bytes/s.
     download: Result<(f64, f64), String>,
 }
+
+/// One wrk workload on one proxy.
+struct LoadResults {
+    wrk: load::WrkReport,
+    /// Microseconds of proxy CPU per completed request.
+    cpu_per_request: Result<f64, String>,
+}
+
+/// A request workload of measure 1: what it is called, the file, and the
+/// extra request headers.
+struct Workload {
+    title: &'static str,
+    path: &'static str,
+    headers: &'static [&'static str],
+}
+
+/// Measure 1's workloads, each `wrk -t1 -c64` on the same proxy process:
+/// small responses, large ones, and a new TCP connection per request
+/// (wrk reconnects after each response the proxy closes).
+const WORKLOADS: [Workload; 3] = [
+    Workload {
+        title: "1 KiB responses, 64 keep-alive connections",
+        path: "/1k",
+        headers: &[],
+    },
+    Workload {
+        title: "64 KiB responses, 64 keep-alive connections",
+        path: "/64k",
+        headers: &[],
+    },
+    Workload {
+        title: "1 KiB responses, a new connection per request (`Connection: close`), 64 at once",
+        path: "/1k",
+        headers: &["Connection: close"],
+    },
+];
 
 struct WsResults {
     before_kib: u64,
@@ -99,6 +140,20 @@ struct SessionResults {
     /// One per session count, smallest first.
     idle: Vec<Result<IdleSessions, String>>,
     resume: Result<ResumeResults, String>,
+    sparse: Result<RelayResults, String>,
+    windowed: Result<RelayResults, String>,
+}
+
+/// What each idle session did before the RSS was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    /// Handshake only.
+    Handshake,
+    /// One line each way, client attached.
+    Lines,
+    /// Three lines sent, client connection closed without reading the
+    /// echoes: detached, the echoes buffered unacknowledged in tether.
+    Detached,
 }
 
 struct IdleSessions {
@@ -110,6 +165,38 @@ struct IdleSessions {
 impl IdleSessions {
     fn per_session_kib(&self) -> f64 {
         (self.after_kib as f64 - self.before_kib as f64) / f64::from(self.sessions)
+    }
+}
+
+/// Measure 5: line traffic on many sessions at once, one pace.
+struct RelayResults {
+    sessions: u32,
+    /// The measured window (after a warm-up second).
+    window: Duration,
+    /// Lines relayed in the window: sent to the worker plus echoed back.
+    lines: u64,
+    /// tether's utime + stime over the window.
+    cpu: Option<Duration>,
+    /// tether's time on a CPU over the window (schedstat, ns resolution).
+    on_cpu: Option<Duration>,
+    /// Lines sent in the whole run, and echoes that never came back or
+    /// were not the line expected.
+    sent: u64,
+    lost: u64,
+    wrong: u64,
+    /// Sessions whose connection failed, with why (the first few).
+    failures: Vec<String>,
+    failed: u32,
+}
+
+impl RelayResults {
+    fn per_line_us(&self, cpu: Option<Duration>) -> String {
+        match cpu {
+            Some(c) if self.lines > 0 => {
+                format!("{:.2}", c.as_secs_f64() * 1e6 / self.lines as f64)
+            }
+            _ => "?".into(),
+        }
     }
 }
 
@@ -139,10 +226,7 @@ fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!(
-                "tether-bench: {e}\nusage: tether-bench [--secs N] [--ws N] [--mib N] \
-                 [--sessions N] [--resumes N] [--only http|ws|sessions]"
-            );
+            eprintln!("tether-bench: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -155,16 +239,24 @@ fn main() -> ExitCode {
     }
 }
 
+const USAGE: &str = "usage: tether-bench [--secs N] [--ws N] [--mib N] [--sessions N] \
+     [--resumes N] [--only http|ws|sessions] [--baseline /abs/path/to/tether] [--out FILE]";
+
 fn parse_args() -> Result<Options, String> {
+    parse_args_from(std::env::args().skip(1))
+}
+
+fn parse_args_from(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut o = Options {
         secs: 10,
         ws_conns: 2000,
         mib: 256,
-        sessions: 3000,
+        sessions: 8000,
         resumes: 500,
         only: None,
+        baseline: None,
+        out: None,
     };
-    let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         let bad = || format!("{flag} {value}: not a whole number");
@@ -178,6 +270,11 @@ fn parse_args() -> Result<Options, String> {
                 o.only = Some(value)
             }
             "--only" => return Err(format!("--only {value}: http, ws or sessions")),
+            "--baseline" if Path::new(&value).is_absolute() => {
+                o.baseline = Some(PathBuf::from(value))
+            }
+            "--baseline" => return Err(format!("--baseline {value}: an absolute path")),
+            "--out" => o.out = Some(PathBuf::from(value)),
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -200,18 +297,23 @@ fn run(options: &Options) -> Result<(), String> {
             "the open-files limit is {fds}, {need} are needed: run `ulimit -n 65536` first"
         ));
     }
-    let programs = find_programs()?;
+    let programs = find_programs(options)?;
     let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let outcome = measure_all(options, &programs, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     let results = outcome?;
-    println!("{}", render(options, &programs, &results));
+    let text = format!("{}{}", report::header(&programs), render(options, &results));
+    println!("{text}");
+    if let Some(out) = &options.out {
+        std::fs::write(out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+        eprintln!("report written to {}", out.display());
+    }
     Ok(())
 }
 
 /// The programs, and the cores to pin to when there are two.
-fn find_programs() -> Result<Programs, String> {
+fn find_programs(options: &Options) -> Result<Programs, String> {
     let tether = match std::env::var_os("TETHER_BIN") {
         Some(path) => PathBuf::from(path),
         None => std::env::current_exe()
@@ -232,6 +334,7 @@ fn find_programs() -> Result<Programs, String> {
         .then(|| ("0".to_owned(), "1".to_owned()));
     Ok(Programs {
         tether,
+        baseline: options.baseline.clone(),
         nginx,
         haproxy,
         pin,
@@ -246,6 +349,7 @@ fn measure_all(
     let root = dir.join("www");
     std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
     std::fs::write(root.join("1k"), vec![b'x'; 1024]).map_err(|e| e.to_string())?;
+    std::fs::write(root.join("64k"), vec![b'x'; 64 * 1024]).map_err(|e| e.to_string())?;
     // Sparse: reads cost no disk, and the file costs no space.
     let big = std::fs::File::create(root.join("big")).map_err(|e| e.to_string())?;
     big.set_len(options.mib << 20).map_err(|e| e.to_string())?;
@@ -263,10 +367,14 @@ fn measure_all(
 
     let mut all = Vec::new();
     for kind in Kind::ALL {
-        let missing = kind == Kind::Tether && !programs.tether.is_file();
+        if kind == Kind::Baseline && programs.baseline.is_none() {
+            continue;
+        }
+        let binary = programs.tether_for(kind);
+        let missing = kind.is_tether() && !binary.is_file();
         let reason = format!(
             "no binary at {}: cargo build --release -p tether",
-            programs.tether.display()
+            binary.display()
         );
         eprintln!("== {} ==", kind.name());
         let skipped = format!("skipped: --only {}", options.only.as_deref().unwrap_or(""));
@@ -284,21 +392,29 @@ fn measure_all(
         } else {
             measure_ws(kind, options, programs, dir, ws_port)
         };
-        let sessions = if kind != Kind::Tether {
+        let sessions = if !kind.is_tether() {
             Err("no persistent sessions".to_owned())
         } else if !options.runs("sessions") {
             Err(skipped.clone())
         } else if missing {
             Err(reason)
         } else {
-            Ok(measure_sessions(options, programs, dir, worker_port))
+            Ok(measure_sessions(
+                kind,
+                options,
+                programs,
+                dir,
+                worker_port,
+                &runtime,
+            ))
         };
         all.push((kind, Results { http, ws, sessions }));
     }
     Ok(all)
 }
 
-/// Measures 1 (CPU per request) and 3 (download) on one proxy process.
+/// Measures 1 (CPU per request, each workload) and 3 (download) on one
+/// proxy process.
 fn measure_http(
     kind: Kind,
     options: &Options,
@@ -307,26 +423,10 @@ fn measure_http(
     origin: &Server,
 ) -> Result<HttpResults, String> {
     let proxy = proxy::start_proxy(kind, programs, dir, "http", origin.port)?;
-    let url = format!("http://127.0.0.1:{}/1k", proxy.port);
-    eprintln!("  warm-up: wrk 1 s");
-    let warm = load::wrk(programs, &url, 64, 1)?;
-    if warm.requests == 0 {
-        return Err("no request completed during the warm-up".into());
-    }
-    let ticks = procfs::clock_ticks();
-    let pids = proxy.all_pids();
-    eprintln!("  load: wrk -t1 -c64 -d{}s", options.secs);
-    let before = procfs::cpu_time(&pids, ticks);
-    let wrk = load::wrk(programs, &url, 64, options.secs);
-    let after = procfs::cpu_time(&pids, ticks);
-    let cpu_per_request = match (&wrk, before, after) {
-        (Ok(r), Some(b), Some(a)) if r.requests > 0 => {
-            Ok((a - b).as_secs_f64() * 1e6 / r.requests as f64)
-        }
-        (Ok(_), Some(_), Some(_)) => Err("no request completed".into()),
-        (Err(e), _, _) => Err(e.clone()),
-        _ => Err(format!("cannot read /proc/{}/stat", proxy.pid())),
-    };
+    let loads = WORKLOADS
+        .iter()
+        .map(|w| measure_load(w, options, programs, &proxy))
+        .collect();
 
     eprintln!(
         "  download: {} MiB, 3 rounds direct and proxied",
@@ -346,10 +446,39 @@ fn measure_http(
             load::median(direct).unwrap_or(0.0),
         ))
     })();
-    Ok(HttpResults {
+    Ok(HttpResults { loads, download })
+}
+
+/// One workload: a warm-up second, then `--secs` seconds with the
+/// proxy's CPU time read before and after.
+fn measure_load(
+    w: &Workload,
+    options: &Options,
+    programs: &Programs,
+    proxy: &Server,
+) -> Result<LoadResults, String> {
+    let url = format!("http://127.0.0.1:{}{}", proxy.port, w.path);
+    eprintln!("  {}: warm-up 1 s", w.title);
+    let warm = load::wrk(programs, &url, 64, 1, w.headers)?;
+    if warm.requests == 0 {
+        return Err("no request completed during the warm-up".into());
+    }
+    let ticks = procfs::clock_ticks();
+    let pids = proxy.all_pids();
+    eprintln!("  load: wrk -t1 -c64 -d{}s", options.secs);
+    let before = procfs::cpu_time(&pids, ticks);
+    let wrk = load::wrk(programs, &url, 64, options.secs, w.headers)?;
+    let after = procfs::cpu_time(&pids, ticks);
+    let cpu_per_request = match (before, after) {
+        (Some(b), Some(a)) if wrk.requests > 0 => {
+            Ok((a - b).as_secs_f64() * 1e6 / wrk.requests as f64)
+        }
+        (Some(_), Some(_)) => Err("no request completed".into()),
+        _ => Err(format!("cannot read /proc/{}/stat", proxy.pid())),
+    };
+    Ok(LoadResults {
         wrk,
         cpu_per_request,
-        download,
     })
 }
 
@@ -392,14 +521,18 @@ fn measure_ws(
     })
 }
 
-/// Measure 4: idle sessions at two counts, then resumes; each part on a
-/// fresh tether. When pinning, this process (worker and clients) moves to
-/// the load core for the duration, so tether has CPU 1 to itself.
+/// Measures 4 and 5: idle sessions at two counts, attached and detached,
+/// resumes, then sparse and windowed line traffic; each part on a fresh
+/// tether (`kind`: the tether binary or the baseline). When pinning, this
+/// process (worker and clients, every thread of it) moves to the load core
+/// for the duration, so tether has CPU 1 to itself.
 fn measure_sessions(
+    kind: Kind,
     options: &Options,
     programs: &Programs,
     dir: &Path,
     worker_port: u16,
+    runtime: &tokio::runtime::Runtime,
 ) -> SessionResults {
     let me = std::process::id().to_string();
     let pin_self = |cpus: &str| {
@@ -413,38 +546,72 @@ fn measure_sessions(
     }
     let idle = idle_runs(options)
         .iter()
-        .map(|&(n, lines)| measure_idle_sessions(programs, dir, worker_port, n, lines))
+        .map(|&(n, what)| measure_idle_sessions(kind, programs, dir, worker_port, n, what))
         .collect();
-    let resume = measure_resume(options, programs, dir, worker_port);
+    let resume = measure_resume(kind, options, programs, dir, worker_port);
+    let relay = |tag: &str, sessions: u32, pace: relay::Pace| {
+        measure_relay(
+            kind,
+            options,
+            programs,
+            dir,
+            worker_port,
+            runtime,
+            tag,
+            sessions,
+            pace,
+        )
+    };
+    let sparse = relay(
+        "sparse",
+        SPARSE_SESSIONS,
+        relay::Pace::Every(Duration::from_secs(1)),
+    );
+    let windowed = relay("windowed", WINDOWED_SESSIONS, relay::Pace::Window(WINDOW));
     if programs.pin.is_some() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         pin_self(&format!("0-{}", cores.max(2) - 1));
     }
-    SessionResults { idle, resume }
+    SessionResults {
+        idle,
+        resume,
+        sparse,
+        windowed,
+    }
 }
 
-/// The idle-session runs: (sessions, one line each way or none). The
-/// third, without lines, tells the session's own cost from what the
-/// first lines leave behind.
-fn idle_runs(options: &Options) -> [(u32, bool); 3] {
+/// Sparse traffic: this many sessions, one line each way per second each.
+const SPARSE_SESSIONS: u32 = 2000;
+/// Windowed relay: this many sessions, [`WINDOW`] lines in flight each.
+const WINDOWED_SESSIONS: u32 = 64;
+const WINDOW: usize = 64;
+
+/// The idle-session runs: (sessions, what each did). A third as many
+/// shows the cost is linear; handshake only tells the session's own cost
+/// from what the first lines leave behind; detached shows what a session
+/// holding unacknowledged lines costs once its client is gone.
+fn idle_runs(options: &Options) -> [(u32, Idle); 4] {
     let n = options.sessions;
-    [(n / 3, true), (n, true), (n, false)]
+    [
+        (n / 3, Idle::Lines),
+        (n, Idle::Lines),
+        (n, Idle::Handshake),
+        (n, Idle::Detached),
+    ]
 }
 
 /// `n` idle sessions on a fresh tether: VmRSS before and after.
 fn measure_idle_sessions(
+    kind: Kind,
     programs: &Programs,
     dir: &Path,
     worker_port: u16,
     n: u32,
-    lines: bool,
+    what: Idle,
 ) -> Result<IdleSessions, String> {
-    let tag = format!("idle-{n}{}", if lines { "" } else { "-nolines" });
-    let proxy = proxy::start_tether_sessions(programs, dir, &tag, worker_port)?;
-    eprintln!(
-        "  sessions: {n} idle sessions{}",
-        if lines { "" } else { ", no lines" }
-    );
+    let tag = format!("idle-{n}-{what:?}");
+    let proxy = proxy::start_tether_sessions(kind, programs, dir, &tag, worker_port)?;
+    eprintln!("  sessions: {n} idle sessions, {what:?}");
     // One session first, kept open: proves sessions work and takes
     // first-use allocations out of the difference.
     let (mut first, _) = session::open(proxy.port).map_err(|e| format!("first session: {e}"))?;
@@ -454,21 +621,53 @@ fn measure_idle_sessions(
     let rss = || procfs::rss_total_kib(&pids).ok_or("cannot read VmRSS".to_owned());
     let before_kib = rss()?;
     let mut conns = Vec::with_capacity(n as usize);
+    let mut last_detached = None;
     for i in 1..=n {
-        // Handshake, then one line each way so buffers were used once.
-        let (mut conn, _) =
-            session::open(proxy.port).map_err(|e| format!("session {i} of {n}: {e}"))?;
-        if lines {
-            conn.echo("hello")
-                .map_err(|e| format!("session {i} of {n}: {e}"))?;
+        let at = |e: String| format!("session {i} of {n}: {e}");
+        let (mut conn, answer) = session::open(proxy.port).map_err(at)?;
+        match what {
+            Idle::Handshake => conns.push(conn),
+            // One line each way so buffers were used once.
+            Idle::Lines => {
+                conn.echo("hello").map_err(at)?;
+                conns.push(conn);
+            }
+            // The echoes come back to a closed connection: tether keeps
+            // them for a resume, unacknowledged.
+            Idle::Detached => {
+                for l in ["one", "two", "three"] {
+                    conn.send(l).map_err(at)?;
+                }
+                drop(conn);
+                last_detached = Some(answer.id);
+            }
         }
-        conns.push(conn);
     }
     // The first session still relays after all the others opened.
     first.echo("still there")?;
     std::thread::sleep(Duration::from_secs(1));
     let after_kib = rss()?;
     drop(conns);
+    // The last detached session still holds its three echoes: what was
+    // measured is sessions with lines buffered, not sessions gone.
+    if let Some(id) = last_detached {
+        let (mut conn, answer) = session::resume(proxy.port, &id, 0)
+            .map_err(|e| format!("resuming a detached session: {e}"))?;
+        if answer.received != 3 {
+            return Err(format!(
+                "a detached session had {} of its 3 lines delivered",
+                answer.received
+            ));
+        }
+        for l in ["one", "two", "three"] {
+            let got = conn.line()?;
+            if got != l {
+                return Err(format!(
+                    "a detached session replayed {got:?}, expected {l:?}"
+                ));
+            }
+        }
+    }
     Ok(IdleSessions {
         sessions: n,
         before_kib,
@@ -478,13 +677,14 @@ fn measure_idle_sessions(
 
 /// Resumes of one session with a line in flight at each drop.
 fn measure_resume(
+    kind: Kind,
     options: &Options,
     programs: &Programs,
     dir: &Path,
     worker_port: u16,
 ) -> Result<ResumeResults, String> {
     const WARM_UP: u32 = 20;
-    let proxy = proxy::start_tether_sessions(programs, dir, "resume", worker_port)?;
+    let proxy = proxy::start_tether_sessions(kind, programs, dir, "resume", worker_port)?;
     let port = proxy.port;
     eprintln!(
         "  sessions: {} resumes (+{WARM_UP} warm-up)",
@@ -599,6 +799,107 @@ fn measure_resume(
     })
 }
 
+/// Measure 5 at one pace: `sessions` sessions on a fresh tether, opened
+/// one after the other, then all sending at once from tasks on `runtime`
+/// for a warm-up second and `--secs` measured seconds; tether's CPU time
+/// and the lines counted over the measured seconds only.
+#[allow(clippy::too_many_arguments)]
+fn measure_relay(
+    kind: Kind,
+    options: &Options,
+    programs: &Programs,
+    dir: &Path,
+    worker_port: u16,
+    runtime: &tokio::runtime::Runtime,
+    tag: &str,
+    sessions: u32,
+    pace: relay::Pace,
+) -> Result<RelayResults, String> {
+    let proxy = proxy::start_tether_sessions(kind, programs, dir, tag, worker_port)?;
+    eprintln!("  sessions: {tag} traffic, {sessions} sessions, {pace:?}");
+    let mut streams = Vec::with_capacity(sessions as usize);
+    for i in 0..sessions {
+        let (conn, _) =
+            session::open(proxy.port).map_err(|e| format!("session {i} of {sessions}: {e}"))?;
+        if !conn.pending.is_empty() {
+            return Err("the worker sent a body after the answer head".into());
+        }
+        streams.push(conn.stream);
+    }
+    let counters = std::sync::Arc::new(relay::Counters::default());
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let from = start + Duration::from_secs(1);
+    let stop = from + Duration::from_secs(u64::from(options.secs));
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .zip(0..)
+        .map(|(s, i)| {
+            runtime.spawn(relay::drive(
+                s,
+                i,
+                sessions,
+                pace,
+                start,
+                stop,
+                counters.clone(),
+            ))
+        })
+        .collect();
+    let (pid, ticks) = (proxy.pid(), procfs::clock_ticks());
+    let sample = || {
+        (
+            std::time::Instant::now(),
+            procfs::cpu_time(&[pid], ticks),
+            procfs::sched_ns(pid),
+            counters.snapshot(),
+        )
+    };
+    sleep_until(from);
+    let (t0, cpu0, sched0, (sent0, recv0)) = sample();
+    sleep_until(stop);
+    let (t1, cpu1, sched1, (sent1, recv1)) = sample();
+    let outcomes = runtime.block_on(async {
+        let mut all = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            all.push(t.await.map_err(|e| (0, e.to_string())).and_then(|r| r));
+        }
+        all
+    });
+    let (mut lost, mut failed, mut failures) = (0, 0, Vec::new());
+    for outcome in outcomes {
+        if let Err((n, why)) = outcome {
+            lost += n;
+            failed += 1;
+            if failures.len() < 3 {
+                failures.push(why);
+            }
+        }
+    }
+    let (sent, _) = counters.snapshot();
+    Ok(RelayResults {
+        sessions,
+        window: t1 - t0,
+        lines: (sent1 - sent0) + (recv1 - recv0),
+        cpu: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a)),
+        on_cpu: sched0
+            .zip(sched1)
+            .map(|((a, _), (b, _))| Duration::from_nanos(b.saturating_sub(a))),
+        sent,
+        lost,
+        wrong: counters.wrong.load(std::sync::atomic::Ordering::Relaxed),
+        failures,
+        failed,
+    })
+}
+
+/// Sleeps this thread until a tokio instant.
+fn sleep_until(t: tokio::time::Instant) {
+    let now = tokio::time::Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
 /// Time on a CPU and run-queue wait of `pid` since `before`.
 fn sched_since(before: Option<(u64, u64)>, pid: u32) -> Option<(Duration, Duration)> {
     let ((run0, wait0), (run1, wait1)) = before.zip(procfs::sched_ns(pid))?;
@@ -613,80 +914,81 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(500));
 }
 
-/// A command's first output line, or "?".
-fn first_line(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| {
-            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&o.stderr));
-            text.lines().next().unwrap_or("?").trim().to_owned()
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-fn render(options: &Options, programs: &Programs, results: &[(Kind, Results)]) -> String {
+fn render(options: &Options, results: &[(Kind, Results)]) -> String {
     let columns: Vec<&str> = results.iter().map(|(k, _)| k.name()).collect();
     let each = |f: &dyn Fn(&Results) -> Cell| results.iter().map(|(_, r)| f(r)).collect();
     let http = |f: &dyn Fn(&HttpResults) -> Cell| {
         each(&|r: &Results| r.http.as_ref().map_err(Clone::clone).and_then(f))
     };
-    let wrk = |f: &dyn Fn(&load::WrkReport) -> String| {
-        http(&|h: &HttpResults| h.wrk.as_ref().map(f).map_err(Clone::clone))
-    };
+    let mut out = String::new();
 
-    let mut out = format!(
-        "## tether-bench, {}\n\n{}; {}; {}; {}; {}\n\n",
-        first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        match &programs.pin {
-            Some((load, proxy)) => format!("proxy on CPU {proxy}, origin and load on CPU {load}"),
-            None => "no pinning (taskset or a second core missing)".into(),
-        },
-        first_line(&programs.nginx.display().to_string(), &["-v"]),
-        first_line(&programs.haproxy.display().to_string(), &["-v"]),
-        first_line("wrk", &["-v"]),
-        first_line("uname", &["-sr"]),
-    );
-
-    let mut t = Table::new(
-        format!(
-            "1. CPU per proxied request (1 KiB responses, 64 keep-alive connections, {} s)",
-            options.secs
-        ),
-        &columns,
-    );
-    t.row(
-        "CPU per request (µs)",
-        http(&|h: &HttpResults| {
-            h.cpu_per_request
-                .as_ref()
-                .map(|us| format!("{us:.1}"))
-                .map_err(Clone::clone)
-        }),
-        "≤ 15 µs (nginx ≈ 18.6, HAProxy ≈ 17.7)",
-    );
-    t.row(
-        "requests/s",
-        wrk(&|w| format!("{:.0}", w.requests_per_sec)),
-        "—",
-    );
-    t.row(
-        "p99 latency",
-        wrk(&|w| {
-            w.p99
-                .map_or("?".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1e3))
-        }),
-        "—",
-    );
-    t.row(
-        "requests (errors)",
-        wrk(&|w| format!("{} ({})", w.requests, w.errors)),
-        "—",
-    );
-    t.note("CPU: utime+stime of the proxy process (all threads; nginx: master and worker) over the run, divided by the requests wrk completed.");
-    out.push_str(&t.render());
+    for (i, w) in WORKLOADS.iter().enumerate() {
+        let load = |f: &dyn Fn(&LoadResults) -> Cell| {
+            http(&|h: &HttpResults| match h.loads.get(i) {
+                Some(l) => l.as_ref().map_err(Clone::clone).and_then(f),
+                None => Err("not run".into()),
+            })
+        };
+        let wrk = |f: &dyn Fn(&load::WrkReport) -> String| load(&|l: &LoadResults| Ok(f(&l.wrk)));
+        let number = ["1", "1b", "1c"].get(i).copied().unwrap_or("1");
+        let mut t = Table::new(
+            format!(
+                "{number}. CPU per proxied request ({}, {} s)",
+                w.title, options.secs
+            ),
+            &columns,
+        );
+        t.row(
+            "CPU per request (µs)",
+            load(&|l: &LoadResults| {
+                l.cpu_per_request
+                    .as_ref()
+                    .map(|us| format!("{us:.1}"))
+                    .map_err(Clone::clone)
+            }),
+            if i == 0 {
+                "≤ 15 µs (nginx ≈ 18.6, HAProxy ≈ 17.7); issue 17: ≤ nginx's"
+            } else {
+                "issue 17: ≤ nginx's"
+            },
+        );
+        t.row(
+            "requests/s",
+            wrk(&|w| format!("{:.0}", w.requests_per_sec)),
+            "issue 17: ≥ nginx's",
+        );
+        t.row(
+            "p99 latency",
+            wrk(&|w| {
+                w.p99
+                    .map_or("?".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1e3))
+            }),
+            "issue 17: ≤ nginx's",
+        );
+        t.row(
+            "requests (non-2xx; socket errors)",
+            wrk(&|w| {
+                format!(
+                    "{} ({}; {})",
+                    w.requests,
+                    w.errors - w.socket_errors,
+                    match (&w.socket_detail, w.socket_errors) {
+                        (Some(d), n) if n > 0 => d.clone(),
+                        _ => "0".into(),
+                    }
+                )
+            }),
+            "—",
+        );
+        t.note("CPU: utime+stime of the proxy process (all threads; nginx: master and worker) over the run, divided by the requests wrk completed. A warm-up second of the same workload first, not counted.");
+        if !w.headers.is_empty() {
+            t.note("Each request carries `Connection: close`: the proxy answers and closes, wrk opens a new connection for the next one (TCP handshake, accept and close in every request); the proxy's origin connections stay pooled. Socket errors would show refused or reset connections; none are expected.");
+        }
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&t.render());
+    }
 
     let mut t = Table::new(
         format!(
@@ -767,15 +1069,21 @@ fn render(options: &Options, programs: &Programs, results: &[(Kind, Results)]) -
             None => Err("not run".into()),
         })
     };
-    for (i, (n, lines)) in idle_runs(options).into_iter().enumerate() {
-        let what = if lines { "" } else { ", handshake only" };
+    for (i, (n, kind)) in idle_runs(options).into_iter().enumerate() {
+        let what = match kind {
+            Idle::Lines => "",
+            Idle::Handshake => ", handshake only",
+            Idle::Detached => ", detached with 3 lines buffered",
+        };
         t.row(
             &format!("idle session RSS, {n} sessions{what} (KiB per session)"),
             idle(i, &|w| format!("{:.1}", w.per_session_kib())),
-            if lines {
-                "≤ 4 KiB (client side, worker side, session state)"
-            } else {
-                "—"
+            match kind {
+                Idle::Lines => {
+                    "≤ 4 KiB (client side, worker side, session state); issue 17: ≤ 3 KiB at 8000"
+                }
+                Idle::Detached => "issue 17: ≤ 3 KiB at 8000",
+                Idle::Handshake => "—",
             },
         );
         t.row(
@@ -800,7 +1108,7 @@ fn render(options: &Options, programs: &Programs, results: &[(Kind, Results)]) -
     t.row(
         "resume p99 (µs)",
         resume(&|r| us(&r.samples, 0.99)),
-        "< 1 ms (1000 µs) on loopback",
+        "< 1 ms (1000 µs) on loopback; issue 17: < 500 µs",
     );
     t.row("resume max (µs)", resume(&|r| us(&r.samples, 1.0)), "—");
     t.row(
@@ -852,8 +1160,76 @@ fn render(options: &Options, programs: &Programs, results: &[(Kind, Results)]) -
         resume(&|r| format!("{} / {}", us(&r.direct, 0.5), us(&r.direct, 0.99))),
         "—",
     );
-    t.note("Idle: a fresh tether per count; each session opened, one line each way, then idle (client attached); tether's VmRSS after one warm-up session and 1 s after the last one opened. Each session is two sockets in tether (client and worker). \"Handshake only\": the same without the line each way, to tell the session's own cost from what its first lines leave behind.");
+    t.note("Idle: a fresh tether per row; each session opened, one line each way, then idle (client attached); tether's VmRSS after one warm-up session and 1 s after the last one opened. Each session is two sockets in tether (client and worker). \"Handshake only\": the same without the line each way, to tell the session's own cost from what its first lines leave behind. \"Detached\": each session sends 3 lines and its client closes the connection without reading the echoes, so tether holds a detached session (worker socket only) with 3 lines delivered and 3 echoes unacknowledged; afterwards the last one is resumed with `Session-Received: 0` and must replay all three.");
     t.note("Resume: one session; each time the client sends `ping N`, closes without reading the echo and resumes with its count; time from the start of the connect to the first whole line after the answer head (that echo, replayed or live). 20 warm-up resumes not counted. When tether takes over before it has read the `ping` from the dropped connection, its `Session-Received` says so and the client resends the line after the head (SPEC 4): the first line is then its echo, one more round trip through the worker. On-CPU time and run-queue wait: tether's threads' `/proc/PID/task/TID/schedstat` over the measured resumes, divided by their count; the wait is time tether was ready to run but another process had its core. The round-trip references (same count, before the resumes): the same session echoing lines while attached, and a connection straight to the worker with no tether in between.");
+    out.push('\n');
+    out.push_str(&t.render());
+
+    let mut t = Table::new(
+        format!(
+            "5. Session line traffic ({} s after a warm-up second)",
+            options.secs
+        ),
+        &columns,
+    );
+    let nginx_us = results.iter().find_map(|(k, r)| {
+        let h = r.http.as_ref().ok().filter(|_| *k == Kind::Nginx)?;
+        h.loads.first()?.as_ref().ok()?.cpu_per_request.clone().ok()
+    });
+    for (name, sparse) in [("sparse", true), ("windowed", false)] {
+        let pick = |f: &dyn Fn(&RelayResults) -> String| {
+            sess(&|s: &SessionResults| {
+                let r = if sparse { &s.sparse } else { &s.windowed };
+                r.as_ref().map(f).map_err(Clone::clone)
+            })
+        };
+        t.row(
+            &format!("{name}: tether CPU per line, utime+stime (µs)"),
+            pick(&|r| r.per_line_us(r.cpu)),
+            if sparse {
+                "issue 17: ≤ half of nginx's CPU per 1 KiB request"
+            } else {
+                "issue 17: < 1.5 µs"
+            },
+        );
+        t.row(
+            &format!("{name}: tether on-CPU time per line, schedstat (µs)"),
+            pick(&|r| r.per_line_us(r.on_cpu)),
+            "—",
+        );
+        if sparse {
+            t.row(
+                "sparse: CPU per line / nginx's CPU per 1 KiB request",
+                pick(&|r| match (r.cpu, nginx_us) {
+                    (Some(c), Some(n)) if r.lines > 0 && n > 0.0 => {
+                        format!("{:.2}", c.as_secs_f64() * 1e6 / r.lines as f64 / n)
+                    }
+                    _ => "?".into(),
+                }),
+                "issue 17: ≤ 0.5",
+            );
+        }
+        t.row(
+            &format!("{name}: lines relayed/s (both directions)"),
+            pick(&|r| format!("{:.0}", r.lines as f64 / r.window.as_secs_f64())),
+            "—",
+        );
+        t.row(
+            &format!("{name}: sessions; lines sent; echoes lost; wrong; sessions failed"),
+            pick(&|r| {
+                let mut text = format!(
+                    "{}; {}; {}; {}; {}",
+                    r.sessions, r.sent, r.lost, r.wrong, r.failed
+                );
+                if !r.failures.is_empty() {
+                    text.push_str(&format!(" ({})", r.failures.join("; ")));
+                }
+                text
+            }),
+            "all 0 but sessions and lines sent",
+        );
+    }
+    t.note(format!("Sparse: {SPARSE_SESSIONS} sessions on a fresh tether, each sending one 32-byte line per second and reading its echo; the sessions' sends are spread evenly over the second. Windowed: {WINDOWED_SESSIONS} sessions, each keeping {WINDOW} lines of 32 bytes in flight and sending a new one per echo, as fast as echoes return. The clients are tasks on a tokio runtime in this program, on the load core with the worker. A line relayed is one line to the worker or one echo to the client (both counted: one line each way per session per second is 2 lines relayed). CPU: tether's utime+stime (all threads, clock ticks) over the measured seconds only, divided by the lines relayed in them; schedstat: the same from /proc/PID/task/*/schedstat (nanoseconds). Lost: lines sent whose echo had not come back 3 s after sending stopped; wrong: echoes that were not the line expected next."));
     out.push('\n');
     out.push_str(&t.render());
     out
