@@ -1,33 +1,46 @@
 //! `tether-bench`: tether, nginx and HAProxy side by side as reverse proxies
 //! in front of the same origin, on the same workload, in one run. It prints
-//! Markdown tables and asserts nothing (DESIGN, "Budgets").
+//! a Markdown report and asserts nothing (DESIGN, "Budgets"): a header
+//! saying when, on what and how it ran ([`report`]), then one table per
+//! measure, each with a column per proxy and the budgets beside the figures,
+//! so the whole can be pasted into docs/performance.md as-is.
 //!
-//! What runs: an nginx origin (one worker) serving a 1 KiB file and a large
-//! sparse file, a WebSocket echo origin (in this process, [`ws`]), and each
+//! What runs: an nginx origin (one worker) serving a 1 KiB file, a 64 KiB
+//! file and a large sparse file, a WebSocket echo origin and a line-echo
+//! session worker (both in this process, [`ws`], [`session`]), and each
 //! proxy in turn, started from its own configuration in a temp dir on free
 //! 127.0.0.1 ports ([`proxy`]). With `taskset` and two or more cores, each
-//! proxy runs on CPU 1 and the load generators and the origin on CPU 0, so
-//! the proxy has one core to itself ("one worker pinned to one core").
+//! proxy runs on CPU 1 and the load generators, the origin and this process
+//! on CPU 0, so the proxy has one core to itself ("one worker pinned to one
+//! core"). With `--baseline`, a second tether binary is measured the same
+//! way as a column of its own, "tether (baseline)", so an optimisation
+//! shows before and after in one run.
 //!
 //! The measures:
 //!
-//! 1. **CPU per proxied request**: `wrk -t1 -c64` for a warm-up second,
-//!    then for `--secs` seconds; the proxy's `utime + stime` (all threads,
+//! 1. **CPU per proxied request**, three workloads on the same proxy
+//!    process, each `wrk -t1 -c64` for a warm-up second, then for `--secs`
+//!    seconds: 1 KiB responses on keep-alive connections, 64 KiB responses
+//!    likewise, and 1 KiB responses with `Connection: close` (a new TCP
+//!    connection per request). The proxy's `utime + stime` (all threads,
 //!    nginx's master and worker) before and after, divided by the requests
-//!    wrk completed. Also requests/s and wrk's p99.
+//!    wrk completed. Also requests/s, wrk's p99, and wrk's errors.
 //! 2. **Idle WebSocket memory**: `--ws` WebSocket connections opened through
 //!    the proxy to the echo origin and left idle; the proxy's VmRSS (nginx:
 //!    the worker) before and after, divided by the count.
 //! 3. **Streamed download**: `curl` of the large file (`--mib` MiB) directly
-//!    and through the proxy, alternately, three times each; the medians,
-//!    and the proxied one as a share of the direct one.
+//!    and through the proxy: one untimed download of each, then five
+//!    rounds alternately; the medians, and the proxied one as a share of
+//!    the direct one.
 //! 4. **Persistent sessions** (tether only; nginx and HAProxy have none),
-//!    in front of a line-echo worker in this process ([`session`]), with
-//!    this process pinned to CPU 0 when pinning:
+//!    in front of the line-echo worker, with this process pinned to CPU 0
+//!    when pinning:
 //!    - *idle session memory*: `--sessions` sessions (and a third as many,
 //!      to show it is linear), each on a fresh tether: opened, one line
 //!      each way, then idle; tether's VmRSS before and after, divided by
-//!      the count; and `--sessions` again with no line (handshake only);
+//!      the count; `--sessions` again with no line (handshake only); and
+//!      `--sessions` detached: three lines sent, the client connection
+//!      closed without reading the echoes (tether keeps them for a resume);
 //!    - *resume latency*: one session, `--resumes` times: send `ping N`,
 //!      close the connection without reading the echo, resume with the
 //!      count of lines received; the time from the start of the connect to
@@ -35,12 +48,20 @@
 //!      live); p50, p99 and max; tether's on-CPU time and run-queue wait
 //!      per resume (schedstat); and, for reference, line round trips
 //!      through tether and straight to the worker.
+//! 5. **Session line traffic** (tether only), each pace on a fresh tether,
+//!    the clients tasks on this process's tokio runtime ([`relay`]):
+//!    *sparse*, 2 000 sessions each sending one line per second (spread
+//!    over the second) and reading its echo; *windowed*, 64 sessions each
+//!    keeping 64 lines in flight. tether's CPU time over `--secs` seconds
+//!    after a warm-up second, per line relayed (both directions counted),
+//!    lines/s, and every echo checked: losses and wrong lines counted.
 //!
 //! Usage: `tether-bench [--secs N] [--ws N] [--mib N] [--sessions N]
-//! [--resumes N] [--only http|ws|sessions]` (defaults 10, 2000, 256, 3000,
-//! 500, all). The tether binary is `$TETHER_BIN`, else `tether` beside this
-//! program (`cargo build --release -p tether` puts it there). `make bench`
-//! builds both and runs this.
+//! [--resumes N] [--only http|ws|sessions] [--baseline /abs/path/to/tether]
+//! [--out FILE]` (defaults 10, 2000, 256, 8000, 500, all, none, stdout
+//! only). `--only sessions` runs measures 4 and 5. The tether binary is
+//! `$TETHER_BIN`, else `tether` beside this program (`cargo build --release
+//! -p tether` puts it there). `make bench` builds both and runs this.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -179,6 +200,9 @@ struct RelayResults {
     cpu: Option<Duration>,
     /// tether's time on a CPU over the window (schedstat, ns resolution).
     on_cpu: Option<Duration>,
+    /// This process's utime + stime over the window (clients and worker):
+    /// shows the load side is not what limits the rate.
+    bench_cpu: Option<Duration>,
     /// Lines sent in the whole run, and echoes that never came back or
     /// were not the line expected.
     sent: u64,
@@ -855,19 +879,20 @@ fn measure_relay(
             ))
         })
         .collect();
-    let (pid, ticks) = (proxy.pid(), procfs::clock_ticks());
+    let (pid, me, ticks) = (proxy.pid(), std::process::id(), procfs::clock_ticks());
     let sample = || {
         (
             std::time::Instant::now(),
             procfs::cpu_time(&[pid], ticks),
             procfs::sched_ns(pid),
             counters.snapshot(),
+            procfs::cpu_time(&[me], ticks),
         )
     };
     sleep_until(from);
-    let (t0, cpu0, sched0, (sent0, recv0)) = sample();
+    let (t0, cpu0, sched0, (sent0, recv0), own0) = sample();
     sleep_until(stop);
-    let (t1, cpu1, sched1, (sent1, recv1)) = sample();
+    let (t1, cpu1, sched1, (sent1, recv1), own1) = sample();
     let outcomes = runtime.block_on(async {
         let mut all = Vec::with_capacity(tasks.len());
         for t in tasks {
@@ -894,6 +919,7 @@ fn measure_relay(
         on_cpu: sched0
             .zip(sched1)
             .map(|((a, _), (b, _))| Duration::from_nanos(b.saturating_sub(a))),
+        bench_cpu: own0.zip(own1).map(|(a, b)| b.saturating_sub(a)),
         sent,
         lost,
         wrong: counters.wrong.load(std::sync::atomic::Ordering::Relaxed),
@@ -1220,6 +1246,11 @@ fn render(options: &Options, results: &[(Kind, Results)]) -> String {
             );
         }
         t.row(
+            &format!("{name}: reference, this program's CPU per line (clients and worker, µs)"),
+            pick(&|r| r.per_line_us(r.bench_cpu)),
+            "—",
+        );
+        t.row(
             &format!("{name}: lines relayed/s (both directions)"),
             pick(&|r| format!("{:.0}", r.lines as f64 / r.window.as_secs_f64())),
             "—",
@@ -1239,7 +1270,7 @@ fn render(options: &Options, results: &[(Kind, Results)]) -> String {
             "all 0 but sessions and lines sent",
         );
     }
-    t.note(format!("Sparse: {SPARSE_SESSIONS} sessions on a fresh tether, each sending one 32-byte line per second and reading its echo; the sessions' sends are spread evenly over the second. Windowed: {WINDOWED_SESSIONS} sessions, each keeping {WINDOW} lines of 32 bytes in flight and sending a new one per echo, as fast as echoes return. The clients are tasks on a tokio runtime in this program, on the load core with the worker. A line relayed is one line to the worker or one echo to the client (both counted: one line each way per session per second is 2 lines relayed). CPU: tether's utime+stime (all threads, clock ticks) over the measured seconds only, divided by the lines relayed in them; schedstat: the same from /proc/PID/task/*/schedstat (nanoseconds). Lost: lines sent whose echo had not come back 3 s after sending stopped; wrong: echoes that were not the line expected next."));
+    t.note(format!("Sparse: {SPARSE_SESSIONS} sessions on a fresh tether, each sending one 32-byte line per second and reading its echo; the sessions' sends are spread evenly over the second. Windowed: {WINDOWED_SESSIONS} sessions, each keeping {WINDOW} lines of 32 bytes in flight and sending a new one per echo, as fast as echoes return. The clients are tasks on a tokio runtime in this program, on the load core with the worker; the reference row is this program's own CPU over the same seconds, per line (when it nears 1 s per second the load side, not tether, sets the windowed rate). The windowed clients write, per read, as many new lines as echoes they read, so tether finds several lines per read. A line relayed is one line to the worker or one echo to the client (both counted: one line each way per session per second is 2 lines relayed). CPU: tether's utime+stime (all threads, clock ticks) over the measured seconds only, divided by the lines relayed in them; schedstat: the same from /proc/PID/task/*/schedstat (nanoseconds). Lost: lines sent whose echo had not come back 3 s after sending stopped; wrong: echoes that were not the line expected next."));
     out.push('\n');
     out.push_str(&t.render());
     out
