@@ -119,6 +119,10 @@ struct LoadResults {
     wrk: load::WrkReport,
     /// Microseconds of proxy CPU per completed request.
     cpu_per_request: Result<f64, String>,
+    /// Time the proxy was ready to run but waited for its core during the
+    /// run (schedstat): another process on the proxy's core makes the
+    /// figures above unreliable, and this says so.
+    waited: Option<Duration>,
 }
 
 /// A request workload of measure 1: what it is called, the file, and the
@@ -200,6 +204,8 @@ struct RelayResults {
     cpu: Option<Duration>,
     /// tether's time on a CPU over the window (schedstat, ns resolution).
     on_cpu: Option<Duration>,
+    /// tether's run-queue wait over the window (schedstat).
+    waited: Option<Duration>,
     /// This process's utime + stime over the window (clients and worker):
     /// shows the load side is not what limits the rate.
     bench_cpu: Option<Duration>,
@@ -312,6 +318,7 @@ fn parse_args_from(mut args: impl Iterator<Item = String>) -> Result<Options, St
 }
 
 fn run(options: &Options) -> Result<(), String> {
+    let load_at_start = report::loadavg();
     // The bench holds both ends it opens: client and origin (worker)
     // sockets. tether inherits the limit and holds as many.
     let need = u64::from(options.ws_conns.max(options.sessions)) * 2 + 256;
@@ -327,7 +334,11 @@ fn run(options: &Options) -> Result<(), String> {
     let outcome = measure_all(options, &programs, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     let results = outcome?;
-    let text = format!("{}{}", report::header(&programs), render(options, &results));
+    let text = format!(
+        "{}{}",
+        report::header(&programs, &load_at_start),
+        render(options, &results)
+    );
     println!("{text}");
     if let Some(out) = &options.out {
         std::fs::write(out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -500,9 +511,14 @@ fn measure_load(
     let ticks = procfs::clock_ticks();
     let pids = proxy.all_pids();
     eprintln!("  load: wrk -t1 -c64 -d{}s", options.secs);
-    let before = procfs::cpu_time(&pids, ticks);
+    let waits = || {
+        pids.iter()
+            .map(|&p| procfs::sched_ns(p).map(|(_, wait)| wait))
+            .sum::<Option<u64>>()
+    };
+    let (before, wait_before) = (procfs::cpu_time(&pids, ticks), waits());
     let wrk = load::wrk(programs, &url, 64, options.secs, w.headers)?;
-    let after = procfs::cpu_time(&pids, ticks);
+    let (after, wait_after) = (procfs::cpu_time(&pids, ticks), waits());
     let cpu_per_request = match (before, after) {
         (Some(b), Some(a)) if wrk.requests > 0 => {
             Ok((a - b).as_secs_f64() * 1e6 / wrk.requests as f64)
@@ -513,6 +529,9 @@ fn measure_load(
     Ok(LoadResults {
         wrk,
         cpu_per_request,
+        waited: wait_before
+            .zip(wait_after)
+            .map(|(b, a)| Duration::from_nanos(a.saturating_sub(b))),
     })
 }
 
@@ -919,6 +938,9 @@ fn measure_relay(
         on_cpu: sched0
             .zip(sched1)
             .map(|((a, _), (b, _))| Duration::from_nanos(b.saturating_sub(a))),
+        waited: sched0
+            .zip(sched1)
+            .map(|((_, a), (_, b))| Duration::from_nanos(b.saturating_sub(a))),
         bench_cpu: own0.zip(own1).map(|(a, b)| b.saturating_sub(a)),
         sent,
         lost,
@@ -1016,7 +1038,15 @@ fn render(options: &Options, results: &[(Kind, Results)]) -> String {
             }),
             "—",
         );
-        t.note("CPU: utime+stime of the proxy process (all threads; nginx: master and worker) over the run, divided by the requests wrk completed. A warm-up second of the same workload first, not counted.");
+        t.row(
+            "proxy waited for its core (ms in the run)",
+            load(&|l: &LoadResults| {
+                Ok(l.waited
+                    .map_or("?".into(), |d| format!("{:.0}", d.as_secs_f64() * 1e3)))
+            }),
+            "≈ 0 (else another process shared the proxy's core)",
+        );
+        t.note("CPU: utime+stime of the proxy process (all threads; nginx: master and worker) over the run, divided by the requests wrk completed. A warm-up second of the same workload first, not counted. Waited: the proxy's run-queue wait (schedstat, all threads) over the run: time it was ready to run but its core ran something else (another process, or another of its own threads); well above 0, the machine was not quiet and the row's figures are not to be trusted.");
         if !w.headers.is_empty() {
             t.note("Each request carries `Connection: close`: the proxy answers and closes, wrk opens a new connection for the next one (TCP handshake, accept and close in every request); the proxy's origin connections stay pooled. Socket errors would show refused or reset connections; none are expected.");
         }
@@ -1088,7 +1118,7 @@ fn render(options: &Options, results: &[(Kind, Results)]) -> String {
         dl(&|p, d| format!("{:.0} %", 100.0 * p / d)),
         "≥ 90 %",
     );
-    t.note(format!("curl to /dev/null on the load core, direct and proxied alternately: one untimed download of each (the first read of the sparse file fills the page cache), then {DOWNLOAD_ROUNDS} rounds each; medians. MB = 10^6 bytes. Direct, curl and the origin share the load core and that core is the limit (curl alone uses about 90 % of it); proxied, the same two share the same core and the proxy has the other, so \"% of direct\" is how much the proxy's hop slows a client that is itself the limit. At 256 MiB a download lasts 0.1-0.2 s: ramp-up weighs on it (a 2 GiB file measured a few points higher through tether), `--mib` sets the size."));
+    t.note(format!("curl to /dev/null on the load core, direct and proxied alternately: one untimed download of each (the first read of the sparse file fills the page cache), then {DOWNLOAD_ROUNDS} rounds each; medians. MB = 10^6 bytes. Direct, curl and the origin share the load core and that core is the limit (curl alone uses about 90 % of it); proxied, the same two share the same core and the proxy has the other, so \"% of direct\" is how much the proxy's hop slows a client that is itself the limit. At 256 MiB a download lasts 0.1-0.2 s and ramp-up weighs on it (once, by hand: tether 55-61 % of direct at 256 MiB, 66 % at 2 GiB); `--mib` sets the size."));
     out.push('\n');
     out.push_str(&t.render());
 
@@ -1249,6 +1279,14 @@ fn render(options: &Options, results: &[(Kind, Results)]) -> String {
             &format!("{name}: reference, this program's CPU per line (clients and worker, µs)"),
             pick(&|r| r.per_line_us(r.bench_cpu)),
             "—",
+        );
+        t.row(
+            &format!("{name}: tether waited for its core (ms in the run)"),
+            pick(&|r| {
+                r.waited
+                    .map_or("?".into(), |d| format!("{:.0}", d.as_secs_f64() * 1e3))
+            }),
+            "≈ 0 (else another process shared tether's core)",
         );
         t.row(
             &format!("{name}: lines relayed/s (both directions)"),

@@ -77,8 +77,19 @@ fn commit() -> String {
     "unknown (not a git checkout)".into()
 }
 
-/// The header, as Markdown.
-pub(crate) fn header(programs: &Programs) -> String {
+/// The load averages of /proc/loadavg (1, 5 and 15 minutes), or "?":
+/// other work on this machine during a run shows in the figures.
+pub(crate) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The header, as Markdown; `load_at_start` is [`loadavg`] when the run
+/// began.
+pub(crate) fn header(programs: &Programs, load_at_start: &str) -> String {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -107,7 +118,8 @@ pub(crate) fn header(programs: &Programs) -> String {
         out.push_str(&format!("- tether (baseline): {}\n", tether_version(base)));
     }
     out.push_str(&format!(
-        "- others: {}; {}; {}\n- cores: {}\n\n",
+        "- others: {}; {}; {}\n- cores: {}\n- load average (1, 5, 15 min) at the start: {load_at_start}; \
+         at the end: {} (a run alone keeps up to 2 runnable, one per core; more means other work ran too)\n\n",
         first_line(&programs.nginx.display().to_string(), &["-v"]),
         first_line(&programs.haproxy.display().to_string(), &["-v"]),
         first_line("wrk", &["-v"]),
@@ -118,6 +130,7 @@ pub(crate) fn header(programs: &Programs) -> String {
             ),
             None => "no pinning (taskset or a second core missing): all share the cores".into(),
         },
+        loadavg(),
     ));
     out
 }
@@ -132,6 +145,13 @@ mod tests {
                     processor\t: 1\nmodel name\t: AMD EPYC 7B13\n";
         assert_eq!(cpu_model(text).as_deref(), Some("AMD EPYC 7B13"));
         assert_eq!(cpu_model("processor : 0\n"), None);
+    }
+
+    #[test]
+    fn reads_three_load_averages() {
+        let text = loadavg();
+        assert_eq!(text.split(' ').count(), 3, "{text}");
+        assert!(text.split(' ').all(|v| v.parse::<f64>().is_ok()), "{text}");
     }
 
     #[test]
