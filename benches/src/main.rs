@@ -1313,3 +1313,51 @@ fn render(options: &Options, results: &[(Kind, Results)]) -> String {
     out.push_str(&t.render());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        parse_args_from(args.iter().map(|a| (*a).to_owned()))
+    }
+
+    #[test]
+    fn defaults() {
+        let o = parse(&[]).unwrap();
+        assert_eq!(
+            (o.secs, o.sessions, o.ws_conns, o.mib),
+            (10, 8000, 2000, 256)
+        );
+        assert!(o.baseline.is_none() && o.out.is_none() && o.only.is_none());
+    }
+
+    #[test]
+    fn baseline_out_and_only() {
+        let o = parse(&[
+            "--secs",
+            "5",
+            "--baseline",
+            "/tmp/old/tether",
+            "--out",
+            "r.md",
+            "--only",
+            "sessions",
+        ])
+        .unwrap();
+        assert_eq!(o.secs, 5);
+        assert_eq!(o.baseline.as_deref(), Some(Path::new("/tmp/old/tether")));
+        assert_eq!(o.out.as_deref(), Some(Path::new("r.md")));
+        assert!(o.runs("sessions") && !o.runs("http"));
+    }
+
+    #[test]
+    fn refuses_bad_arguments() {
+        assert!(parse(&["--baseline", "target/release/tether"]).is_err());
+        assert!(parse(&["--secs", "60"]).is_err());
+        assert!(parse(&["--secs"]).is_err());
+        assert!(parse(&["--only", "tls"]).is_err());
+        assert!(parse(&["--sessions", "2"]).is_err());
+        assert!(parse(&["--frobnicate", "1"]).is_err());
+    }
+}
