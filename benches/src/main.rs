@@ -123,6 +123,9 @@ struct LoadResults {
     /// run (schedstat): another process on the proxy's core makes the
     /// figures above unreliable, and this says so.
     waited: Option<Duration>,
+    /// TCP connections opened on the host during the run (wrk's and the
+    /// proxy's to the origin): shows a workload opens what it says.
+    opened: Option<u64>,
 }
 
 /// A request workload of measure 1: what it is called, the file, and the
@@ -517,8 +520,10 @@ fn measure_load(
             .sum::<Option<u64>>()
     };
     let (before, wait_before) = (procfs::cpu_time(&pids, ticks), waits());
+    let opened_before = procfs::tcp_active_opens();
     let wrk = load::wrk(programs, &url, 64, options.secs, w.headers)?;
     let (after, wait_after) = (procfs::cpu_time(&pids, ticks), waits());
+    let opened_after = procfs::tcp_active_opens();
     let cpu_per_request = match (before, after) {
         (Some(b), Some(a)) if wrk.requests > 0 => {
             Ok((a - b).as_secs_f64() * 1e6 / wrk.requests as f64)
@@ -532,6 +537,9 @@ fn measure_load(
         waited: wait_before
             .zip(wait_after)
             .map(|(b, a)| Duration::from_nanos(a.saturating_sub(b))),
+        opened: opened_before
+            .zip(opened_after)
+            .map(|(b, a)| a.saturating_sub(b)),
     })
 }
 
@@ -1039,6 +1047,22 @@ fn render(options: &Options, results: &[(Kind, Results)]) -> String {
             "—",
         );
         t.row(
+            "TCP connections opened per request (whole host)",
+            load(&|l: &LoadResults| {
+                Ok(match l.opened {
+                    Some(n) if l.wrk.requests > 0 => {
+                        format!("{:.2}", n as f64 / l.wrk.requests as f64)
+                    }
+                    _ => "?".into(),
+                })
+            }),
+            if w.headers.is_empty() {
+                "≈ 0 (keep-alive both sides)"
+            } else {
+                "≈ 1 (the client's; origin connections pooled)"
+            },
+        );
+        t.row(
             "proxy waited for its core (ms in the run)",
             load(&|l: &LoadResults| {
                 Ok(l.waited
@@ -1046,7 +1070,7 @@ fn render(options: &Options, results: &[(Kind, Results)]) -> String {
             }),
             "≈ 0 (else another process shared the proxy's core)",
         );
-        t.note("CPU: utime+stime of the proxy process (all threads; nginx: master and worker) over the run, divided by the requests wrk completed. A warm-up second of the same workload first, not counted. Waited: the proxy's run-queue wait (schedstat, all threads) over the run: time it was ready to run but its core ran something else (another process, or another of its own threads); well above 0, the machine was not quiet and the row's figures are not to be trusted.");
+        t.note("CPU: utime+stime of the proxy process (all threads; nginx: master and worker) over the run, divided by the requests wrk completed. A warm-up second of the same workload first, not counted. Connections opened: ActiveOpens of /proc/net/snmp over the run (wrk's connects and the proxy's to the origin, and anything else on the host), per request. Waited: the proxy's run-queue wait (schedstat, all threads) over the run: time it was ready to run but its core ran something else (another process, or another of its own threads); well above 0, the machine was not quiet and the row's figures are not to be trusted.");
         if !w.headers.is_empty() {
             t.note("Each request carries `Connection: close`: the proxy answers and closes, wrk opens a new connection for the next one (TCP handshake, accept and close in every request); the proxy's origin connections stay pooled. Socket errors would show refused or reset connections; none are expected.");
         }
