@@ -15,6 +15,10 @@ pub(crate) struct WrkReport {
     pub(crate) p99: Option<Duration>,
     /// Non-2xx/3xx responses plus socket errors.
     pub(crate) errors: u64,
+    /// Socket errors alone (connect, read, write, timeout).
+    pub(crate) socket_errors: u64,
+    /// wrk's "Socket errors" line as printed, when there is one.
+    pub(crate) socket_detail: Option<String>,
 }
 
 /// `cmd` prefixed with `taskset -c CPU` when pinning.
@@ -29,20 +33,25 @@ fn on_load_core(programs: &Programs, program: &str) -> Command {
     }
 }
 
-/// `wrk -t1 -cCONNS -dSECSs --latency URL`.
+/// `wrk -t1 -cCONNS -dSECSs --latency [-H HEADER]... URL`.
 pub(crate) fn wrk(
     programs: &Programs,
     url: &str,
     conns: u32,
     secs: u32,
+    headers: &[&str],
 ) -> Result<WrkReport, String> {
-    let out = on_load_core(programs, "wrk")
-        .args([
-            "-t1",
-            &format!("-c{conns}"),
-            &format!("-d{secs}s"),
-            "--latency",
-        ])
+    let mut cmd = on_load_core(programs, "wrk");
+    cmd.args([
+        "-t1",
+        &format!("-c{conns}"),
+        &format!("-d{secs}s"),
+        "--latency",
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
         .arg(url)
         .output()
         .map_err(|e| format!("cannot run wrk: {e}"))?;
@@ -75,10 +84,13 @@ fn parse_wrk(text: &str) -> Option<WrkReport> {
             }
             ["Socket", "errors:", rest @ ..] => {
                 // "connect 0, read 0, write 0, timeout 0"
-                report.errors += rest
+                let n = rest
                     .iter()
                     .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
                     .sum::<u64>();
+                report.errors += n;
+                report.socket_errors += n;
+                report.socket_detail = Some(rest.join(" "));
             }
             _ => {}
         }
@@ -163,6 +175,11 @@ Transfer/sec:     70.00MB
         assert!((r.requests_per_sec - 57_700.12).abs() < 1e-6);
         assert_eq!(r.p99, Some(Duration::from_micros(812)));
         assert_eq!(r.errors, 6);
+        assert_eq!(r.socket_errors, 4);
+        assert_eq!(
+            r.socket_detail.as_deref(),
+            Some("connect 0, read 3, write 0, timeout 1")
+        );
     }
 
     #[test]

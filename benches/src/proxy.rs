@@ -21,19 +21,38 @@ use crate::procfs;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Tether,
+    /// A second tether binary (`--baseline`), run the same way, so an
+    /// optimisation shows before and after in one run.
+    Baseline,
     Nginx,
     Haproxy,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 3] = [Kind::Tether, Kind::Nginx, Kind::Haproxy];
+    pub(crate) const ALL: [Kind; 4] = [Kind::Tether, Kind::Baseline, Kind::Nginx, Kind::Haproxy];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Tether => "tether",
+            Kind::Baseline => "tether (baseline)",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "HAProxy",
         }
+    }
+
+    /// Short and without spaces: file and directory names.
+    fn tag(self) -> &'static str {
+        match self {
+            Kind::Tether => "tether",
+            Kind::Baseline => "baseline",
+            Kind::Nginx => "nginx",
+            Kind::Haproxy => "haproxy",
+        }
+    }
+
+    /// Either tether binary: sessions, and tether's configuration.
+    pub(crate) fn is_tether(self) -> bool {
+        matches!(self, Kind::Tether | Kind::Baseline)
     }
 }
 
@@ -41,10 +60,22 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub(crate) struct Programs {
     pub(crate) tether: PathBuf,
+    /// The `--baseline` tether binary, if any.
+    pub(crate) baseline: Option<PathBuf>,
     pub(crate) nginx: PathBuf,
     pub(crate) haproxy: PathBuf,
     /// `Some(("0", "1"))`: load generator on CPU 0, proxy on CPU 1.
     pub(crate) pin: Option<(String, String)>,
+}
+
+impl Programs {
+    /// The tether binary `kind` runs (the baseline's, when asked and set).
+    pub(crate) fn tether_for(&self, kind: Kind) -> &Path {
+        match (kind, &self.baseline) {
+            (Kind::Baseline, Some(path)) => path,
+            _ => &self.tether,
+        }
+    }
 }
 
 /// Finds `name` on PATH or in the sbin directories (nginx and haproxy
@@ -251,8 +282,11 @@ fn spawn_nginx(
 /// Starts tether with one vhost whose persistent paths (`*.pphp`) go to
 /// the session worker on `worker_port` (also its plain origin), in a fresh
 /// subdirectory of `dir` named `tag`. Every session comes from 127.0.0.1,
-/// so the per-address limits are lifted.
+/// so the per-address limits are lifted; so is the per-session line rate
+/// (10 000/s by default), so that the windowed relay measures relaying
+/// and not the limiter.
 pub(crate) fn start_tether_sessions(
+    kind: Kind,
     programs: &Programs,
     dir: &Path,
     tag: &str,
@@ -260,7 +294,7 @@ pub(crate) fn start_tether_sessions(
 ) -> Result<Server, String> {
     let port = free_port().map_err(|e| e.to_string())?;
     let admin = free_port().map_err(|e| e.to_string())?;
-    let sub = dir.join(format!("tether-{tag}"));
+    let sub = dir.join(format!("{}-{tag}", kind.tag()));
     fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
     let conf = format!(
         "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin_listen = \"127.0.0.1:{admin}\"\n\
@@ -268,17 +302,18 @@ pub(crate) fn start_tether_sessions(
          drain_timeout = \"1s\"\n\n\
          [[vhost]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:{worker_port}\"\n\n\
          [vhost.persistent]\nenabled = true\npaths = [\"*.pphp\"]\n\
-         workers = [\"http://127.0.0.1:{worker_port}\"]\nmax_sessions_per_ip = 100000\n"
+         workers = [\"http://127.0.0.1:{worker_port}\"]\nmax_sessions_per_ip = 100000\n\
+         max_lines_per_second = 1000000\n"
     );
     let file = sub.join("tether.toml");
     fs::write(&file, conf).map_err(|e| e.to_string())?;
     let file = file.display().to_string();
     let cpu = programs.pin.as_ref().map(|(_, proxy)| proxy.as_str());
     spawn(
-        "tether",
+        kind.tag(),
         &sub,
         cpu,
-        &programs.tether,
+        programs.tether_for(kind),
         &["run", "-c", &file],
         port,
     )
@@ -294,12 +329,12 @@ pub(crate) fn start_proxy(
     origin_port: u16,
 ) -> Result<Server, String> {
     let port = free_port().map_err(|e| e.to_string())?;
-    let sub = dir.join(format!("{}-{tag}", kind.name().to_lowercase()));
+    let sub = dir.join(format!("{}-{tag}", kind.tag()));
     fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
     let cpu = programs.pin.as_ref().map(|(_, proxy)| proxy.as_str());
-    let name = kind.name().to_lowercase();
+    let name = kind.tag();
     match kind {
-        Kind::Tether => {
+        Kind::Tether | Kind::Baseline => {
             let admin = free_port().map_err(|e| e.to_string())?;
             // Every bench connection comes from 127.0.0.1: lift the
             // per-address cap (default 2000) above the WebSocket count, and
@@ -316,10 +351,10 @@ pub(crate) fn start_proxy(
             fs::write(&file, conf).map_err(|e| e.to_string())?;
             let file = file.display().to_string();
             spawn(
-                &name,
+                name,
                 &sub,
                 cpu,
-                &programs.tether,
+                programs.tether_for(kind),
                 &["run", "-c", &file],
                 port,
             )
@@ -344,7 +379,7 @@ pub(crate) fn start_proxy(
             );
             let file = sub.join("nginx.conf");
             fs::write(&file, conf).map_err(|e| e.to_string())?;
-            spawn_nginx(&name, &sub, cpu, &programs.nginx, &file, port)
+            spawn_nginx(name, &sub, cpu, &programs.nginx, &file, port)
         }
         Kind::Haproxy => {
             let conf = format!(
@@ -359,7 +394,7 @@ pub(crate) fn start_proxy(
             let file = sub.join("haproxy.cfg");
             fs::write(&file, conf).map_err(|e| e.to_string())?;
             let file = file.display().to_string();
-            spawn(&name, &sub, cpu, &programs.haproxy, &["-f", &file], port)
+            spawn(name, &sub, cpu, &programs.haproxy, &["-f", &file], port)
         }
     }
 }
