@@ -1,12 +1,19 @@
 # Shared build dir when CARGO_TARGET_DIR is set; cargo's default otherwise.
 CARGO ?= cargo
 
-.PHONY: test deps build js-test js-deps lint fmt demo bench bench-wire bench-tools fuzz soak install
+.PHONY: test test-one-core deps build js-test js-deps lint fmt demo bench bench-wire bench-tools fuzz soak install
 
 ## test: install missing test dependencies, build every binary, run all tests
 test: deps build
 	$(CARGO) test --workspace
+	$(MAKE) --no-print-directory test-one-core
 	$(MAKE) --no-print-directory js-test
+
+## test-one-core: on one core tether runs a single-threaded runtime (not
+## tokio's work-stealing one); the suites that exercise what differs
+## (signals, blocking handover work, the request path) run pinned to CPU 0
+test-one-core:
+	taskset -c 0 $(CARGO) test -p tether-tests --test upgrade --test systemd_notify --test plain_nginx --test session_resume
 
 ## js-test: HTTPSocket's tests (clients/js): unit tests against a fake gateway,
 ## then end to end in Chromium against target/debug/tether (run `build` first).

@@ -20,6 +20,25 @@ fn next(socket: &UnixDatagram) -> String {
 
 #[test]
 fn tether_tells_systemd_when_it_is_ready_reloading_and_stopping() {
+    notifies(None);
+}
+
+/// On one core tether runs a single-threaded runtime, where a spawned task
+/// first runs only when the gateway yields: its signal handlers must be in
+/// place before READY=1, or the SIGHUP that follows kills it (its default
+/// action).
+#[test]
+fn on_one_core_the_signals_that_follow_ready_are_handled() {
+    // This thread shares the core: woken by READY=1, it signals before
+    // tether's gateway has yielded once, which is the order that killed it.
+    let mut cpus = rustix::thread::CpuSet::new();
+    cpus.set(0);
+    rustix::thread::sched_setaffinity(None, &cpus).expect("pin the test thread to CPU 0");
+    notifies(Some("0"));
+}
+
+/// The protocol, with tether pinned by `taskset` to `cpus` if given.
+fn notifies(cpus: Option<&str>) {
     let dir = TempDir::new().unwrap();
     let notify_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&notify_path).unwrap();
@@ -37,7 +56,14 @@ fn tether_tells_systemd_when_it_is_ready_reloading_and_stopping() {
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(tether_bin());
+    let mut cmd = match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(tether_bin());
+            c
+        }
+        None => Command::new(tether_bin()),
+    };
     cmd.arg("run")
         .arg("-c")
         .arg(&config)

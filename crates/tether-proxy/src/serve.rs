@@ -81,7 +81,7 @@ pub async fn run_upgraded(
     channel: UnixStream,
 ) -> Result<(), RunError> {
     let taking =
-        tokio::task::block_in_place(|| Taking::connect(channel)).map_err(RunError::Upgrade)?;
+        crate::upgrade::blocking(|| Taking::connect(channel)).map_err(RunError::Upgrade)?;
     serve(config, control, Some(taking)).await
 }
 

@@ -198,10 +198,10 @@ fn run(path: &Path, relaunch: tether_proxy::Relaunch) -> ExitCode {
 /// set), its standard input is the channel to the old one.
 fn serve(config: Config, path: &Path, relaunch: tether_proxy::Relaunch) -> anyhow::Result<()> {
     let upgrading = std::env::var_os(tether_proxy::UPGRADE_ENV).is_some();
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = gateway_runtime()?;
     runtime.block_on(async {
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(signals(tx, Some(path.to_path_buf()), Some(relaunch)));
+        tokio::spawn(signals(tx, Some(path.to_path_buf()), Some(relaunch))?);
         if upgrading {
             use std::os::fd::AsFd;
             let channel = std::io::stdin().as_fd().try_clone_to_owned()?;
@@ -214,76 +214,95 @@ fn serve(config: Config, path: &Path, relaunch: tether_proxy::Relaunch) -> anyho
     Ok(())
 }
 
+/// The gateway's runtime: tokio's work-stealing one on a machine with
+/// several cores; on one core (a small VM, a container limited to one
+/// CPU, `taskset`), a single-threaded one, as each worker of nginx is. A
+/// work-stealing runtime with one worker still pays for its cross-thread
+/// machinery (atomic run queues, wake-ups through the injector) on every
+/// task wake-up; docs/performance.md has the measure.
+fn gateway_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    }
+}
+
 /// Turns signals into gateway controls. A SIGHUP whose file has errors is
 /// refused here: the errors are logged and the running config stays.
-async fn signals(
+///
+/// The handlers are installed before this returns, not when the task
+/// first runs: on the single-threaded runtime the gateway may be ready
+/// (and a SIGHUP's default action, termination, still in place) before
+/// any spawned task has run.
+fn signals(
     tx: mpsc::Sender<Control>,
     path: Option<PathBuf>,
     relaunch: Option<tether_proxy::Relaunch>,
-) {
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined2()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = int.recv() => tracing::info!("SIGINT: draining"),
-            _ = usr2.recv() => {
-                let Some(relaunch) = &relaunch else {
-                    tracing::warn!("SIGUSR2: the demo cannot be upgraded");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    Ok(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                _ = int.recv() => tracing::info!("SIGINT: draining"),
+                _ = usr2.recv() => {
+                    let Some(relaunch) = &relaunch else {
+                        tracing::warn!("SIGUSR2: the demo cannot be upgraded");
+                        continue;
+                    };
+                    tracing::info!(program = %relaunch.program.display(), "SIGUSR2: upgrading");
+                    if tx.send(Control::Upgrade(relaunch.clone())).await.is_err() {
+                        return;
+                    }
                     continue;
-                };
-                tracing::info!(program = %relaunch.program.display(), "SIGUSR2: upgrading");
-                if tx.send(Control::Upgrade(relaunch.clone())).await.is_err() {
-                    return;
                 }
-                continue;
-            }
-            _ = hup.recv() => {
-                let Some(path) = &path else {
-                    tracing::warn!("SIGHUP: this configuration has no file to reload");
-                    continue;
-                };
-                tether_proxy::notify::reloading();
-                let file = path.clone();
-                let loaded = tokio::task::spawn_blocking(move || config::load(&file)).await;
-                let Ok(loaded) = loaded else { continue };
-                match loaded {
-                    Ok(new) => {
-                        tracing::info!(file = %path.display(), "SIGHUP: reloading");
-                        if tx.send(Control::Reload(Box::new(new))).await.is_err() {
-                            return;
+                _ = hup.recv() => {
+                    let Some(path) = &path else {
+                        tracing::warn!("SIGHUP: this configuration has no file to reload");
+                        continue;
+                    };
+                    tether_proxy::notify::reloading();
+                    let file = path.clone();
+                    let loaded = tokio::task::spawn_blocking(move || config::load(&file)).await;
+                    let Ok(loaded) = loaded else { continue };
+                    match loaded {
+                        Ok(new) => {
+                            tracing::info!(file = %path.display(), "SIGHUP: reloading");
+                            if tx.send(Control::Reload(Box::new(new))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(errors) => {
+                            for e in errors.iter() {
+                                tracing::error!("{e}");
+                            }
+                            tracing::error!(file = %path.display(), "SIGHUP: reload refused; the running configuration stays");
+                            if tx.send(Control::ReloadRefused).await.is_err() {
+                                return;
+                            }
                         }
                     }
-                    Err(errors) => {
-                        for e in errors.iter() {
-                            tracing::error!("{e}");
-                        }
-                        tracing::error!(file = %path.display(), "SIGHUP: reload refused; the running configuration stays");
-                        if tx.send(Control::ReloadRefused).await.is_err() {
-                            return;
-                        }
-                    }
+                    continue;
                 }
-                continue;
             }
+            let _ = tx.send(Control::Shutdown).await;
+            return;
         }
-        let _ = tx.send(Control::Shutdown).await;
-        return;
-    }
+    })
 }
 
 /// `tether demo`: a demo origin and worker on ephemeral ports, and the
 /// gateway in front of them on 127.0.0.1:8080 (or a free port if taken).
 fn demo() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = gateway_runtime()?;
     runtime.block_on(async {
         let servers = demo::start_demo_servers().await?;
         let listen = free_or(8080)?;
@@ -299,7 +318,7 @@ fn demo() -> anyhow::Result<()> {
         println!("metrics: http://{admin}/metrics   health: http://{admin}/healthz");
         println!("stop with Ctrl-C");
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(signals(tx, None, None));
+        tokio::spawn(signals(tx, None, None)?);
         tether_proxy::run(config, rx).await?;
         Ok(())
     })

@@ -20,9 +20,12 @@ use crate::codec::chunked::{ChunkedDecoder, Piece};
 use crate::codec::encode;
 use crate::codec::upstream::RequestBody;
 
-/// An answer body is read this much at a time, and only as the client
-/// takes bytes, so a client that does not read holds little.
-const READ_CHUNK: usize = 16 * 1024;
+/// An answer body is read at most this much at a time, and only as the
+/// client takes bytes, so a client that does not read holds little: a
+/// read starts at [`FIRST_READ`] and doubles up to this while each read
+/// fills what it was given (a big answer from a fast origin).
+const MAX_READ: usize = 64 * 1024;
+const FIRST_READ: usize = 16 * 1024;
 
 /// One upstream connection and the bytes read on it but not yet used.
 pub(crate) struct UpstreamConn {
@@ -156,6 +159,7 @@ pub(crate) struct UpstreamBody {
     /// Set when the connection may serve another request after this body.
     reuse: Option<Arc<dyn Reuse>>,
     permit: Option<UpstreamPermit>,
+    read_size: usize,
 }
 
 /// How an [`UpstreamBody`] is delimited, from the answer's framing.
@@ -187,6 +191,7 @@ impl UpstreamBody {
                 reuse
             },
             permit: Some(permit),
+            read_size: FIRST_READ,
         }
     }
 
@@ -198,6 +203,7 @@ impl UpstreamBody {
             writing: None,
             reuse: None,
             permit: Some(permit),
+            read_size: FIRST_READ,
         }
     }
 
@@ -289,11 +295,15 @@ impl UpstreamBody {
                     }
                 },
             }
-            if conn.buf.capacity() - conn.buf.len() < 1024 {
-                conn.buf.reserve(READ_CHUNK);
+            if conn.buf.capacity() - conn.buf.len() < self.read_size / 2 {
+                conn.buf.reserve(self.read_size);
             }
+            let room = conn.buf.capacity() - conn.buf.len();
             match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf) {
                 Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(n)) if n == room => {
+                    self.read_size = (self.read_size * 2).min(MAX_READ);
+                }
                 Poll::Ready(Ok(0)) => {
                     if matches!(self.reading, Reading::UntilClose) {
                         self.conn = None;

@@ -32,6 +32,9 @@ use crate::session::{ClientIo, Handoff};
 const HEAD_CHUNK: usize = 4 * 1024;
 /// The most of a resume request's body that is read and dropped.
 const MAX_DISCARD: u64 = 1024 * 1024;
+/// An answer's body piece this big is written from where it is, not
+/// copied behind the bytes pending.
+const DIRECT_WRITE: usize = 8 * 1024;
 /// A read buffer larger than this is given back once it is empty.
 const KEEP_BUFFER: usize = 16 * 1024;
 
@@ -65,6 +68,9 @@ pub(crate) struct Http1Conn<IO> {
     path: RequestPath,
     info: ConnInfo,
     drain: CancellationToken,
+    /// Plain TCP: closing sends the FIN, no `shutdown` first (TLS has its
+    /// close_notify to send).
+    plain: bool,
 }
 
 impl<IO> Http1Conn<IO>
@@ -81,6 +87,7 @@ where
         info: ConnInfo,
         drain: CancellationToken,
     ) {
+        let plain = io.plain_socket().is_some();
         let (reader, writer) = tokio::io::split(io);
         let mut conn = Http1Conn {
             reader,
@@ -91,6 +98,7 @@ where
             rt,
             info,
             drain,
+            plain,
         };
         let mut head_deadline = Some(accepted + conn.rt.server.header_read_timeout);
         loop {
@@ -122,7 +130,9 @@ where
                 conn.out = Vec::new();
             }
         }
-        let _ = conn.writer.shutdown().await;
+        if !conn.plain {
+            let _ = conn.writer.shutdown().await;
+        }
     }
 
     async fn read_head(&mut self, mut deadline: Option<Instant>) -> HeadRead {
@@ -453,6 +463,15 @@ where
                             body_bytes += data.len() as u64;
                             match framing {
                                 OutFraming::Chunked => encode::encode_chunk(&mut self.out, &data),
+                                // A big piece goes out as it is, after
+                                // what is pending, in one write.
+                                _ if data.len() >= DIRECT_WRITE => {
+                                    if !self.flush_out_then(&data, stall).await {
+                                        write_failed = true;
+                                        break;
+                                    }
+                                    head_flushed = true;
+                                }
                                 _ => self.out.extend_from_slice(&data),
                             }
                         }
@@ -541,6 +560,29 @@ where
             .routes
             .find(host.and_then(|h| h.to_str().ok()))
             .map_or_else(|| self.rt.unrouted.clone(), |v| v.metrics().clone())
+    }
+
+    /// Writes `self.out`, then `data`, with vectored writes: one system
+    /// call for both when the socket takes them.
+    async fn flush_out_then(&mut self, data: &[u8], stall: Duration) -> bool {
+        let (out, writer) = (&self.out, &mut self.writer);
+        let write = async {
+            let (mut first, mut second) = (&out[..], data);
+            while !first.is_empty() || !second.is_empty() {
+                let bufs = [std::io::IoSlice::new(first), std::io::IoSlice::new(second)];
+                let n = writer.write_vectored(&bufs).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                let from_first = n.min(first.len());
+                first = &first[from_first..];
+                second = &second[n - from_first..];
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let ok = matches!(tokio::time::timeout(stall, write).await, Ok(Ok(())));
+        self.out.clear();
+        ok
     }
 
     async fn flush_out(&mut self, stall: Duration) -> bool {

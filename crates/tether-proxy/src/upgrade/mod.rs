@@ -128,10 +128,15 @@ fn hello(channel: &mut Channel) -> io::Result<()> {
     }
 }
 
-/// Blocking channel work from async code (the gateway runs on tokio's
-/// multi-thread runtime).
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
+/// Blocking channel work from async code. On the multi-thread runtime
+/// other tasks move to another worker meanwhile; the single-threaded
+/// runtime (one core) waits, as the channel's peer is answering already.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 // ---------------------------------------------------------------- old side
