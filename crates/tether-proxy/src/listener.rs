@@ -53,6 +53,11 @@ pub(crate) async fn accept_loop(
     ctx: Accepting,
 ) {
     let mut backoff = Duration::from_millis(5);
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux): one
+    // system call per listener instead of one per connection.
+    let nodelay_inherited = socket2::SockRef::from(&listener)
+        .set_tcp_nodelay(true)
+        .is_ok();
     let gauge = ctx
         .runtime
         .borrow()
@@ -111,6 +116,7 @@ pub(crate) async fn accept_loop(
             };
             ctx.tracker.spawn(serve_tls(
                 counted,
+                nodelay_inherited,
                 peer,
                 rt,
                 server,
@@ -120,6 +126,7 @@ pub(crate) async fn accept_loop(
         } else {
             ctx.tracker.spawn(serve_connection(
                 counted,
+                nodelay_inherited,
                 peer,
                 rt,
                 drain,
@@ -209,6 +216,7 @@ impl<IO: ClientIo> ClientIo for TlsStream<IO> {
 /// HTTP/2 or HTTP/1.1.
 async fn serve_tls(
     stream: Counted<TcpStream>,
+    nodelay_inherited: bool,
     peer: SocketAddr,
     rt: Arc<Runtime>,
     tls: Arc<ServerConfig>,
@@ -216,7 +224,9 @@ async fn serve_tls(
     limits: Arc<ConnLimits>,
 ) {
     let accepted = Instant::now();
-    let _ = stream.io.set_nodelay(true);
+    if !nodelay_inherited {
+        let _ = stream.io.set_nodelay(true);
+    }
     let deadline = accepted + rt.server.header_read_timeout;
     let handshake = tokio::select! {
         r = tokio::time::timeout_at(deadline, TlsAcceptor::from(tls).accept(stream)) => r,
@@ -254,13 +264,16 @@ pub(crate) async fn turn_away(mut stream: TcpStream) {
 
 async fn serve_connection(
     stream: Counted<TcpStream>,
+    nodelay_inherited: bool,
     peer: SocketAddr,
     rt: Arc<Runtime>,
     drain: CancellationToken,
     limits: Arc<ConnLimits>,
 ) {
     let accepted = Instant::now();
-    let _ = stream.io.set_nodelay(true);
+    if !nodelay_inherited {
+        let _ = stream.io.set_nodelay(true);
+    }
     let info = ConnInfo { peer, https: false };
     let mut stream = stream;
     let mut buf = BytesMut::with_capacity(4096);
