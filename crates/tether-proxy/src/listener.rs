@@ -285,6 +285,7 @@ async fn serve_connection(
             break;
         }
         tokio::select! {
+            biased;
             r = stream.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}

@@ -137,16 +137,14 @@ where
 
     async fn read_head(&mut self, mut deadline: Option<Instant>) -> HeadRead {
         let server = &self.rt.server;
-        let idle_until = Instant::now() + server.idle_timeout;
+        // Clocks are read only to wait: a head already read needs none.
+        let mut idle_until = None;
         let mut scanned = 0;
         loop {
             // Empty lines before a request line are ignored (RFC 9112 §2.2).
             while self.buf.starts_with(b"\r\n") || self.buf.starts_with(b"\n") {
                 let n = if self.buf[0] == b'\r' { 2 } else { 1 };
                 self.buf.advance(n);
-            }
-            if !self.buf.is_empty() && deadline.is_none() {
-                deadline = Some(Instant::now() + server.header_read_timeout);
             }
             if let Some(end) = head::find_head_end(&self.buf, scanned) {
                 if end > server.max_header_bytes {
@@ -189,9 +187,20 @@ where
             if self.buf.capacity() - self.buf.len() < 512 {
                 self.buf.reserve(HEAD_CHUNK);
             }
-            let until = deadline.unwrap_or(idle_until);
+            if !self.buf.is_empty() && deadline.is_none() {
+                deadline = Some(Instant::now() + server.header_read_timeout);
+            }
             let waiting_idle = deadline.is_none();
+            let until = deadline.unwrap_or_else(|| {
+                *idle_until.get_or_insert_with(|| Instant::now() + server.idle_timeout)
+            });
+            if self.drain.is_cancelled() {
+                return HeadRead::Closed;
+            }
             tokio::select! {
+                // Bytes that are there are taken before a timer or the
+                // drain is even looked at (no timer is set for them).
+                biased;
                 read = self.reader.read_buf(&mut self.buf) => match read {
                     Ok(0) | Err(_) => return HeadRead::Closed,
                     Ok(_) => {}
@@ -529,14 +538,15 @@ where
         if !self.out.is_empty() && !self.flush_out(stall).await {
             write_failed = true;
         }
-        answered_by.response(status.as_u16(), started.elapsed());
+        let took = started.elapsed();
+        answered_by.response(status.as_u16(), took);
         gateway::log_access(
             self.info.peer,
             method.as_str(),
             &String::from_utf8_lossy(&head.target),
             status.as_u16(),
             body_bytes,
-            started.elapsed(),
+            took,
             !write_failed,
         );
         if write_failed {
@@ -580,16 +590,13 @@ where
             }
             Ok::<(), std::io::Error>(())
         };
-        let ok = matches!(tokio::time::timeout(stall, write).await, Ok(Ok(())));
+        let ok = within(stall, write).await;
         self.out.clear();
         ok
     }
 
     async fn flush_out(&mut self, stall: Duration) -> bool {
-        let ok = matches!(
-            tokio::time::timeout(stall, self.writer.write_all(&self.out)).await,
-            Ok(Ok(()))
-        );
+        let ok = within(stall, self.writer.write_all(&self.out)).await;
         self.out.clear();
         ok
     }
@@ -686,6 +693,21 @@ where
         }
         drop(buf);
         let _ = super::relay::relay(&mut client, &mut upstream).await;
+    }
+}
+
+/// Whether `write` finishes within `stall`. The timer is set only when
+/// the first try does not finish: most writes go out at once, and then
+/// even the clock is not read.
+async fn within<F>(stall: Duration, write: F) -> bool
+where
+    F: std::future::Future<Output = std::io::Result<()>>,
+{
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(done) => done.is_ok(),
+        std::task::Poll::Pending => matches!(tokio::time::timeout(stall, write).await, Ok(Ok(()))),
     }
 }
 
