@@ -581,6 +581,52 @@ fn clients_that_do_not_read_cost_little_memory() {
     drop(conns);
 }
 
+/// An origin that closes a kept-alive connection right after an answer
+/// that did not say so (a keep-alive timeout, a restart) races the next
+/// request on it. A GET (safe, no body) that finds the connection closed
+/// before any answer byte is sent again on a new connection; a POST is
+/// never written on a connection found closed (it is looked at first).
+#[test]
+fn a_kept_alive_connection_the_origin_closed_is_never_a_502() {
+    let origin = Scripted::start(|_| Answer::BytesThenClose(ok_answer("fine\n")));
+    let t = Tether::in_front_of(&["a.test"], origin.addr, "");
+    let mut conn = RawConn::connect(t.addr());
+    conn.set_read_timeout(Duration::from_secs(10));
+    for i in 0..30 {
+        // GETs and POSTs alternate on one client connection, each sent as
+        // soon as the last answer is in: tether takes the pooled upstream
+        // connection within microseconds of the origin's close.
+        let (method, body): (&str, &[u8]) = if i % 3 == 2 {
+            ("POST", b"x=1")
+        } else {
+            ("GET", b"")
+        };
+        conn.send(&request_bytes(
+            method,
+            &format!("/r{i}"),
+            "a.test",
+            &[],
+            body,
+        ));
+        let r = conn
+            .read_final_response_to(method)
+            .unwrap_or_else(|e| panic!("{method} /r{i}: no answer: {e}"));
+        assert_eq!(
+            r.status,
+            200,
+            "{method} /r{i}: {}{}",
+            r.head_text(),
+            r.body_text()
+        );
+    }
+    let posts = origin
+        .requests()
+        .into_iter()
+        .filter(|(_, raw)| raw.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 10, "each POST reached the origin exactly once");
+}
+
 // --------------------------------------------------- 3. upstream fan-out
 
 #[test]

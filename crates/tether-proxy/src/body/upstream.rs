@@ -82,6 +82,17 @@ impl RequestWriter {
         }
     }
 
+    /// Makes a request without a body ready to be written again, on
+    /// another connection; `false` for one with a body (already taken).
+    pub(crate) fn rewind(&mut self) -> bool {
+        if self.coding != RequestBody::None {
+            return false;
+        }
+        self.written = 0;
+        self.head_sent = false;
+        true
+    }
+
     /// Whether the head is out (so an answer can be waited for).
     pub(crate) fn head_sent(&self) -> bool {
         self.head_sent
@@ -107,11 +118,12 @@ impl RequestWriter {
                 }
             }
             self.head_sent = true;
-            self.out.clear();
-            self.written = 0;
             if self.taken {
+                // Kept: a request without a body can be written again.
                 return Poll::Ready(Ok(()));
             }
+            self.out.clear();
+            self.written = 0;
             let chunked = self.coding == RequestBody::Chunked;
             match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,

@@ -23,7 +23,7 @@ use crate::body::upstream::{
 };
 use crate::body::{Body, ClientBodyError, WatchedBody};
 use crate::codec::answer::{self, AnswerFraming};
-use crate::codec::upstream::{encode_request_head, parse_answer_head, AnswerHead};
+use crate::codec::upstream::{encode_request_head, parse_answer_head, AnswerHead, RequestBody};
 use crate::config::{OriginUrl, ServerConfig};
 use crate::metrics::UpstreamKind;
 
@@ -180,39 +180,28 @@ impl Upstreams {
             &parts.headers,
             body.size_hint().exact(),
         );
+        // A safe request without a body may be written twice: it skips the
+        // look at a pooled connection and is sent again on a new one if the
+        // pooled one turns out closed (pool.rs).
+        let resendable = coding == RequestBody::None
+            && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let mut writer = RequestWriter::new(head, body, coding);
-        let mut conn = match pool.take() {
-            Some(conn) => conn,
-            None => self.connect(upstream).await?,
+        let (mut conn, mut pooled) = match pool.take(!resendable) {
+            Some(conn) => (conn, true),
+            None => (self.connect(upstream).await?, false),
         };
-
-        // The request goes out while the answer is watched for: an
-        // upstream may answer before it has read the whole body.
-        let early = poll_fn(|cx| {
-            match writer.poll_write(&mut conn.stream, cx) {
-                Poll::Ready(Ok(())) => return Poll::Ready(Ok(None)),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(write_failure(e))),
-                Poll::Pending => {}
-            }
-            if !writer.head_sent() {
-                return Poll::Pending;
-            }
-            poll_answer_head(&mut conn, cx).map_ok(Some)
-        })
-        .await;
-        let (head, writing) = match early {
-            Err(e) => return Err(self.refused(upstream, e)),
-            Ok(Some(head)) => (head, Some(writer)),
-            // The response timer starts when the body is over (SPEC 5).
-            Ok(None) => {
-                let read = poll_fn(|cx| poll_answer_head(&mut conn, cx));
-                match tokio::time::timeout(shared.response_timeout, read).await {
-                    Err(_) => return Err(Failed::sent(UpstreamError::Timeout)),
-                    Ok(Err(e)) => return Err(self.refused(upstream, e)),
-                    Ok(Ok(head)) => (head, None),
+        let (head, early) = loop {
+            match self.exchange(&mut conn, &mut writer).await {
+                Ok(answered) => break answered,
+                Err(e) if pooled && e.closed_unanswered(&conn) && writer.rewind() => {
+                    tracing::debug!(upstream = %upstream.as_written, "kept-alive connection closed by the upstream; sending again on a new one");
+                    conn = self.connect(upstream).await?;
+                    pooled = false;
                 }
+                Err(e) => return Err(self.refused(upstream, e)),
             }
         };
+        let writing = early.then_some(writer);
         let framing = match answer::framing(head.status, &head.headers, to_head, asked_upgrade) {
             Ok(framing) => framing,
             Err(why) => {
@@ -255,6 +244,38 @@ impl Upstreams {
         Ok(resp)
     }
 
+    /// Writes the request on `conn` and reads the answer head: `true` with
+    /// it when the upstream answered before it had the whole body.
+    async fn exchange(
+        &self,
+        conn: &mut UpstreamConn,
+        writer: &mut RequestWriter,
+    ) -> Result<(AnswerHead, bool), ExchangeError> {
+        // The request goes out while the answer is watched for: an
+        // upstream may answer before it has read the whole body.
+        let early = poll_fn(|cx| {
+            match writer.poll_write(&mut conn.stream, cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(write_failure(e))),
+                Poll::Pending => {}
+            }
+            if !writer.head_sent() {
+                return Poll::Pending;
+            }
+            poll_answer_head(conn, cx).map_ok(Some)
+        })
+        .await?;
+        if let Some(head) = early {
+            return Ok((head, true));
+        }
+        // The response timer starts when the body is over (SPEC 5).
+        let read = poll_fn(|cx| poll_answer_head(conn, cx));
+        match tokio::time::timeout(self.0.response_timeout, read).await {
+            Err(_) => Err(ExchangeError::Timeout),
+            Ok(head) => Ok((head?, false)),
+        }
+    }
+
     /// A new connection to `upstream`; a refusal or a timeout here means
     /// no byte of the request went out.
     async fn connect(&self, upstream: &OriginUrl) -> Result<UpstreamConn, Failed> {
@@ -285,6 +306,7 @@ impl Upstreams {
         let kind = match &e {
             ExchangeError::Answer(_) => UpstreamError::Protocol,
             ExchangeError::ClientStalled => UpstreamError::ClientStalled,
+            ExchangeError::Timeout => UpstreamError::Timeout,
             ExchangeError::Io(io) if io.kind() == io::ErrorKind::TimedOut => UpstreamError::Timeout,
             ExchangeError::Io(_) | ExchangeError::Closed | ExchangeError::ClientBody => {
                 UpstreamError::Reset
@@ -320,6 +342,26 @@ enum ExchangeError {
     ClientStalled,
     /// The client's body broke off.
     ClientBody,
+    /// No answer head within `origin_response_timeout`.
+    Timeout,
+}
+
+impl ExchangeError {
+    /// The upstream had closed the connection: it ended or was reset
+    /// before a byte of an answer came, so the request went nowhere.
+    fn closed_unanswered(&self, conn: &UpstreamConn) -> bool {
+        let closed = match self {
+            ExchangeError::Closed => true,
+            ExchangeError::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        };
+        closed && conn.buf.is_empty()
+    }
 }
 
 fn write_failure(e: WriteError) -> ExchangeError {

@@ -6,12 +6,12 @@
 //! used again: an origin that closed it while idle (Apache stopping, its
 //! keep-alive timeout) is known to the kernel at once, and writing there
 //! would lose a request after it was written, which for a message request
-//! ends the session (SPEC 6). The look is one non-blocking `MSG_PEEK`,
-//! skipped for a connection back for less than [`LOOK_AFTER`]: a close
-//! that arrives that soon after an answer races the next request whether
-//! or not it is looked for (it may still be on its way), and under load,
-//! where connections come back within microseconds, the look was one
-//! system call in five per proxied request.
+//! ends the session (SPEC 6). The look is one non-blocking `MSG_PEEK`.
+//! A request that may be sent twice (safe, without a body) skips it: one
+//! that finds its connection closed before any answer byte is sent again
+//! on a new connection instead (forward's `send_once`), which costs
+//! nothing when connections are fine. Under load the look was one system
+//! call in five per proxied request.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -33,9 +33,6 @@ use tokio::time::Instant;
 /// message request (SPEC 6). An idle connection also holds an Apache
 /// prefork child that could serve someone else.
 pub(crate) const POOL_IDLE: Duration = Duration::from_secs(4);
-
-/// An idle connection back for less than this is used without a look.
-const LOOK_AFTER: Duration = Duration::from_millis(1);
 
 /// How often idle connections past [`POOL_IDLE`] are closed.
 const REAP_EVERY: Duration = Duration::from_secs(1);
@@ -73,17 +70,17 @@ impl Pool {
         })
     }
 
-    /// The newest idle connection that is still open, if any.
-    pub(crate) fn take(&self) -> Option<Conn> {
+    /// The newest idle connection, if any; with `look`, only one still
+    /// open.
+    pub(crate) fn take(&self, look: bool) -> Option<Conn> {
         loop {
             let idle = self.idle.lock().expect("pool lock").conns.pop()?;
-            let idle_for = idle.since.elapsed();
-            if idle_for >= POOL_IDLE {
+            if idle.since.elapsed() >= POOL_IDLE {
                 // Every older one is expired too.
                 self.idle.lock().expect("pool lock").conns.clear();
                 return None;
             }
-            if idle_for < LOOK_AFTER || still_open(&idle.conn.stream) {
+            if !look || still_open(&idle.conn.stream) {
                 return Some(idle.conn);
             }
             tracing::debug!("idle upstream connection closed by its peer; not used");
@@ -218,13 +215,13 @@ mod tests {
         pool.put(open);
         pool.put(closed);
         drop(server);
-        tokio::time::sleep(LOOK_AFTER + Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         // The newest (closed) is looked at first and dropped; the older
         // open one is taken.
-        let mut taken = pool.take().expect("the open connection");
+        let mut taken = pool.take(true).expect("the open connection");
         assert_eq!(pool.idle_count(), 0);
         taken.stream.write_all(b"x").await.unwrap();
-        assert!(pool.take().is_none());
+        assert!(pool.take(true).is_none());
     }
 
     #[tokio::test]
@@ -234,14 +231,28 @@ mod tests {
         let (conn, mut server) = pair(&listener).await;
         pool.put(conn);
         server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
-        tokio::time::sleep(LOOK_AFTER + Duration::from_millis(50)).await;
-        assert!(pool.take().is_none());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(pool.take(true).is_none());
         let mut rest = Vec::new();
         // Dropped with bytes unread: the origin sees a reset.
         assert!(matches!(
             server.read_to_end(&mut rest).await,
             Ok(0) | Err(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn without_a_look_the_newest_is_taken_as_it_is() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pools::new(["f"], 4, 4).get("f");
+        let (conn, server) = pair(&listener).await;
+        pool.put(conn);
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            pool.take(false).is_some(),
+            "the caller sends again if it was closed"
+        );
     }
 
     #[tokio::test(start_paused = true)]
