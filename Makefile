@@ -74,9 +74,11 @@ demo:
 
 # Side-by-side benchmarks of tether, nginx and HAProxy (docs/performance.md).
 # Prints tables, asserts nothing. Needs nginx, haproxy, wrk and curl.
+# BENCH_ARGS go to tether-bench, e.g. "--baseline /abs/old/tether --out F".
+BENCH_ARGS ?=
 bench: bench-tools
 	$(CARGO) build --release -p tether
-	ulimit -n 65536 2>/dev/null || true; $(CARGO) run --release -p tether-bench
+	ulimit -n 65536 2>/dev/null || true; $(CARGO) run --release -p tether-bench -- $(BENCH_ARGS)
 
 ## bench-wire: Criterion micro-benchmarks of the wire crate's hot paths
 ## (line framing, replay window, header codecs); numbers, never thresholds
