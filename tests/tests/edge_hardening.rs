@@ -129,6 +129,13 @@ enum Answer {
     /// Holds the request unanswered until [`Scripted::release`], then
     /// answers `200` with the body `held\n`.
     Hold,
+    /// Writes `answer`, then `extra` on the same connection after `after`,
+    /// unasked (an origin that answers twice), then reads on.
+    Unasked {
+        answer: Vec<u8>,
+        after: Duration,
+        extra: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -260,6 +267,14 @@ fn serve_scripted(conn: usize, mut s: TcpStream, sh: &Shared, script: &Script) {
                 record(Event::Closed { conn });
                 break;
             }
+            Answer::Unasked {
+                answer,
+                after,
+                extra,
+            } => s.write_all(&answer).and_then(|()| {
+                std::thread::sleep(after);
+                s.write_all(&extra)
+            }),
             Answer::Hold => {
                 let mut released = sh.released.lock().unwrap();
                 while !*released {
@@ -625,6 +640,43 @@ fn a_kept_alive_connection_the_origin_closed_is_never_a_502() {
         .filter(|(_, raw)| raw.starts_with("POST"))
         .count();
     assert_eq!(posts, 10, "each POST reached the origin exactly once");
+}
+
+/// Bytes an origin sends on an idle kept-alive connection answer nothing:
+/// that connection never carries another request, whose answer they
+/// would become (a smuggled answer served to the next client).
+#[test]
+fn bytes_an_origin_sends_unasked_never_answer_the_next_request() {
+    let origin = Scripted::start(|head| match target_of(head) {
+        "/first" => Answer::Unasked {
+            answer: ok_answer("first\n"),
+            after: Duration::from_millis(30),
+            extra: ok_answer("smuggled\n"),
+        },
+        other => Answer::Bytes(ok_answer(&format!("{other}\n"))),
+    });
+    let t = Tether::in_front_of(&["a.test"], origin.addr, "");
+    let get = |target: &str| {
+        exchange(
+            t.addr(),
+            &request_bytes("GET", target, "a.test", &[], b""),
+            "GET",
+        )
+        .unwrap_or_else(|e| panic!("GET {target}: {e}"))
+    };
+    assert_eq!(get("/first").body_text(), "first\n");
+    // The unasked answer is in the pooled connection's socket by now.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..5 {
+        let target = format!("/next{i}");
+        let r = get(&target);
+        assert_eq!(r.status, 200, "{}", r.head_text());
+        assert_eq!(
+            r.body_text(),
+            format!("{target}\n"),
+            "the answer to GET {target}"
+        );
+    }
 }
 
 // --------------------------------------------------- 3. upstream fan-out

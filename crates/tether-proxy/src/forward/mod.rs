@@ -180,20 +180,20 @@ impl Upstreams {
             &parts.headers,
             body.size_hint().exact(),
         );
-        // A safe request without a body may be written twice: it skips the
-        // look at a pooled connection and is sent again on a new one if the
-        // pooled one turns out closed (pool.rs).
+        // A safe request without a body may be written twice: if the pooled
+        // connection was closed after the look (pool.rs), it goes again on a
+        // new one.
         let resendable = coding == RequestBody::None
             && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let mut writer = RequestWriter::new(head, body, coding);
-        let (mut conn, mut pooled) = match pool.take(!resendable) {
+        let (mut conn, mut pooled) = match pool.take() {
             Some(conn) => (conn, true),
             None => (self.connect(upstream).await?, false),
         };
         let (head, early) = loop {
             match self.exchange(&mut conn, &mut writer).await {
                 Ok(answered) => break answered,
-                Err(e) if pooled && e.closed_unanswered(&conn) && writer.rewind() => {
+                Err(e) if pooled && resendable && e.closed_unanswered(&conn) && writer.rewind() => {
                     tracing::debug!(upstream = %upstream.as_written, "kept-alive connection closed by the upstream; sending again on a new one");
                     conn = self.connect(upstream).await?;
                     pooled = false;

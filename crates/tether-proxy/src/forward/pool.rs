@@ -6,12 +6,14 @@
 //! used again: an origin that closed it while idle (Apache stopping, its
 //! keep-alive timeout) is known to the kernel at once, and writing there
 //! would lose a request after it was written, which for a message request
-//! ends the session (SPEC 6). The look is one non-blocking `MSG_PEEK`.
-//! A request that may be sent twice (safe, without a body) skips it: one
-//! that finds its connection closed before any answer byte is sent again
-//! on a new connection instead (forward's `send_once`), which costs
-//! nothing when connections are fine. Under load the look was one system
-//! call in five per proxied request.
+//! ends the session (SPEC 6). The look is one non-blocking `MSG_PEEK`,
+//! and every request gets it, though it is one system call in five per
+//! proxied request: bytes waiting on an idle connection are no answer to
+//! anything (an origin that answered twice, or a smuggled answer), and a
+//! connection that has them must never carry the next request, whose
+//! answer they would become. A close that comes after the look still
+//! races the request; a safe request without a body is then sent again
+//! on a new connection (forward's `send_once`).
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -70,9 +72,9 @@ impl Pool {
         })
     }
 
-    /// The newest idle connection, if any; with `look`, only one still
-    /// open.
-    pub(crate) fn take(&self, look: bool) -> Option<Conn> {
+    /// The newest idle connection that is still open and has nothing to
+    /// read, if any.
+    pub(crate) fn take(&self) -> Option<Conn> {
         loop {
             let idle = self.idle.lock().expect("pool lock").conns.pop()?;
             if idle.since.elapsed() >= POOL_IDLE {
@@ -80,7 +82,7 @@ impl Pool {
                 self.idle.lock().expect("pool lock").conns.clear();
                 return None;
             }
-            if !look || still_open(&idle.conn.stream) {
+            if still_open(&idle.conn.stream) {
                 return Some(idle.conn);
             }
             tracing::debug!("idle upstream connection closed by its peer; not used");
@@ -218,10 +220,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         // The newest (closed) is looked at first and dropped; the older
         // open one is taken.
-        let mut taken = pool.take(true).expect("the open connection");
+        let mut taken = pool.take().expect("the open connection");
         assert_eq!(pool.idle_count(), 0);
         taken.stream.write_all(b"x").await.unwrap();
-        assert!(pool.take(true).is_none());
+        assert!(pool.take().is_none());
     }
 
     #[tokio::test]
@@ -232,27 +234,13 @@ mod tests {
         pool.put(conn);
         server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(pool.take(true).is_none());
+        assert!(pool.take().is_none());
         let mut rest = Vec::new();
         // Dropped with bytes unread: the origin sees a reset.
         assert!(matches!(
             server.read_to_end(&mut rest).await,
             Ok(0) | Err(_)
         ));
-    }
-
-    #[tokio::test]
-    async fn without_a_look_the_newest_is_taken_as_it_is() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = Pools::new(["f"], 4, 4).get("f");
-        let (conn, server) = pair(&listener).await;
-        pool.put(conn);
-        drop(server);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            pool.take(false).is_some(),
-            "the caller sends again if it was closed"
-        );
     }
 
     #[tokio::test(start_paused = true)]
