@@ -65,10 +65,7 @@ pub(crate) fn encode_head(
         if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        encode_field(out, name, value);
     }
     if framing == OutFraming::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -78,6 +75,19 @@ pub(crate) fn encode_head(
         out.extend_from_slice(c.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one field line (`name: value` and CRLF), in a head or trailers,
+/// whichever way the message goes.
+pub(crate) fn encode_field(
+    out: &mut Vec<u8>,
+    name: &header::HeaderName,
+    value: &header::HeaderValue,
+) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -96,10 +106,7 @@ pub(crate) fn encode_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>)
     out.extend_from_slice(b"0\r\n");
     if let Some(t) = trailers {
         for (name, value) in t {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            encode_field(out, name, value);
         }
     }
     out.extend_from_slice(b"\r\n");

@@ -5,6 +5,8 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use super::encode::encode_field;
+
 /// Most header lines accepted in an upstream's answer (hyper's client
 /// accepted 100).
 const MAX_ANSWER_FIELDS: usize = 128;
@@ -38,7 +40,7 @@ pub(crate) fn encode_request_head(
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
-        push_field(out, name, value);
+        encode_field(out, name, value);
     }
     let body = match exact {
         Some(0) if headers.contains_key(header::CONTENT_LENGTH) => {
@@ -59,13 +61,6 @@ pub(crate) fn encode_request_head(
     };
     out.extend_from_slice(b"\r\n");
     body
-}
-
-fn push_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 /// An upstream's answer head.

@@ -147,8 +147,11 @@ fn still_open(stream: &TcpStream) -> bool {
 /// The pools of one config load, by upstream authority.
 pub(crate) struct Pools {
     by_upstream: HashMap<String, Arc<Pool>>,
-    /// For an upstream the config load did not name (none in `tether run`):
-    /// one shared limit, a pool each.
+    /// For an upstream the config load did not name: one shared limit, a
+    /// pool each. Only a message-mode session handed over by an upgrade,
+    /// whose worker the new load does not name, reaches one: at most as
+    /// many as worker URLs the old process had, each with at most
+    /// `max_idle` idle connections.
     others: Mutex<HashMap<String, Arc<Pool>>>,
     other_limit: Arc<Semaphore>,
     max_idle: usize,
