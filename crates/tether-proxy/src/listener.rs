@@ -64,10 +64,12 @@ pub(crate) async fn accept_loop(
         .metrics
         .listener(&configured.to_string());
     loop {
+        // Stops first: once stopped, nothing more is accepted here.
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            biased;
             _ = stop.cancelled() => return,
             _ = ctx.drain.cancelled() => return,
+            a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
             Ok(a) => {

@@ -61,8 +61,29 @@ pub enum RunError {
 
 /// A listener and a copy of its socket, kept to hand over on upgrade.
 struct Listening {
-    stop: CancellationToken,
+    accepting: AcceptLoop,
     socket: OwnedFd,
+}
+
+/// A listener's running accept loop.
+struct AcceptLoop {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AcceptLoop {
+    fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Stops the loop and returns once it has ended. An upgrade waits for
+    /// this before it moves a session: a loop that had not yet seen its
+    /// stop could otherwise accept a client's resume after its session
+    /// left, and answer it `410` (SPEC 10).
+    async fn stopped(&mut self) {
+        self.stop.cancel();
+        let _ = (&mut self.task).await;
+    }
 }
 
 /// Binds the listeners of `config` and serves until told to shut down (or
@@ -166,8 +187,8 @@ async fn serve(
     let mut listeners = HashMap::new();
     for (addr, tls, l) in bound {
         let socket = dup(&l, addr)?;
-        let stop = start(l, addr, tls, &ctx);
-        listeners.insert((addr, tls), Listening { stop, socket });
+        let accepting = start(l, addr, tls, &ctx);
+        listeners.insert((addr, tls), Listening { accepting, socket });
     }
     admin_state.ready.store(true, Ordering::Release);
     if let Some(taking) = taking.take() {
@@ -216,8 +237,8 @@ async fn serve(
                     }
                 };
                 // The new process accepts now; this one stops.
-                for l in listeners.values() {
-                    l.stop.cancel();
+                for l in listeners.values_mut() {
+                    l.accepting.stopped().await;
                 }
                 admin_stop.cancel();
                 match started
@@ -234,7 +255,7 @@ async fn serve(
                         // Accepting again, on the sockets kept.
                         for ((addr, tls), l) in listeners.iter_mut() {
                             let listener = relisten(&l.socket, *addr)?;
-                            l.stop = start(listener, *addr, *tls, &ctx);
+                            l.accepting = start(listener, *addr, *tls, &ctx);
                         }
                         admin_stop = CancellationToken::new();
                         tokio::spawn(admin::serve(
@@ -288,7 +309,7 @@ async fn serve(
     // their queues: closed, the ports refuse (or, after an upgrade, are
     // the new process's alone).
     for l in listeners.values() {
-        l.stop.cancel();
+        l.accepting.stop();
     }
     drop(listeners);
     tracing::info!("draining");
@@ -391,24 +412,19 @@ fn warn_about_tls(config: &Config) {
     }
 }
 
-fn start(
-    listener: TcpListener,
-    configured: SocketAddr,
-    tls: bool,
-    ctx: &Accepting,
-) -> CancellationToken {
+fn start(listener: TcpListener, configured: SocketAddr, tls: bool, ctx: &Accepting) -> AcceptLoop {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tls, "listening");
     }
     let stop = CancellationToken::new();
-    ctx.tracker.spawn(listener::accept_loop(
+    let task = ctx.tracker.spawn(listener::accept_loop(
         listener,
         configured,
         tls,
         stop.clone(),
         ctx.clone(),
     ));
-    stop
+    AcceptLoop { stop, task }
 }
 
 /// Applies listener changes: new ones are bound first (any failure refuses
@@ -431,14 +447,14 @@ async fn reload(
     }
     for (addr, tls, l) in fresh {
         let socket = dup(&l, addr)?;
-        let stop = start(l, addr, tls, ctx);
-        listeners.insert((addr, tls), Listening { stop, socket });
+        let accepting = start(l, addr, tls, ctx);
+        listeners.insert((addr, tls), Listening { accepting, socket });
     }
     listeners.retain(|key, l| {
         let keep = wanted.contains(key);
         if !keep {
             tracing::info!(addr = %key.0, "listener removed");
-            l.stop.cancel();
+            l.accepting.stop();
         }
         keep
     });
