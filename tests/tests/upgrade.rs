@@ -19,6 +19,8 @@
 //! - a broken configuration: the upgrade is refused, nothing changes;
 //! - the new process SIGKILLed in the middle of the handover: each session
 //!   is whole in the old process or lost with the new one (see the test);
+//! - a POST of lines the old process reads for a session that has left:
+//!   never a `410`;
 //! - 10 000 idle sessions handed over: the time is printed, not asserted.
 //!
 //! Every wait is a hang guard with seconds of margin; no speed is asserted.
@@ -1754,6 +1756,176 @@ fn tls_clients_resuming_while_their_sessions_are_in_transit_wait_for_them() {
         tls.iter().filter(|c| c.fig.resumes == 1).count(),
         up.elapsed
     );
+}
+
+/// SPEC 10: a request that the old process reads for a session that has
+/// already left is never answered `410`. A POST of lines (SPEC 13) on a
+/// connection kept alive from before the upgrade is sent again and again
+/// while 3 000 sessions move: once its session has left, the old process
+/// closes that connection unanswered (HTTP/2: refuses the stream) instead,
+/// and the same POST on a new connection reaches the session in the new
+/// process, which has taken its line exactly once.
+#[test]
+fn a_post_the_old_process_reads_for_a_session_that_left_is_never_a_410() {
+    post_during_upgrade(false);
+}
+
+#[test]
+fn a_post_over_http2_for_a_session_that_left_is_never_a_410() {
+    post_during_upgrade(true);
+}
+
+fn post_during_upgrade(http2: bool) {
+    let _heavy = heavy_lock();
+    let mut rig = rig();
+    let _idle = open_detached(&rig, &[(Transport::Native, Via::Plain, 3000)]);
+    let sid = open_detached(&rig, &[(Transport::Native, Via::Plain, 1)])
+        .remove(0)
+        .sid;
+    let headers = [
+        ("SessionID", sid.as_str()),
+        ("Session-Sent", "0"),
+        ("Content-Type", "text/plain; charset=utf-8"),
+    ];
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let poster = {
+        let (addr, sid) = (rig.listen, sid.clone());
+        std::thread::spawn(move || {
+            if http2 {
+                post_loop_h2(addr, &sid, started_tx)
+            } else {
+                post_loop(addr, &sid, started_tx)
+            }
+        })
+    };
+    started
+        .recv_timeout(WAIT)
+        .expect("the first POST, before the upgrade, answered 204");
+    let up = rig.upgrade(1);
+    let (statuses, ended) = poster.join().expect("the POST loop");
+    let refused: Vec<&u16> = statuses.iter().filter(|s| **s != 204).collect();
+    assert!(
+        refused.is_empty(),
+        "the old process answered {} POSTs during a handover of {:?} sessions, {} of them \
+         not 204: {:?}",
+        statuses.len(),
+        up.sessions(),
+        refused.len(),
+        &refused[..refused.len().min(5)]
+    );
+    let again = RawConn::connect(rig.listen).request("POST", PATH, SESS, &headers, b"c1\n");
+    assert_eq!(
+        (again.status, again.header("session-received")),
+        (204, Some("1")),
+        "the same POST in the new process: {}",
+        again.head_text()
+    );
+    let (sides, _) = worker_view(&rig.workers);
+    let side = sides.get(&sid).expect("the worker saw the session");
+    assert_eq!(
+        (side.lines, side.last_line, side.errors.len()),
+        (1, 1, 0),
+        "the worker took c1 exactly once: {side:?}"
+    );
+    eprintln!(
+        "figures: the old process answered {} POSTs 204 during the handover; then: {ended}",
+        statuses.len()
+    );
+}
+
+/// POSTs `c1` (always the first line: after the first, the gateway skips
+/// it) on one HTTP/1.1 connection until the old process closes it, unanswered
+/// or between two requests as in a drain; the statuses after the first.
+fn post_loop(
+    addr: SocketAddr,
+    sid: &str,
+    started: std::sync::mpsc::Sender<()>,
+) -> (Vec<u16>, String) {
+    let headers = [
+        ("SessionID", sid),
+        ("Session-Sent", "0"),
+        ("Content-Type", "text/plain; charset=utf-8"),
+    ];
+    let post = request_bytes("POST", PATH, SESS, &headers, b"c1\n");
+    let mut kept = RawConn::connect(addr);
+    kept.set_read_timeout(READ_GUARD);
+    kept.send(&post);
+    let first = kept.read_response();
+    assert_eq!(
+        (first.status, first.header("session-received")),
+        (204, Some("1")),
+        "the POST before the upgrade: {}",
+        first.head_text()
+    );
+    let _ = started.send(());
+    let mut statuses = Vec::new();
+    loop {
+        if let Err(e) = kept.try_send(&post) {
+            return (statuses, format!("write: {e}"));
+        }
+        match kept.read_response_to("POST") {
+            Ok(r) if r.has_token("connection", "close") => {
+                statuses.push(r.status);
+                return (statuses, "Connection: close".into());
+            }
+            Ok(r) => statuses.push(r.status),
+            Err(e) => return (statuses, format!("closed unanswered ({e})")),
+        }
+    }
+}
+
+/// The same over one HTTP/2 connection (prior knowledge), stream after
+/// stream, until a stream is refused or the connection goes away.
+fn post_loop_h2(
+    addr: SocketAddr,
+    sid: &str,
+    started: std::sync::mpsc::Sender<()>,
+) -> (Vec<u16>, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut client = client;
+        let mut statuses = Vec::new();
+        for n in 0u64.. {
+            client = match client.ready().await {
+                Ok(c) => c,
+                Err(e) => return (statuses, format!("connection gone: {e}")),
+            };
+            let req = http::Request::post(format!("http://{SESS}{PATH}"))
+                .header("sessionid", sid)
+                .header("session-sent", "0")
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(())
+                .expect("request");
+            let (resp, mut body) = match client.send_request(req, false) {
+                Ok(r) => r,
+                Err(e) => return (statuses, format!("connection gone: {e}")),
+            };
+            let _ = body.send_data(bytes::Bytes::from_static(b"c1\n"), true);
+            let resp = match tokio::time::timeout(READ_GUARD, resp).await {
+                Err(_) => panic!("no answer to a POST within {READ_GUARD:?}"),
+                Ok(Err(e)) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => {
+                    return (statuses, "stream refused".into())
+                }
+                Ok(Err(e)) => return (statuses, format!("connection gone: {e}")),
+                Ok(Ok(r)) => r,
+            };
+            if n == 0 {
+                assert_eq!(resp.status(), 204, "the POST before the upgrade");
+                let _ = started.send(());
+            } else {
+                statuses.push(resp.status().as_u16());
+            }
+        }
+        unreachable!()
+    })
 }
 
 /// 10 000 idle sessions handed over; the time is printed (SPEC 10 says

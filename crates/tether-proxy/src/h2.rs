@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
 use crate::conn_limits::{ConnLimits, ConnPermit};
+use crate::exchange::Unanswered;
 use crate::gateway::{self, ConnInfo, Runtime};
 use crate::metrics::Limit;
 
@@ -118,6 +119,10 @@ pub(crate) async fn serve<IO>(
                         "the origin switched protocols on an HTTP/2 stream\n",
                     );
                 }
+                if resp.extensions().get::<Unanswered>().is_some() {
+                    tracing::debug!(peer = %info.peer, "stream refused unanswered: the client tries again");
+                    return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
+                }
                 let answered_by = resp
                     .extensions_mut()
                     .remove::<gateway::AnsweredBy>()
@@ -133,7 +138,7 @@ pub(crate) async fn serve<IO>(
                     started,
                     bytes: 0,
                 };
-                Ok::<_, std::convert::Infallible>(resp.map(|body| StreamBody { body, finished }))
+                Ok::<_, h2::Error>(resp.map(|body| StreamBody { body, finished }))
             }
         })
     };

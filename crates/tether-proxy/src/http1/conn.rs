@@ -23,6 +23,7 @@ use crate::body::pump::{BodyPump, PumpEvent};
 use crate::body::{Body, ChannelBody, ClientBodyError};
 use crate::codec::encode::{self, OutFraming};
 use crate::codec::head::{self, Framing, HeadError, RequestHead};
+use crate::exchange::Unanswered;
 use crate::gateway::{self, AnsweredBy, ConnInfo, RelayedFrom, RequestPath, Runtime};
 use crate::metrics::{Limit, UpstreamKind, VhostMetrics};
 use crate::session::websocket::{self, WsUpgrade};
@@ -347,6 +348,10 @@ where
             }
         };
 
+        if resp.extensions().get::<Unanswered>().is_some() {
+            tracing::debug!(peer = %self.info.peer, "closed unanswered: the client tries again");
+            return Next::Close;
+        }
         let body_unread = pump.as_ref().is_some_and(|p| !p.complete());
         // A client still waiting for `100 Continue` has not sent its body,
         // so the body cannot be read past; the connection must close.

@@ -56,7 +56,7 @@ use crate::cluster::relay::{self, Relayed};
 use crate::cluster::{Cluster, Remote};
 use crate::config::ServerConfig;
 use crate::config::{PersistentConfig, SessionMode};
-use crate::exchange::{text_response, ConnInfo};
+use crate::exchange::{text_response, unanswered, ConnInfo};
 use crate::forward::{UpstreamError, Upstreams};
 use crate::headers;
 use crate::metrics::{Limit, Metrics, OpenedOver, ResumeResult, VhostMetrics};
@@ -249,11 +249,11 @@ pub(crate) async fn handle(
             return end_remote(&cluster, &id, vhost).await;
         }
         let Some(handle) = sid.and_then(|v| lookup(env, v.as_bytes(), vhost)) else {
-            return gone();
+            return absent(env);
         };
         let (reply, done) = oneshot::channel();
         if handle.mailbox.send(Command::End { reply }).is_err() || done.await.is_err() {
-            return gone();
+            return absent(env);
         }
         let mut resp = Response::new(Body::Empty);
         *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -428,6 +428,19 @@ fn gone() -> Response<Body> {
     )
 }
 
+/// The answer for a session not found here: [`gone`], except while an
+/// upgrade hands the sessions over, when it may be one that has left; the
+/// client's next attempt reaches the new process, which has it or answers
+/// `410` (SPEC 10).
+pub(crate) fn absent(env: &SessionEnv) -> Response<Body> {
+    if env.sessions.handing_over() {
+        tracing::debug!("a request for a session not here during the handover: left unanswered");
+        unanswered()
+    } else {
+        gone()
+    }
+}
+
 fn with_retry_after(mut resp: Response<Body>) -> Response<Body> {
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -460,11 +473,12 @@ pub(crate) async fn resume_session(
         Some((handle, resumed))
     }
     .await;
-    vhost.metrics.resume(if resumed.is_some() {
-        ResumeResult::Ok
-    } else {
-        ResumeResult::Gone
-    });
+    match &resumed {
+        Some(_) => vhost.metrics.resume(ResumeResult::Ok),
+        // Tried again in the new process, which counts it.
+        None if env.sessions.handing_over() => {}
+        None => vhost.metrics.resume(ResumeResult::Gone),
+    }
     resumed
 }
 
@@ -493,7 +507,7 @@ async fn resume(
     received: u64,
 ) -> Response<Body> {
     let Some((handle, resumed)) = resume_session(env, vhost, raw_id, received).await else {
-        return gone();
+        return absent(env);
     };
     let handoff = Handoff::session(handle.clone(), resumed.gen, config.max_line);
     persistent_answer(

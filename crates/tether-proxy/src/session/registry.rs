@@ -74,6 +74,9 @@ pub(crate) struct Registry {
     /// come yet, so any SessionID may be one of them.
     list_coming: AtomicBool,
     arrived: tokio::sync::Notify,
+    /// Upgrade, old process: sessions are leaving for the new one, so a
+    /// request that finds none here may be for one that left.
+    handing_over: AtomicBool,
 }
 
 /// How long a resume waits for a session still being handed over.
@@ -89,6 +92,7 @@ impl Registry {
             in_transit: Mutex::new(HashSet::new()),
             list_coming: AtomicBool::new(false),
             arrived: tokio::sync::Notify::new(),
+            handing_over: AtomicBool::new(false),
         }
     }
 }
@@ -178,6 +182,18 @@ impl Registry {
             .clear();
         self.list_coming.store(false, Ordering::SeqCst);
         self.arrived.notify_waiters();
+    }
+
+    /// Upgrade, old process: sessions leave from now on (`true`), or the
+    /// upgrade failed and those not handed over are back (`false`).
+    pub(crate) fn set_handing_over(&self, on: bool) {
+        self.handing_over.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether sessions are leaving for a new process: a request for one
+    /// that is not here must then try again there, not get `410`.
+    pub(crate) fn handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::SeqCst)
     }
 
     /// [`Registry::find`], waiting (a while) for a session that is still

@@ -37,7 +37,7 @@ use super::link::{ClientRead, Link, NotUtf8};
 use super::task::{Command, Posted};
 use super::websocket::{close_for, CloseWith, NOT_UTF8};
 use super::{
-    gone, open_session, origin_refusal, resume_session, session_received, PersistentRoute,
+    absent, open_session, origin_refusal, resume_session, session_received, PersistentRoute,
     SessionEnv, Transport, VhostScope,
 };
 use crate::body::Body;
@@ -408,7 +408,7 @@ pub(crate) async fn down(
         let started = std::time::Instant::now();
         let Some((handle, resumed)) = resume_session(env, vhost, sid.as_bytes(), received).await
         else {
-            return gone();
+            return absent(env);
         };
         metrics.resume_took(started.elapsed());
         let (mut link, body) = SseLink::new(drain.as_ref());
@@ -519,7 +519,7 @@ pub(crate) async fn up(
         Ok(id) => env.sessions.find_or_wait(&id, vhost).await,
         Err(_) => None,
     }) else {
-        return gone();
+        return absent(env);
     };
     // A POST holds at most a backlog's worth of lines: the session's memory
     // stays bounded by its config, whatever the client sends.
@@ -563,7 +563,7 @@ pub(crate) async fn up(
         reply,
     };
     if handle.mailbox.send(cmd).is_err() {
-        return gone();
+        return absent(env);
     }
     match answer.await {
         Ok(Posted::Taken(d)) => counted(StatusCode::NO_CONTENT, d),
@@ -577,8 +577,8 @@ pub(crate) async fn up(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             resp
         }
-        // The session ended before it took the lines.
-        Err(_) => gone(),
+        // The session ended, or left in an upgrade, before it answered.
+        Err(_) => absent(env),
     }
 }
 

@@ -222,12 +222,14 @@ impl Handing {
             let channel = &mut self.channel;
             blocking(|| send(channel, &counters, &[])).map_err(|e| e.to_string())?;
         }
+        registry.set_handing_over(true);
         let handles = registry.handles();
         // Every SessionID first: a resume for one that comes to the new
         // process before its session does waits for it there.
         let ids = Message::Expect(handles.iter().map(|h| h.id.as_str().to_owned()).collect());
         let channel = &mut self.channel;
         if let Err(e) = blocking(|| send(channel, &ids, &[])) {
+            registry.set_handing_over(false);
             return Err(self.fail(e));
         }
         for batch in handles.chunks(BATCH) {
@@ -273,6 +275,7 @@ impl Handing {
                     }
                 }
                 tracing::warn!(kept, "upgrade: sessions not handed over stay here");
+                registry.set_handing_over(false);
                 return Err(self.fail(e));
             }
             self.moved += unacked.len() as u64;

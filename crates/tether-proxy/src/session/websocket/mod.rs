@@ -120,6 +120,11 @@ pub(crate) async fn run(io: Box<dyn ClientIo>, input: BytesMut, up: WsUpgrade) {
             let started = std::time::Instant::now();
             let resumed = resume_session(&up.env, &up.vhost, sid.as_bytes(), received).await;
             let Some((handle, resumed)) = resumed else {
+                if up.env.sessions.handing_over() {
+                    // It may have left for the new process (SPEC 10): come
+                    // back, as after any upgrade's close.
+                    return link.close(close(1012, "shutdown")).await;
+                }
                 return link.close(close(4410, "resume impossible")).await;
             };
             link.queue_control(&encode_open(&handle.id, resumed.delivered, 200, 0));
