@@ -21,6 +21,7 @@
 //!   is whole in the old process or lost with the new one (see the test);
 //! - a POST of lines the old process reads for a session that has left:
 //!   never a `410`;
+//! - pushes to a session while it moves: never a `404`, each line once;
 //! - 10 000 idle sessions handed over: the time is printed, not asserted.
 //!
 //! Every wait is a hang guard with seconds of margin; no speed is asserted.
@@ -76,6 +77,9 @@ struct Rig {
     relay: TlsRelay,
     config: String,
 }
+
+/// The push API's bearer token.
+const ADMIN_TOKEN: &str = "upgrade-test-token";
 
 /// A vhost whose origin answers slowly.
 const SLOW_HOST: &str = "slow.test";
@@ -157,7 +161,7 @@ fn config(
 ) -> String {
     let mut c = format!(
         "[server]\nlisten = [\"{listen}\"]\ntls_listen = [\"{tls}\"]\nadmin_listen = \"{admin}\"\n\
-         max_connections = 30000\nmax_connections_per_ip = 30000\n\n"
+         admin_token = \"{ADMIN_TOKEN}\"\nmax_connections = 30000\nmax_connections_per_ip = 30000\n\n"
     );
     c.push_str(&session_vhost(
         SESS,
@@ -1926,6 +1930,113 @@ fn post_loop_h2(
         }
         unreachable!()
     })
+}
+
+/// SPEC 10 and 7: a push to a session while it moves is never `404`. A
+/// pusher appends `p1`, `p2`, ... to a detached session among 3 000
+/// through the admin listener, on a connection kept alive from before the
+/// upgrade and then on new ones, until after the handover: the old process
+/// answers a push for a session that has left `503` with `Retry-After`
+/// (and closes the connection), the new one waits for a session still on
+/// its way. Every line is appended exactly once and in order.
+#[test]
+fn pushes_to_a_session_while_it_moves_are_never_404() {
+    let _heavy = heavy_lock();
+    let mut rig = rig();
+    let _idle = open_detached(&rig, &[(Transport::Native, Via::Plain, 3000)]);
+    let sid = open_detached(&rig, &[(Transport::Native, Via::Plain, 1)])
+        .remove(0)
+        .sid;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let pusher = {
+        let (admin, sid, stop) = (rig.admin, sid.clone(), stop.clone());
+        std::thread::spawn(move || push_loop(admin, &sid, &stop, started_tx))
+    };
+    started
+        .recv_timeout(WAIT)
+        .expect("the first push, before the upgrade, answered 204");
+    let up = rig.upgrade(1);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let (appended, statuses) = pusher.join().expect("the push loop");
+    let not_found = statuses.iter().filter(|s| **s == 404).count();
+    let busy = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(
+        not_found,
+        0,
+        "pushes answered 404 during a handover of {:?} sessions (of {}; 204: {appended}, 503: {busy})",
+        up.sessions(),
+        statuses.len()
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 204 || *s == 503),
+        "unexpected statuses: {statuses:?}"
+    );
+    let mut o = resume_with(rig.listen, SESS, PATH, &sid, Some("0"))
+        .unwrap_or_else(|r| panic!("resume after the pushes: {}", r.head_text()));
+    o.chan.set_read_timeout(READ_GUARD);
+    for n in 1..=appended {
+        assert_eq!(
+            o.chan.line(),
+            format!("p{n}\n"),
+            "pushed line {n} of {appended}"
+        );
+    }
+    eprintln!(
+        "figures: {appended} lines pushed across the upgrade, {busy} pushes answered 503 by the \
+         old process and made again"
+    );
+}
+
+/// Pushes `p1`, `p2`, ... until `stop`: on one connection while it
+/// lasts, on a new one after a `503` or a lost connection (then the same
+/// line again). Returns how many were appended and every status.
+fn push_loop(
+    admin: SocketAddr,
+    sid: &str,
+    stop: &AtomicBool,
+    started: std::sync::mpsc::Sender<()>,
+) -> (u64, Vec<u16>) {
+    let path = format!("/v1/sessions/{sid}/lines");
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let connect = || {
+        let mut c = RawConn::connect(admin);
+        c.set_read_timeout(READ_GUARD);
+        c
+    };
+    let mut conn = connect();
+    let (mut appended, mut statuses) = (0u64, Vec::new());
+    while !stop.load(Ordering::SeqCst) {
+        let line = format!("p{}\n", appended + 1);
+        let req = request_bytes(
+            "POST",
+            &path,
+            "admin",
+            &[("Authorization", bearer.as_str())],
+            line.as_bytes(),
+        );
+        let answer = conn
+            .try_send(&req)
+            .and_then(|()| conn.read_response_to("POST"));
+        match answer {
+            Ok(r) => {
+                statuses.push(r.status);
+                if r.status == 204 {
+                    appended += 1;
+                    if appended == 1 {
+                        let _ = started.send(());
+                    }
+                }
+                if r.status != 204 || r.has_token("connection", "close") {
+                    conn = connect();
+                }
+            }
+            // The old process exited after the handover.
+            Err(_) => conn = connect(),
+        }
+    }
+    (appended, statuses)
 }
 
 /// 10 000 idle sessions handed over; the time is printed (SPEC 10 says

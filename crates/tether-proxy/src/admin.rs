@@ -144,7 +144,7 @@ async fn push_api(rt: &Runtime, req: Request<hyper::body::Incoming>) -> Response
             }
             match push::push(&rt.sessions, id, body).await {
                 PushOutcome::Appended => no_content(),
-                PushOutcome::NotFound => text_response(StatusCode::NOT_FOUND, "no such session\n"),
+                PushOutcome::NotFound => not_here(rt),
                 PushOutcome::LineTooLong => {
                     text_response(StatusCode::BAD_REQUEST, "a line is longer than max_line\n")
                 }
@@ -169,11 +169,35 @@ async fn push_api(rt: &Runtime, req: Request<hyper::body::Incoming>) -> Response
             if push::end(&rt.sessions, rest).await {
                 no_content()
             } else {
-                text_response(StatusCode::NOT_FOUND, "no such session\n")
+                not_here(rt)
             }
         }
         _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// A session the push API does not find: `404`, except while an upgrade
+/// hands the sessions over, when it may have left for the new process:
+/// `503` with `Retry-After: 1`, on a connection that closes, so that the
+/// retry reaches the new process (SPEC 10).
+fn not_here(rt: &Runtime) -> Response<Body> {
+    if !rt.sessions.handing_over() {
+        return text_response(StatusCode::NOT_FOUND, "no such session\n");
+    }
+    let mut resp = text_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this process is handing its sessions over; try again soon\n",
+    );
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 /// The cluster and the SessionID when `raw` names another instance's

@@ -248,7 +248,7 @@ pub(crate) async fn handle(
         if let Some((cluster, id)) = remote(env, sid.as_ref()) {
             return end_remote(&cluster, &id, vhost).await;
         }
-        let Some(handle) = sid.and_then(|v| lookup(env, v.as_bytes(), vhost)) else {
+        let Some(handle) = lookup(env, sid.as_ref(), vhost).await else {
             return absent(env);
         };
         let (reply, done) = oneshot::channel();
@@ -351,10 +351,7 @@ async fn end_remote(cluster: &Cluster, id: &SessionId, vhost: &VhostScope) -> Re
 /// same end as a local `DELETE`, on a session of a vhost serving one of
 /// `hosts`. `false` for the one `410`.
 pub(crate) async fn end_for_hosts(registry: &Registry, raw_id: &str, hosts: &[&str]) -> bool {
-    let Some(handle) = SessionId::parse(raw_id.as_bytes())
-        .ok()
-        .and_then(|id| registry.find_any(&id))
-    else {
+    let Some(handle) = push::find(registry, raw_id).await else {
         return false;
     };
     if !handle.hosts.iter().any(|h| hosts.contains(&h.as_str())) {
@@ -447,9 +444,15 @@ fn with_retry_after(mut resp: Response<Body>) -> Response<Body> {
     resp
 }
 
-fn lookup(env: &SessionEnv, raw: &[u8], vhost: &VhostScope) -> Option<SessionHandle> {
-    let id = SessionId::parse(raw).ok()?;
-    env.sessions.find(&id, vhost)
+/// The session a request names, waited for while it is on its way here
+/// (upgrade).
+async fn lookup(
+    env: &SessionEnv,
+    sid: Option<&HeaderValue>,
+    vhost: &VhostScope,
+) -> Option<SessionHandle> {
+    let id = SessionId::parse(sid?.as_bytes()).ok()?;
+    env.sessions.find_or_wait(&id, vhost).await
 }
 
 /// A resume of `raw_id` at count `received` on `vhost`, whatever the

@@ -41,12 +41,15 @@ fn lines_of(body: &Bytes) -> Vec<Bytes> {
     lines
 }
 
+/// Session `raw_id`, waited for while it is on its way here (upgrade).
+pub(crate) async fn find(registry: &Registry, raw_id: &str) -> Option<super::SessionHandle> {
+    let id = SessionId::parse(raw_id.as_bytes()).ok()?;
+    registry.find_any_or_wait(&id).await
+}
+
 /// Appends the lines of `body` to session `raw_id`'s output.
 pub(crate) async fn push(registry: &Registry, raw_id: &str, body: Bytes) -> PushOutcome {
-    let Some(handle) = SessionId::parse(raw_id.as_bytes())
-        .ok()
-        .and_then(|id| registry.find_any(&id))
-    else {
+    let Some(handle) = find(registry, raw_id).await else {
         return PushOutcome::NotFound;
     };
     let lines = lines_of(&body);
@@ -66,10 +69,7 @@ pub(crate) async fn push(registry: &Registry, raw_id: &str, body: Bytes) -> Push
 
 /// Ends the worker side of session `raw_id`; `false` when there was none.
 pub(crate) async fn end(registry: &Registry, raw_id: &str) -> bool {
-    let Some(handle) = SessionId::parse(raw_id.as_bytes())
-        .ok()
-        .and_then(|id| registry.find_any(&id))
-    else {
+    let Some(handle) = find(registry, raw_id).await else {
         return false;
     };
     let (reply, answer) = oneshot::channel();

@@ -203,6 +203,20 @@ impl Registry {
         id: &SessionId,
         vhost: &VhostScope,
     ) -> Option<SessionHandle> {
+        self.wait_for(id, || self.find(id, vhost)).await
+    }
+
+    /// [`Registry::find_any`], waiting as [`Registry::find_or_wait`] does
+    /// (a push must not miss a session on its way here).
+    pub(crate) async fn find_any_or_wait(&self, id: &SessionId) -> Option<SessionHandle> {
+        self.wait_for(id, || self.find_any(id)).await
+    }
+
+    async fn wait_for(
+        &self,
+        id: &SessionId,
+        find: impl Fn() -> Option<SessionHandle>,
+    ) -> Option<SessionHandle> {
         let deadline = tokio::time::Instant::now() + TRANSIT_WAIT;
         loop {
             let arrived = self.arrived.notified();
@@ -218,7 +232,7 @@ impl Registry {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .contains(id);
-            if let Some(handle) = self.find(id, vhost) {
+            if let Some(handle) = find() {
                 return Some(handle);
             }
             if !waiting || tokio::time::timeout_at(deadline, arrived).await.is_err() {
