@@ -429,7 +429,7 @@ fn gone() -> Response<Body> {
 /// upgrade hands the sessions over, when it may be one that has left; the
 /// client's next attempt reaches the new process, which has it or answers
 /// `410` (SPEC 10).
-pub(crate) fn absent(env: &SessionEnv) -> Response<Body> {
+fn absent(env: &SessionEnv) -> Response<Body> {
     if env.sessions.handing_over() {
         tracing::debug!("a request for a session not here during the handover: left unanswered");
         unanswered()
