@@ -594,6 +594,120 @@ test('WebSocket silently stalled in Chromium: no open record within 5 s, HTTPSoc
   console.log(`# stalled upgrade: open over HTTP after ${Math.round(result.opened)} ms; a second socket after ${Math.round(result.opened2)} ms`);
 });
 
+test('upgrade in Chromium: SIGUSR2 hands HTTPSocket sessions to the new binary, over WebSocket and over the HTTP transport, with nothing lost', { timeout: 90000 }, async () => {
+  // A tether of its own (the shared one serves the other tests), with the
+  // same origin and worker; the page talks to it directly (plain TCP).
+  const listen = await freePort();
+  const admin = await freePort();
+  const config = join(dir, 'upgrade.toml');
+  writeFileSync(config, `[server]
+listen = ["127.0.0.1:${listen}"]
+admin_listen = "127.0.0.1:${admin}"
+
+[[vhost]]
+hosts = ["*"]
+origin = "http://127.0.0.1:${origin.address().port}"
+
+[vhost.persistent]
+enabled = true
+paths = ["*.pphp"]
+workers = ["http://127.0.0.1:${worker.port}"]
+`);
+  const old = start(TETHER, ['run', '-c', config], 'tether (to upgrade)');
+  await acceptsWithin(listen, 10000, old);
+  let newPid = null;
+  const upgrading = await context.newPage();
+  upgrading.on('console', (m) => console.log(`# upgrading page: ${m.text()}`));
+  await upgrading.exposeFunction('upgradeTether', async () => {
+    const mark = old.stderrText().length;
+    process.kill(old.pid, 'SIGUSR2');
+    const deadline = Date.now() + 30000;
+    for (;;) {
+      const log = old.stderrText().slice(mark);
+      const started = /upgrade: new process started.*?pid=(\d+)|pid=(\d+).*?upgrade: new process started/.exec(log);
+      if (started && newPid === null) newPid = Number(started[1] ?? started[2]);
+      if (log.includes('upgrade: handover complete')) return log.split('\n').find((l) => l.includes('handover complete'));
+      if (log.includes('upgrade failed') || Date.now() > deadline) throw new Error(`no handover:\n${log}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  });
+  try {
+    await upgrading.goto(`http://127.0.0.1:${listen}/`);
+    await upgrading.waitForFunction(() => document.title === 'ready', null, { timeout: 10000 });
+    const result = await upgrading.evaluate(async () => {
+      const TOTAL = 200;
+      const open = (options) => {
+        const s = new window.HTTPSocket('/echo.pphp?initial=0', { initialDelay: 50, ...options });
+        const run = { s, lines: [], events: [] };
+        for (const type of ['open', 'reconnecting', 'resumed', 'close', 'sessionlost']) {
+          s.addEventListener(type, (e) => run.events.push({ type, code: e.detail?.code, reason: e.detail?.reason, linesSeen: run.lines.length }));
+        }
+        run.done = new Promise((resolveDone, rejectDone) => {
+          s.addEventListener('sessionlost', () => rejectDone(new Error(`session lost: ${JSON.stringify(run.events)}`)));
+          s.addEventListener('close', () => rejectDone(new Error(`closed early: ${JSON.stringify(run.events)}`)));
+          s.online = (e) => {
+            run.lines.push(e.detail);
+            if (run.lines.length === TOTAL) resolveDone();
+          };
+        });
+        run.opened = new Promise((ok) => s.addEventListener('open', ok, { once: true }));
+        return run;
+      };
+      const runs = [open({}), open({ transports: ['http'] })];
+      await Promise.all(runs.map((r) => r.opened));
+      const send = (from, to) => {
+        for (const r of runs) for (let i = from; i <= to; i++) r.s.send(`c${i}`);
+      };
+      send(1, 100);
+      // The upgrade while lines are in flight both ways; more lines follow
+      // while the sessions are on their way.
+      const upgraded = window.upgradeTether();
+      await new Promise((r) => setTimeout(r, 5));
+      send(101, 150);
+      const complete = await upgraded;
+      send(151, TOTAL);
+      await Promise.all(runs.map((r) => r.done));
+      const out = [];
+      for (const r of runs) {
+        const closed = new Promise((ok) => r.s.addEventListener('close', (e) => ok(e.detail), { once: true }));
+        const item = { transport: r.s.transport, sessionId: r.s.sessionId, lines: r.lines, events: r.events, received: r.s.received };
+        r.s.close();
+        item.closeDetail = await closed;
+        out.push(item);
+      }
+      return { complete, runs: out };
+    });
+    console.log(`# ${result.complete}`);
+    const expected = [];
+    for (let i = 1; i <= 200; i++) expected.push(`${i} c${i}`);
+    assert.deepEqual(result.runs.map((r) => r.transport), ['websocket', 'http']);
+    for (const r of result.runs) {
+      const types = r.events.map((e) => e.type);
+      console.log(`# ${r.transport}: events ${JSON.stringify(r.events)}`);
+      assert.deepEqual(r.lines, expected, `${r.transport}: every echo once, in order, across the upgrade`);
+      assert.equal(r.received, 200);
+      assert.ok(!types.includes('sessionlost'), `${r.transport}: ${JSON.stringify(r.events)}`);
+      assert.equal(r.closeDetail.code, 1000, `${r.transport}: closed by the page, normally`);
+      const events = await waitForEvent(worker.events, `eof ${r.sessionId} 200`);
+      assert.deepEqual(events.filter((e) => e.startsWith('ERROR')), []);
+      assert.equal(events.filter((e) => e.startsWith(`conn ${r.sessionId} `)).length, 1, `${r.transport}: one worker connection, kept across the upgrade`);
+    }
+    // SPEC 10: a WebSocket on a plain TCP listener moves with its connection.
+    assert.deepEqual(result.runs[0].events.map((e) => e.type), ['open', 'close'], 'the WebSocket session never noticed the upgrade');
+    const code = await Promise.race([old.exited, new Promise((r) => setTimeout(() => r('still running'), 30000))]);
+    assert.equal(code, 0, `the old process exits 0\n${old.stderrText().slice(-3000)}`);
+    assert.ok(newPid !== null, 'the new process logged its start');
+  } finally {
+    await upgrading.close();
+    // The new process is not this test's child: killed by pid, if it is
+    // still the tether that the upgrade started.
+    if (newPid !== null && existsSync(`/proc/${newPid}/cmdline`)
+      && readFileSync(`/proc/${newPid}/cmdline`, 'utf8').startsWith(TETHER)) {
+      process.kill(newPid, 'SIGKILL');
+    }
+  }
+});
+
 /**
  * A TCP relay in front of tether that refuses every WebSocket upgrade with
  * 403, as a proxy that blocks WebSocket does, and relays the rest;
