@@ -34,7 +34,10 @@ pub(crate) async fn serve(
     stop: CancellationToken,
 ) {
     loop {
+        // Stopped first: an upgrade's old process accepts nothing more.
         let (stream, _) = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
@@ -43,7 +46,6 @@ pub(crate) async fn serve(
                     continue;
                 }
             },
-            _ = stop.cancelled() => return,
         };
         let state = state.clone();
         let runtime = runtime.clone();
