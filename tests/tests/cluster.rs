@@ -37,6 +37,18 @@ fn config_with(
     peer_token: &str,
     server_extra: &str,
 ) -> String {
+    config_full(node, nats, worker, peer_port, peer_token, server_extra, "")
+}
+
+fn config_full(
+    node: &str,
+    nats: &str,
+    worker: &LineWorker,
+    peer_port: u16,
+    peer_token: &str,
+    server_extra: &str,
+    vhost_extra: &str,
+) -> String {
     let cluster = format!(
         "[cluster]\nnode = \"{node}\"\nnats = [\"{nats}\"]\npeer_listen = \"127.0.0.1:{peer_port}\"\npeer_token = \"{peer_token}\"\n"
     );
@@ -47,7 +59,7 @@ fn config_with(
                 HOST,
                 &worker.url(),
                 &[worker.url()],
-                "resume_grace = \"60s\"",
+                &format!("resume_grace = \"60s\"\n{vhost_extra}"),
             ),
             cluster,
         ],
@@ -65,18 +77,26 @@ impl Cluster {
     /// NATS, one worker, and `n` instances `n0`, `n1`, ... that all see
     /// each other.
     fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, "", "")
+    }
+
+    /// [`Cluster::start`] with more settings for `[server]` and for the
+    /// session vhost.
+    fn start_with(n: usize, server_extra: &str, vhost_extra: &str) -> Cluster {
         let nats = NatsServer::start();
         let worker = LineWorker::start(WORKER, "w");
         let mut nodes = Vec::new();
         let mut peer_ports = Vec::new();
         for i in 0..n {
             let port = free_port();
-            nodes.push(Tether::start(&config(
+            nodes.push(Tether::start(&config_full(
                 &format!("n{i}"),
                 &nats.url(),
                 &worker,
                 port,
                 PEER_TOKEN,
+                server_extra,
+                vhost_extra,
             )));
             peer_ports.push(port);
         }
@@ -714,4 +734,79 @@ fn an_upgraded_owner_keeps_its_sessions_reachable_through_the_others() {
         .events_of(&sid)
         .iter()
         .any(|e| e.starts_with("eof ")));
+}
+
+/// SPEC 10 and 11: resumes relayed by another instance while the owner
+/// hands 3 000 sessions over are never `410`. The owner's old process hands
+/// its peer listener over and accepts nothing on it once the new process
+/// does; a relayed resume it reads for a session that has just left is
+/// closed unanswered, and the relaying instance makes it again on a new
+/// peer connection, which reaches the new process.
+#[test]
+fn resumes_relayed_during_the_owners_upgrade_are_never_410() {
+    tether_tests::raise_fd_limit();
+    let mut c = Cluster::start_with(
+        2,
+        "max_connections_per_ip = 30000",
+        "max_sessions_per_ip = 30000\nmax_sessions_per_worker = 30000",
+    );
+    let owner = c.nodes[0].addr();
+    let openers: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..750 {
+                    open(owner, "/echo.pphp").chan.reset();
+                }
+            })
+        })
+        .collect();
+    for t in openers {
+        t.join().expect("opening idle sessions");
+    }
+    let mut o = open(owner, "/echo.pphp");
+    o.chan.send(b"a\n");
+    assert_eq!(o.chan.line(), "1 a\n");
+    let sid = o.sid.clone();
+    o.chan.reset();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let resumer = {
+        let (via, sid, stop) = (c.nodes[1].addr(), sid.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match resume(via, "/echo.pphp", &sid, 1) {
+                    Ok(o) => {
+                        statuses.push(200);
+                        o.chan.reset();
+                    }
+                    Err(r) => statuses.push(r.status),
+                }
+            }
+            statuses
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let up = c.nodes[0].upgrade(Duration::from_secs(60));
+    assert!(up.old_exit.success(), "{:?}", up.old_exit);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let statuses = resumer.join().expect("the resume loop");
+    let refused: Vec<u16> = statuses.iter().copied().filter(|s| *s != 200).collect();
+    assert!(
+        refused.is_empty(),
+        "relayed resumes across a handover of {:?} sessions: {} of {} not 200: {:?}",
+        up.sessions(),
+        refused.len(),
+        statuses.len(),
+        &refused[..refused.len().min(5)]
+    );
+    let mut o = resume_ok(c.nodes[1].addr(), "/echo.pphp", &sid, 1);
+    o.chan.send(b"b\n");
+    assert_eq!(o.chan.line(), "2 b\n");
+    assert_eq!(c.worker.conns(&sid), 1, "one worker connection");
+    eprintln!(
+        "figures: {} resumes relayed during a handover of {:?} sessions, all 200",
+        statuses.len(),
+        up.sessions()
+    );
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{peer, Cluster};
 use crate::conn_limits::LimitHit;
@@ -20,7 +21,12 @@ use crate::listener::{Accepting, Counted};
 use crate::metrics::{ConnectionGauge, Limit, PeerRefusal};
 
 /// Accepts peer connections until the drain.
-pub(crate) async fn accept_loop(listener: TcpListener, cluster: Arc<Cluster>, ctx: Accepting) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    cluster: Arc<Cluster>,
+    ctx: Accepting,
+    stop: CancellationToken,
+) {
     let addr = listener
         .local_addr()
         .map_or_else(|_| "peer".into(), |a| a.to_string());
@@ -28,7 +34,11 @@ pub(crate) async fn accept_loop(listener: TcpListener, cluster: Arc<Cluster>, ct
     // `tether_connections_active{listener}` counts relayed clients too.
     let gauge = ctx.runtime.borrow().metrics.listener(&addr);
     loop {
+        // Stopped first: an upgrade's old process accepts nothing more.
         let (stream, _) = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = ctx.drain.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(_) => {
@@ -36,7 +46,6 @@ pub(crate) async fn accept_loop(listener: TcpListener, cluster: Arc<Cluster>, ct
                     continue;
                 }
             },
-            _ = ctx.drain.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
         let (cluster, ctx, gauge) = (cluster.clone(), ctx.clone(), gauge.clone());

@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::notify;
 use crate::peer_listener;
 use crate::session::{Home, Registry};
-use crate::upgrade::{self, ListenerRecord, Relaunch, Taking};
+use crate::upgrade::{self, ListenerKind, ListenerRecord, Relaunch, Taking};
 
 /// What the process asks of a running gateway (SIGHUP, SIGTERM/SIGINT,
 /// SIGUSR2).
@@ -116,12 +116,12 @@ async fn serve(
         bound.push((
             addr,
             tls,
-            take_or_bind(&mut taking, addr, tls, false).await?,
+            take_or_bind(&mut taking, addr, client_kind(tls)).await?,
         ));
     }
     warn_about_tls(&config);
     let admin_addr = config.server.admin_listen;
-    let admin_listener = take_or_bind(&mut taking, admin_addr, false, true).await?;
+    let admin_listener = take_or_bind(&mut taking, admin_addr, ListenerKind::Admin).await?;
     let admin_socket = dup(&admin_listener, admin_addr)?;
 
     let metrics = Arc::new(Metrics::default());
@@ -129,13 +129,20 @@ async fn serve(
     // SPEC 11: the peer listener is bound with the others, before NATS is
     // asked whether this node name is free.
     // The new process of an upgrade (SPEC 10) runs as the same node: the
-    // old one still answers for the name, and still holds the port (both
-    // bind it with SO_REUSEPORT until the old one drains).
+    // old one still answers for the name. It hands its peer listener over
+    // like the others; a new `peer_listen` is bound beside the old one's
+    // (SO_REUSEPORT), which closes when the old process drains.
     let upgrading = taking.is_some();
     let cluster = match &config.cluster {
         Some(c) => {
-            let peers =
-                cluster::peer::bind(c.peer_listen).map_err(|e| RunError::Cluster(e.to_string()))?;
+            let handed = taking
+                .as_mut()
+                .and_then(|t| t.listener(c.peer_listen, ListenerKind::Peer));
+            let peers = match handed {
+                Some(socket) => relisten(&socket, c.peer_listen)?,
+                None => cluster::peer::bind(c.peer_listen)
+                    .map_err(|e| RunError::Cluster(e.to_string()))?,
+            };
             let started = Cluster::start(
                 c,
                 &config.server,
@@ -172,10 +179,18 @@ async fn serve(
         drain: CancellationToken::new(),
         tracker: TaskTracker::new(),
     };
-    let cluster = cluster.map(|(c, peers)| {
-        tokio::spawn(peer_listener::accept_loop(peers, c.clone(), ctx.clone()));
-        c
-    });
+    // The cluster, its peer listener's accept loop and a copy of its
+    // socket, kept to hand over on upgrade.
+    let (cluster, mut peering) = match cluster {
+        Some((c, peers)) => {
+            let addr = config.cluster.as_ref().map(|k| k.peer_listen);
+            let addr = addr.expect("a cluster has its config");
+            let socket = dup(&peers, addr)?;
+            let accepting = start_peers(peers, &c, &ctx);
+            (Some(c), Some((addr, accepting, socket)))
+        }
+        None => (None, None),
+    };
     let admin_state = Arc::new(AdminState::default());
     let mut admin_stop = CancellationToken::new();
     tokio::spawn(admin::serve(
@@ -214,19 +229,24 @@ async fn serve(
                     .map(|((addr, tls), l)| {
                         let record = ListenerRecord {
                             addr: *addr,
-                            tls: *tls,
-                            admin: false,
+                            kind: client_kind(*tls),
                         };
                         (record, l.socket.as_fd())
                     })
                     .chain(std::iter::once((
                         ListenerRecord {
                             addr: admin_addr,
-                            tls: false,
-                            admin: true,
+                            kind: ListenerKind::Admin,
                         },
                         admin_socket.as_fd(),
                     )))
+                    .chain(peering.iter().map(|(addr, _, socket)| {
+                        let record = ListenerRecord {
+                            addr: *addr,
+                            kind: ListenerKind::Peer,
+                        };
+                        (record, socket.as_fd())
+                    }))
                     .collect();
                 let mut started = match upgrade::start(&relaunch, &records).await {
                     Ok(h) => h,
@@ -239,6 +259,9 @@ async fn serve(
                 // The new process accepts now; this one stops.
                 for l in listeners.values_mut() {
                     l.accepting.stopped().await;
+                }
+                if let Some((_, accepting, _)) = peering.as_mut() {
+                    accepting.stopped().await;
                 }
                 admin_stop.cancel();
                 match started
@@ -256,6 +279,11 @@ async fn serve(
                         for ((addr, tls), l) in listeners.iter_mut() {
                             let listener = relisten(&l.socket, *addr)?;
                             l.accepting = start(listener, *addr, *tls, &ctx);
+                        }
+                        if let (Some((addr, accepting, socket)), Some(c)) =
+                            (peering.as_mut(), cluster.as_ref())
+                        {
+                            *accepting = start_peers(relisten(socket, *addr)?, c, &ctx);
                         }
                         admin_stop = CancellationToken::new();
                         tokio::spawn(admin::serve(
@@ -312,6 +340,9 @@ async fn serve(
         l.accepting.stop();
     }
     drop(listeners);
+    if let Some((_, accepting, _)) = peering.take() {
+        accepting.stop();
+    }
     tracing::info!("draining");
     if let Some(c) = &cluster {
         c.stop();
@@ -382,13 +413,32 @@ fn relisten(socket: &OwnedFd, addr: SocketAddr) -> Result<TcpListener, RunError>
 async fn take_or_bind(
     taking: &mut Option<Taking>,
     addr: SocketAddr,
-    tls: bool,
-    admin: bool,
+    kind: ListenerKind,
 ) -> Result<TcpListener, RunError> {
-    if let Some(socket) = taking.as_mut().and_then(|t| t.listener(addr, tls, admin)) {
+    if let Some(socket) = taking.as_mut().and_then(|t| t.listener(addr, kind)) {
         return relisten(&socket, addr);
     }
     bind(addr).await
+}
+
+fn client_kind(tls: bool) -> ListenerKind {
+    if tls {
+        ListenerKind::Tls
+    } else {
+        ListenerKind::Plain
+    }
+}
+
+/// The peer listener's accept loop (SPEC 11).
+fn start_peers(listener: TcpListener, cluster: &Arc<Cluster>, ctx: &Accepting) -> AcceptLoop {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(peer_listener::accept_loop(
+        listener,
+        cluster.clone(),
+        ctx.clone(),
+        stop.clone(),
+    ));
+    AcceptLoop { stop, task }
 }
 
 /// Every listener of a config: plain ones, then TLS ones.

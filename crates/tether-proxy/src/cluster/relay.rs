@@ -59,17 +59,26 @@ pub(crate) async fn to_owner(
             return None;
         }
     };
-    let relayed = exchange(
-        cluster,
-        addr,
-        node,
-        conn,
-        method,
-        target,
-        headers,
-        keep_connection,
-    )
-    .await;
+    let attempt = || {
+        exchange(
+            cluster,
+            addr,
+            node,
+            conn,
+            method,
+            target,
+            headers,
+            keep_connection,
+        )
+    };
+    let relayed = match attempt().await {
+        // The owner closed the connection before any byte of an answer:
+        // it did nothing with the request. An upgrading owner's old
+        // process does so for a session that has just left it (SPEC 10);
+        // the next connection reaches the new process.
+        Err(Unanswered) => attempt().await.ok().flatten(),
+        Ok(relayed) => relayed,
+    };
     match &relayed {
         Some(r) if r.status.is_success() || r.status == StatusCode::SWITCHING_PROTOCOLS => {
             count(ForwardResult::Ok)
@@ -83,6 +92,11 @@ pub(crate) async fn to_owner(
     relayed
 }
 
+/// The owner closed a peer connection before any byte of its answer.
+struct Unanswered;
+
+/// One request to the owner on a new peer connection: `Ok(None)` when it
+/// cannot be reached, breaks off mid-answer or takes too long.
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     cluster: &Cluster,
@@ -93,12 +107,14 @@ async fn exchange(
     target: &Uri,
     headers: &HeaderMap,
     keep_connection: bool,
-) -> Option<Relayed> {
+) -> Result<Option<Relayed>, Unanswered> {
     let preamble = Preamble {
         client: conn.peer,
         https: conn.https,
     };
-    let mut stream = peer::dial(cluster, addr, node, preamble).await?;
+    let Some(mut stream) = peer::dial(cluster, addr, node, preamble).await else {
+        return Ok(None);
+    };
     let mut head = Vec::with_capacity(512);
     let target = target.path_and_query().map_or("/", |p| p.as_str());
     head.extend_from_slice(format!("{method} {target} HTTP/1.1\r\n").as_bytes());
@@ -116,45 +132,70 @@ async fn exchange(
     head.extend_from_slice(b"\r\n");
     let answer = async {
         stream.write_all(&head).await.ok()?;
-        read_answer(&mut stream, cluster.max_header_bytes).await
+        Some(read_answer(&mut stream, cluster.max_header_bytes).await)
     };
-    let (status, headers, after_head) = tokio::time::timeout(cluster.answer_timeout, answer)
-        .await
-        .ok()
-        .flatten()?;
-    Some(Relayed {
+    let answer = tokio::time::timeout(cluster.answer_timeout, answer).await;
+    let (status, headers, after_head) = match answer {
+        Ok(Some(Answer::Head(status, headers, after_head))) => (status, headers, after_head),
+        Ok(Some(Answer::Nothing)) => return Err(Unanswered),
+        Ok(Some(Answer::Broken) | None) | Err(_) => return Ok(None),
+    };
+    Ok(Some(Relayed {
         stream,
         status,
         headers,
         after_head,
-    })
+    }))
+}
+
+/// How an owner answered on a peer connection.
+enum Answer {
+    Head(StatusCode, HeaderMap, Bytes),
+    /// Closed (or reset) before any byte.
+    Nothing,
+    /// Closed mid-head, or not an HTTP/1.1 answer head.
+    Broken,
 }
 
 /// Reads an HTTP/1.1 answer head: status, headers, and the bytes after it.
-async fn read_answer<R: AsyncRead + Unpin>(
-    io: &mut R,
-    max: usize,
-) -> Option<(StatusCode, HeaderMap, Bytes)> {
+async fn read_answer<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> Answer {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
-        if io.read_buf(&mut buf).await.ok()? == 0 {
-            return None;
+        match io.read_buf(&mut buf).await {
+            Ok(n) if n > 0 => {}
+            _ if buf.is_empty() => return Answer::Nothing,
+            _ => return Answer::Broken,
         }
-        let mut fields = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut fields);
-        match resp.parse(&buf).ok()? {
-            httparse::Status::Complete(len) => {
-                let status = StatusCode::from_u16(resp.code?).ok()?;
-                let mut headers = HeaderMap::new();
-                for f in resp.headers.iter() {
-                    let name = HeaderName::from_bytes(f.name.as_bytes()).ok()?;
-                    headers.append(name, HeaderValue::from_bytes(f.value).ok()?);
-                }
-                return Some((status, headers, buf.split_off(len).freeze()));
+        match parse_answer(&buf) {
+            Some(Parsed::Complete(status, headers, len)) => {
+                return Answer::Head(status, headers, buf.split_off(len).freeze())
             }
-            httparse::Status::Partial if buf.len() >= max => return None,
-            httparse::Status::Partial => {}
+            Some(Parsed::Partial) if buf.len() < max => {}
+            _ => return Answer::Broken,
         }
+    }
+}
+
+enum Parsed {
+    Complete(StatusCode, HeaderMap, usize),
+    Partial,
+}
+
+/// An answer head in `buf`, if it is one; `None` when it is not HTTP.
+fn parse_answer(buf: &[u8]) -> Option<Parsed> {
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut fields);
+    match resp.parse(buf).ok()? {
+        httparse::Status::Complete(len) => {
+            let status = StatusCode::from_u16(resp.code?).ok()?;
+            let mut headers = HeaderMap::new();
+            for f in resp.headers.iter() {
+                let name = HeaderName::from_bytes(f.name.as_bytes()).ok()?;
+                headers.append(name, HeaderValue::from_bytes(f.value).ok()?);
+            }
+            Some(Parsed::Complete(status, headers, len))
+        }
+        httparse::Status::Partial => Some(Parsed::Partial),
     }
 }
 
@@ -253,15 +294,23 @@ mod tests {
     #[tokio::test]
     async fn answers_are_read_with_what_follows() {
         let wire = b"HTTP/1.1 200 OK\r\nSessionID: abc\r\nContent-Length: 0\r\n\r\nline 1\n";
-        let (status, headers, rest) = read_answer(&mut &wire[..], 1024).await.unwrap();
+        let Answer::Head(status, headers, rest) = read_answer(&mut &wire[..], 1024).await else {
+            panic!("no answer head");
+        };
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers["sessionid"], "abc");
         assert_eq!(&rest[..], b"line 1\n");
-        assert!(read_answer(&mut &b"HTTP/1.1 200 OK\r\n"[..], 1024)
-            .await
-            .is_none());
-        assert!(read_answer(&mut &b"garbage\r\n\r\n"[..], 1024)
-            .await
-            .is_none());
+        let broken = [&b"HTTP/1.1 200 OK\r\n"[..], b"garbage\r\n\r\n"];
+        for wire in broken {
+            assert!(matches!(
+                read_answer(&mut &wire[..], 1024).await,
+                Answer::Broken
+            ));
+        }
+        // Only a close before any byte may be tried again.
+        assert!(matches!(
+            read_answer(&mut &b""[..], 1024).await,
+            Answer::Nothing
+        ));
     }
 }

@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::end::EndReason;
 
-/// The handover format this build writes and reads.
-pub(crate) const VERSION: u32 = 1;
+/// The handover format this build writes and reads (2: the cluster's peer
+/// listener is handed over too).
+pub(crate) const VERSION: u32 = 2;
 
 /// One session, with everything but its sockets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

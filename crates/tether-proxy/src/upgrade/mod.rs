@@ -68,8 +68,17 @@ const BATCH: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ListenerRecord {
     pub(crate) addr: SocketAddr,
-    pub(crate) tls: bool,
-    pub(crate) admin: bool,
+    pub(crate) kind: ListenerKind,
+}
+
+/// What a listening socket serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ListenerKind {
+    Plain,
+    Tls,
+    Admin,
+    /// The cluster's peer listener (SPEC 11).
+    Peer,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -364,11 +373,11 @@ impl Taking {
     }
 
     /// The handed-over listening socket for `addr`, if there is one.
-    pub(crate) fn listener(&mut self, addr: SocketAddr, tls: bool, admin: bool) -> Option<OwnedFd> {
+    pub(crate) fn listener(&mut self, addr: SocketAddr, kind: ListenerKind) -> Option<OwnedFd> {
         let at = self
             .listeners
             .iter()
-            .position(|(r, _)| r.addr == addr && r.tls == tls && r.admin == admin)?;
+            .position(|(r, _)| r.addr == addr && r.kind == kind)?;
         Some(self.listeners.swap_remove(at).1)
     }
 
