@@ -155,7 +155,7 @@ async fn serve(
                 cluster::ClusterError::Duplicate(_) => RunError::DuplicateNode(e.to_string()),
                 other => RunError::Cluster(other.to_string()),
             })?;
-            Some((started, peers))
+            Some((started, peers, c.peer_listen))
         }
         None => None,
     };
@@ -171,7 +171,7 @@ async fn serve(
         upstreams,
         sessions.clone(),
         metrics.clone(),
-        cluster.as_ref().map(|(c, _)| c.clone()),
+        cluster.as_ref().map(|(c, _, _)| c.clone()),
     )));
     let ctx = Accepting {
         runtime: runtime_rx,
@@ -179,15 +179,13 @@ async fn serve(
         drain: CancellationToken::new(),
         tracker: TaskTracker::new(),
     };
-    // The cluster, its peer listener's accept loop and a copy of its
-    // socket, kept to hand over on upgrade.
+    // The cluster and its peer listener, whose socket is kept to hand
+    // over on upgrade as the others are.
     let (cluster, mut peering) = match cluster {
-        Some((c, peers)) => {
-            let addr = config.cluster.as_ref().map(|k| k.peer_listen);
-            let addr = addr.expect("a cluster has its config");
+        Some((c, peers, addr)) => {
             let socket = dup(&peers, addr)?;
             let accepting = start_peers(peers, &c, &ctx);
-            (Some(c), Some((addr, accepting, socket)))
+            (Some(c), Some((addr, Listening { accepting, socket })))
         }
         None => (None, None),
     };
@@ -240,12 +238,12 @@ async fn serve(
                         },
                         admin_socket.as_fd(),
                     )))
-                    .chain(peering.iter().map(|(addr, _, socket)| {
+                    .chain(peering.iter().map(|(addr, l)| {
                         let record = ListenerRecord {
                             addr: *addr,
                             kind: ListenerKind::Peer,
                         };
-                        (record, socket.as_fd())
+                        (record, l.socket.as_fd())
                     }))
                     .collect();
                 let mut started = match upgrade::start(&relaunch, &records).await {
@@ -260,8 +258,8 @@ async fn serve(
                 for l in listeners.values_mut() {
                     l.accepting.stopped().await;
                 }
-                if let Some((_, accepting, _)) = peering.as_mut() {
-                    accepting.stopped().await;
+                if let Some((_, l)) = peering.as_mut() {
+                    l.accepting.stopped().await;
                 }
                 admin_stop.cancel();
                 match started
@@ -280,10 +278,8 @@ async fn serve(
                             let listener = relisten(&l.socket, *addr)?;
                             l.accepting = start(listener, *addr, *tls, &ctx);
                         }
-                        if let (Some((addr, accepting, socket)), Some(c)) =
-                            (peering.as_mut(), cluster.as_ref())
-                        {
-                            *accepting = start_peers(relisten(socket, *addr)?, c, &ctx);
+                        if let (Some((addr, l)), Some(c)) = (peering.as_mut(), cluster.as_ref()) {
+                            l.accepting = start_peers(relisten(&l.socket, *addr)?, c, &ctx);
                         }
                         admin_stop = CancellationToken::new();
                         tokio::spawn(admin::serve(
@@ -340,8 +336,8 @@ async fn serve(
         l.accepting.stop();
     }
     drop(listeners);
-    if let Some((_, accepting, _)) = peering.take() {
-        accepting.stop();
+    if let Some((_, l)) = peering.take() {
+        l.accepting.stop();
     }
     tracing::info!("draining");
     if let Some(c) = &cluster {
