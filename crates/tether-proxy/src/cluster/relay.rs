@@ -131,14 +131,17 @@ async fn exchange(
     }
     head.extend_from_slice(b"\r\n");
     let answer = async {
-        stream.write_all(&head).await.ok()?;
-        Some(read_answer(&mut stream, cluster.max_header_bytes).await)
+        if stream.write_all(&head).await.is_err() {
+            // Closed before the request was even taken.
+            return Answer::Nothing;
+        }
+        read_answer(&mut stream, cluster.max_header_bytes).await
     };
     let answer = tokio::time::timeout(cluster.answer_timeout, answer).await;
     let (status, headers, after_head) = match answer {
-        Ok(Some(Answer::Head(status, headers, after_head))) => (status, headers, after_head),
-        Ok(Some(Answer::Nothing)) => return Err(Unanswered),
-        Ok(Some(Answer::Broken) | None) | Err(_) => return Ok(None),
+        Ok(Answer::Head(status, headers, after_head)) => (status, headers, after_head),
+        Ok(Answer::Nothing) => return Err(Unanswered),
+        Ok(Answer::Broken) | Err(_) => return Ok(None),
     };
     Ok(Some(Relayed {
         stream,
