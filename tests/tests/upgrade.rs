@@ -21,6 +21,8 @@
 //!   is whole in the old process or lost with the new one (see the test);
 //! - a POST of lines the old process reads for a session that has left:
 //!   never a `410`;
+//! - WebSocket resumes the old process reads during the handover: never
+//!   4410;
 //! - pushes to a session while it moves: never a `404`, each line once;
 //! - 10 000 idle sessions handed over: the time is printed, not asserted.
 //!
@@ -1930,6 +1932,89 @@ fn post_loop_h2(
         }
         unreachable!()
     })
+}
+
+/// SPEC 10: a WebSocket resume that the old process reads for a session
+/// that has already left is closed 1012 (come back), never 4410. 100
+/// WebSocket connections are upgraded (`101`) by the old process, each
+/// with its control record still to send; while 3 000 idle sessions move,
+/// they send the resumes of 100 of those sessions, 5 ms apart. Each gets
+/// the open record (its session was still there, and moves with that
+/// connection), or 1012, or loses its connection to the old process's
+/// exit; every one of the 100 sessions is then resumed in the new process.
+#[test]
+fn a_websocket_resume_the_old_process_reads_for_a_session_that_left_is_never_4410() {
+    let _heavy = heavy_lock();
+    let mut rig = rig();
+    let idle = open_detached(&rig, &[(Transport::Native, Via::Plain, 3000)]);
+    let sids: Vec<String> = idle.iter().step_by(30).map(|c| c.sid.clone()).collect();
+    let waiting: Vec<WsClient> = sids
+        .iter()
+        .map(|_| {
+            let (mut ws, _) = WsClient::connect(rig.listen, SESS, PATH, &ws_headers())
+                .unwrap_or_else(|r| panic!("WebSocket {PATH}: no 101: {}", r.head_text()));
+            ws.conn().set_read_timeout(READ_GUARD);
+            ws
+        })
+        .collect();
+    let resumer = {
+        let sids = sids.clone();
+        std::thread::spawn(move || {
+            let mut outcomes = Vec::new();
+            let mut kept = Vec::new();
+            for (mut ws, sid) in waiting.into_iter().zip(sids) {
+                std::thread::sleep(Duration::from_millis(5));
+                ws.send_binary(format!("sid={sid}&received=0").as_bytes());
+                let outcome = match ws.read_message() {
+                    Ok(f) if f.opcode == tether_tests::websocket::OP_BINARY => "open".to_string(),
+                    Ok(f) => format!("close {:?} {}", f.close_code(), f.close_reason()),
+                    Err(_) => "connection lost".to_string(),
+                };
+                outcomes.push(outcome);
+                kept.push(ws);
+            }
+            (outcomes, kept)
+        })
+    };
+    let up = rig.upgrade(1);
+    let (outcomes, _kept) = resumer.join().expect("the resumes");
+    let count = |o: &str| outcomes.iter().filter(|x| x.as_str() == o).count();
+    let (opened, come_back, lost) = (
+        count("open"),
+        count("close Some(1012) shutdown"),
+        count("connection lost"),
+    );
+    assert_eq!(
+        opened + come_back + lost,
+        outcomes.len(),
+        "SPEC 10: a resume for a session on its way is never refused: {:?}",
+        outcomes
+            .iter()
+            .filter(
+                |o| !["open", "close Some(1012) shutdown", "connection lost"].contains(&o.as_str())
+            )
+            .collect::<Vec<_>>()
+    );
+    for sid in &sids {
+        let (mut ws, _) = WsClient::connect(rig.listen, SESS, PATH, &ws_headers())
+            .unwrap_or_else(|r| panic!("WebSocket {PATH}: no 101: {}", r.head_text()));
+        ws.conn().set_read_timeout(READ_GUARD);
+        ws.send_binary(format!("sid={sid}&received=0").as_bytes());
+        let f = ws.read_message().expect("an answer to the resume");
+        assert_eq!(
+            f.opcode,
+            tether_tests::websocket::OP_BINARY,
+            "{sid} in the new process: close {:?} {}",
+            f.close_code(),
+            f.close_reason()
+        );
+    }
+    eprintln!(
+        "figures: during a handover of {:?} sessions, {} WebSocket resumes to the old process: \
+         {opened} opened there, {come_back} closed 1012, {lost} lost with it; all resumed after",
+        up.sessions(),
+        outcomes.len()
+    );
 }
 
 /// SPEC 10 and 7: a push to a session while it moves is never `404`. A
