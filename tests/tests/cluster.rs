@@ -25,22 +25,12 @@ const GONE_WITHIN: Duration = Duration::from_secs(10);
 
 /// A config for instance `node` of a cluster on `nats`.
 fn config(node: &str, nats: &str, worker: &LineWorker, peer_port: u16, peer_token: &str) -> String {
-    config_with(node, nats, worker, peer_port, peer_token, "")
+    config_with(node, nats, worker, peer_port, peer_token, "", "")
 }
 
-/// The same with `server_extra` lines in `[server]`.
+/// The same with `server_extra` lines in `[server]` and `vhost_extra` in
+/// the session vhost's `[vhost.persistent]`.
 fn config_with(
-    node: &str,
-    nats: &str,
-    worker: &LineWorker,
-    peer_port: u16,
-    peer_token: &str,
-    server_extra: &str,
-) -> String {
-    config_full(node, nats, worker, peer_port, peer_token, server_extra, "")
-}
-
-fn config_full(
     node: &str,
     nats: &str,
     worker: &LineWorker,
@@ -89,7 +79,7 @@ impl Cluster {
         let mut peer_ports = Vec::new();
         for i in 0..n {
             let port = free_port();
-            nodes.push(Tether::start(&config_full(
+            nodes.push(Tether::start(&config_with(
                 &format!("n{i}"),
                 &nats.url(),
                 &worker,
@@ -632,6 +622,7 @@ fn the_owner_applies_its_per_ip_limits_to_relayed_clients() {
         free_port(),
         PEER_TOKEN,
         "max_connections_per_ip = 2",
+        "",
     ));
     let other = Tether::start(&config("n1", &nats.url(), &worker, free_port(), PEER_TOKEN));
     for t in [&owner, &other] {

@@ -1781,13 +1781,20 @@ fn a_post_over_http2_for_a_session_that_left_is_never_a_410() {
     post_during_upgrade(true);
 }
 
+/// 3 000 detached idle sessions, so that a handover lasts a while, then
+/// one more (detached too), whose SessionID is returned.
+fn one_among_idle(rig: &Rig) -> (Vec<Client>, String) {
+    let idle = open_detached(rig, &[(Transport::Native, Via::Plain, 3000)]);
+    let sid = open_detached(rig, &[(Transport::Native, Via::Plain, 1)])
+        .remove(0)
+        .sid;
+    (idle, sid)
+}
+
 fn post_during_upgrade(http2: bool) {
     let _heavy = heavy_lock();
     let mut rig = rig();
-    let _idle = open_detached(&rig, &[(Transport::Native, Via::Plain, 3000)]);
-    let sid = open_detached(&rig, &[(Transport::Native, Via::Plain, 1)])
-        .remove(0)
-        .sid;
+    let (_idle, sid) = one_among_idle(&rig);
     let headers = [
         ("SessionID", sid.as_str()),
         ("Session-Sent", "0"),
@@ -2028,10 +2035,7 @@ fn a_websocket_resume_the_old_process_reads_for_a_session_that_left_is_never_441
 fn pushes_to_a_session_while_it_moves_are_never_404() {
     let _heavy = heavy_lock();
     let mut rig = rig();
-    let _idle = open_detached(&rig, &[(Transport::Native, Via::Plain, 3000)]);
-    let sid = open_detached(&rig, &[(Transport::Native, Via::Plain, 1)])
-        .remove(0)
-        .sid;
+    let (_idle, sid) = one_among_idle(&rig);
     let stop = Arc::new(AtomicBool::new(false));
     let (started_tx, started) = std::sync::mpsc::channel();
     let pusher = {

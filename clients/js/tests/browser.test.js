@@ -86,19 +86,7 @@ before(async () => {
   const listen = await freePort();
   const admin = await freePort();
   const config = join(dir, 'tether.toml');
-  writeFileSync(config, `[server]
-listen = ["127.0.0.1:${listen}"]
-admin_listen = "127.0.0.1:${admin}"
-
-[[vhost]]
-hosts = ["*"]
-origin = "http://127.0.0.1:${origin.address().port}"
-
-[vhost.persistent]
-enabled = true
-paths = ["*.pphp"]
-workers = ["http://127.0.0.1:${worker.port}"]
-`);
+  writeFileSync(config, tetherConfig(listen, admin));
   const tether = start(TETHER, ['run', '-c', config], 'tether');
   gateway = { port: listen, child: tether };
   await acceptsWithin(listen, 10000, tether);
@@ -600,19 +588,7 @@ test('upgrade in Chromium: SIGUSR2 hands HTTPSocket sessions to the new binary, 
   const listen = await freePort();
   const admin = await freePort();
   const config = join(dir, 'upgrade.toml');
-  writeFileSync(config, `[server]
-listen = ["127.0.0.1:${listen}"]
-admin_listen = "127.0.0.1:${admin}"
-
-[[vhost]]
-hosts = ["*"]
-origin = "http://127.0.0.1:${origin.address().port}"
-
-[vhost.persistent]
-enabled = true
-paths = ["*.pphp"]
-workers = ["http://127.0.0.1:${worker.port}"]
-`);
+  writeFileSync(config, tetherConfig(listen, admin));
   const old = start(TETHER, ['run', '-c', config], 'tether (to upgrade)');
   await acceptsWithin(listen, 10000, old);
   let newPid = null;
@@ -1002,6 +978,23 @@ function docsPageScript() {
   const log = `<?php file_put_contents(__DIR__ . '/../state/events.log', json_encode(['event' => $_SERVER['HTTP_SESSION_EVENT'] ?? '-', `
     + `'sid' => $_SERVER['HTTP_SESSIONID'] ?? '-', 'type' => $_SERVER['CONTENT_TYPE'] ?? '', 'post' => $_POST]) . "\n", FILE_APPEND | LOCK_EX); ?>`;
   return log + script;
+}
+
+/** tether's configuration: the test origin, and sessions on the worker. */
+function tetherConfig(listen, admin) {
+  return `[server]
+listen = ["127.0.0.1:${listen}"]
+admin_listen = "127.0.0.1:${admin}"
+
+[[vhost]]
+hosts = ["*"]
+origin = "http://127.0.0.1:${origin.address().port}"
+
+[vhost.persistent]
+enabled = true
+paths = ["*.pphp"]
+workers = ["http://127.0.0.1:${worker.port}"]
+`;
 }
 
 function start(bin, args, name, { detached = false } = {}) {
